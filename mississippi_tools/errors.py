@@ -1,0 +1,333 @@
+"""The exceptions raised by mississippi-tools.
+
+Every error the library raises on purpose derives from :class:`MississippiError`. Where callers
+already catch a builtin, the error also derives from it (an invalid image is a ``ValueError``, a
+refused path a ``PermissionError``, a missing extra an ``ImportError``)::
+
+    MississippiError
+    ├── InvalidInputError (ValueError)          the caller passed something unusable
+    │   ├── ImageError                          an image could not be read or is out of limits
+    │   │   ├── ImageDecodeError                not an image, truncated, unsupported format
+    │   │   └── ImageTooLargeError              over the byte or pixel limits (decompression bombs)
+    │   ├── ImageNotFoundError (FileNotFoundError)
+    │   ├── ImageFetchError                     an allowed image URL could not be downloaded
+    │   ├── PDFError                            unreadable PDF or a page outside the document
+    │   ├── SchemaError                         a schema we cannot honour (named feature, path)
+    │   └── PromptTooLongError                  prompt + images exceed the model's context
+    ├── AccessDeniedError (PermissionError)     a path outside the allowed roots, URLs disabled
+    ├── MissingDependencyError (ImportError)    an optional extra is not installed
+    ├── ModelLoadError                          the model cannot be loaded
+    │   ├── ModelNotFoundError (FileNotFoundError)   no weights locally and no way to fetch them
+    │   ├── ConfigError                         a config.json we do not understand
+    │   └── CheckpointError                     missing, unexpected or mis-shaped tensors
+    ├── GenerationError                         one request failed; the engine keeps serving
+    │   ├── QueueFullError                      too many requests waiting (retry_after seconds)
+    │   ├── DeadlineExceededError (TimeoutError)
+    │   └── RequestCancelledError
+    ├── ExtractionError                         output that does not validate, with the raw text
+    ├── EngineDeadError                         the engine cannot serve any more requests
+    └── RemoteError                             talking to a remote service failed
+        ├── RemoteConnectionError (ConnectionError)
+        └── RemoteStatusError                   an HTTP error status, with its stable error code
+
+Messages state what was wrong, the offending value or numbers, and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "AccessDeniedError",
+    "CheckpointError",
+    "ConfigError",
+    "DeadlineExceededError",
+    "EngineDeadError",
+    "ExtractionError",
+    "GenerationError",
+    "ImageDecodeError",
+    "ImageError",
+    "ImageFetchError",
+    "ImageNotFoundError",
+    "ImageTooLargeError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "MississippiError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "PDFError",
+    "PromptTooLongError",
+    "QueueFullError",
+    "RemoteConnectionError",
+    "RemoteError",
+    "RemoteStatusError",
+    "RequestCancelledError",
+    "SchemaError",
+]
+
+
+class MississippiError(Exception):
+    """Base class of every error raised on purpose by mississippi-tools.
+
+    Attributes:
+        code: A stable, machine-readable error code (used in HTTP error bodies and MCP results).
+    """
+
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInputError(MississippiError, ValueError):
+    """The caller passed an input that cannot be used (fix the input, then retry)."""
+
+    code = "invalid_input"
+
+
+class ImageError(InvalidInputError):
+    """An image could not be used.
+
+    Attributes:
+        source: A short description of where the image came from (path, "bytes", "data URI").
+    """
+
+    code = "invalid_image"
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class ImageDecodeError(ImageError):
+    """The data is not a readable image (unknown or unsupported format, truncated, corrupt)."""
+
+    code = "image_decode_error"
+
+
+class ImageTooLargeError(ImageError):
+    """The image is over the byte or pixel limits; decompression bombs are refused here."""
+
+    code = "image_too_large"
+
+
+class ImageNotFoundError(InvalidInputError, FileNotFoundError):
+    """No file exists at the given path."""
+
+    code = "image_not_found"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ImageFetchError(InvalidInputError):
+    """An image URL (allowed by policy) could not be downloaded: timeout, refused, HTTP error.
+
+    Attributes:
+        url: The URL.
+        status_code: The HTTP status when the server answered with an error, else ``None``.
+    """
+
+    code = "image_fetch_failed"
+
+    def __init__(
+        self, message: str, *, url: str | None = None, status_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status_code = status_code
+
+
+class PDFError(InvalidInputError):
+    """A PDF could not be read, or the requested pages are not in it."""
+
+    code = "pdf_error"
+
+
+class SchemaError(InvalidInputError):
+    """A schema uses a feature we cannot honour, or is not a schema at all.
+
+    Attributes:
+        path: JSON pointer of the offending part of the schema, when known.
+    """
+
+    code = "unsupported_schema"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class PromptTooLongError(InvalidInputError):
+    """The prompt with its image tokens does not fit in the model's context window."""
+
+    code = "prompt_too_long"
+
+
+class AccessDeniedError(MississippiError, PermissionError):
+    """The input is refused by policy: a path outside the allowed roots, a URL when disabled."""
+
+    code = "access_denied"
+
+
+class MissingDependencyError(MississippiError, ImportError):
+    """An optional extra is not installed. The message names the ``pip install`` to run."""
+
+    code = "missing_dependency"
+
+    def __init__(self, package: str, extra: str, *, purpose: str | None = None) -> None:
+        what = f" ({purpose})" if purpose else ""
+        message = (
+            f"{package} is required{what} but is not installed; "
+            f'install it with: pip install "mississippi-tools[{extra}]"'
+        )
+        super().__init__(message)
+        self.package = package
+        self.extra = extra
+
+
+class ModelLoadError(MississippiError):
+    """The model could not be loaded."""
+
+    code = "model_load_error"
+
+
+class ModelNotFoundError(ModelLoadError, FileNotFoundError):
+    """The weights are not available locally and could not be fetched."""
+
+    code = "model_not_found"
+
+
+class ConfigError(ModelLoadError):
+    """A model configuration that this library does not support."""
+
+    code = "unsupported_config"
+
+
+class CheckpointError(ModelLoadError):
+    """The checkpoint's tensors do not match the model.
+
+    Attributes:
+        missing: Tensor names the model needs that the checkpoint lacks.
+        unexpected: Tensor names in the checkpoint that the model does not use.
+        mismatched: ``(name, expected_shape, found_shape)`` for tensors of the wrong shape.
+    """
+
+    code = "checkpoint_mismatch"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: Sequence[str] = (),
+        unexpected: Sequence[str] = (),
+        mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.mismatched = list(mismatched)
+
+
+class GenerationError(MississippiError):
+    """A single request failed; the engine itself is still able to serve others.
+
+    Attributes:
+        request_id: The engine's id of the failed request, when it had one.
+    """
+
+    code = "generation_error"
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class QueueFullError(GenerationError):
+    """The engine's queue is full; retry after ``retry_after`` seconds."""
+
+    code = "queue_full"
+
+    def __init__(
+        self, message: str, *, retry_after: float = 1.0, request_id: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(GenerationError, TimeoutError):
+    """The request did not finish before its deadline; its slot was freed."""
+
+    code = "deadline_exceeded"
+
+
+class RequestCancelledError(GenerationError):
+    """The request was cancelled before it finished; its slot was freed."""
+
+    code = "cancelled"
+
+
+class ExtractionError(MississippiError):
+    """The model's output could not be turned into data valid under the schema.
+
+    Attributes:
+        raw_text: The model's last raw output, so nothing is lost.
+        errors: Validation or parse error messages, one per failed attempt.
+        attempts: How many generations were tried.
+    """
+
+    code = "extraction_failed"
+
+    def __init__(
+        self, message: str, *, raw_text: str, errors: Sequence[str] = (), attempts: int = 1
+    ) -> None:
+        super().__init__(message)
+        self.raw_text = raw_text
+        self.errors = list(errors)
+        self.attempts = attempts
+
+
+class EngineDeadError(MississippiError):
+    """The engine stopped and cannot serve requests; create a new one."""
+
+    code = "engine_dead"
+
+
+class RemoteError(MississippiError):
+    """Talking to a remote service failed."""
+
+    code = "remote_error"
+
+
+class RemoteConnectionError(RemoteError, ConnectionError):
+    """The remote service could not be reached (refused, timed out, DNS failure)."""
+
+    code = "remote_unreachable"
+
+
+class RemoteStatusError(RemoteError):
+    """The remote service answered with an error status.
+
+    Attributes:
+        status_code: The HTTP status code.
+        error_code: The server's stable error code when it sent one (our server always does).
+        body: The decoded error body, when JSON.
+    """
+
+    code = "remote_status"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        error_code: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_code = error_code
+        self.body = body
