@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BAD_INPUTS = Path(__file__).parent / "bad_inputs"
+
+
+@pytest.fixture(scope="session")
+def bad_inputs() -> Path:
+    """The committed corpus of awkward and broken input files (see bad_inputs/make_corpus.py)."""
+    return BAD_INPUTS
+
+
+@pytest.fixture(scope="session")
+def corpus() -> ModuleType:
+    """tests/bad_inputs/make_corpus.py, to build variants of the corpus files in memory."""
+    spec = importlib.util.spec_from_file_location("make_corpus", BAD_INPUTS / "make_corpus.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny H2OVL checkpoint in the original on-disk format (built once per session)."""
+    from mississippi_tools.testing import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-h2ovl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
+    """The tiny checkpoint loaded on the CPU in float32."""
+    from mississippi_tools.models.registry import load_backend
+
+    return load_backend(tiny_checkpoint, device="cpu", dtype="float32")
+
+
+@pytest.fixture
+def tiny_engine(tiny_backend):  # type: ignore[no-untyped-def]
+    """A fresh local engine over the shared tiny model (closed after the test)."""
+    from mississippi_tools.engine.local import LocalEngine
+
+    engine = LocalEngine(tiny_backend)
+    yield engine
+    engine.close()
