@@ -1,0 +1,1 @@
+"""Model families (backends) and how checkpoints are found and loaded."""

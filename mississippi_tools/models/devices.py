@@ -1,0 +1,98 @@
+"""Choose the device, dtype and attention kernel for a model, with clean fallbacks."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING
+
+from mississippi_tools.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["cpu_has_native_bf16", "resolve_attention", "resolve_device", "resolve_dtype"]
+
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+_ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU; anything else is checked."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as e:
+        raise InvalidInputError(f"device {device!r} is not a torch device: {e}") from e
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(
+            f"device {device!r} was requested but CUDA is not available here; use device='cpu' "
+            "or 'auto'"
+        )
+    return resolved
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), making bf16 pay off."""
+    import torch
+
+    flags = ("avx512_bf16", "amx_bf16")
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
+            text = handle.read(200_000)
+        return any(f" {flag}" in text for flag in flags)
+    except OSError:
+        capability = torch.backends.cpu.get_cpu_capability()
+        return "AMX" in capability.upper()
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype for ``dtype`` on ``device``.
+
+    ``"auto"`` is bfloat16 on GPUs that support it (else float16), and on CPUs bfloat16 only where
+    the CPU computes it natively, else float32.
+    """
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    name = _DTYPES.get(str(dtype).lower())
+    if name is None:
+        raise InvalidInputError(
+            f"dtype {dtype!r} is not supported; use 'auto', 'float32', 'bfloat16' or 'float16'"
+        )
+    return getattr(torch, name)  # type: ignore[no-any-return]
+
+
+def resolve_attention(attention: str, device: torch.device, dtype: torch.dtype) -> str:
+    """``"auto"``: flash-attention 2 on CUDA in half precision when installed, else SDPA."""
+    import torch
+
+    if attention not in _ATTENTION:
+        raise InvalidInputError(f"attention {attention!r} is not one of {_ATTENTION}")
+    flash_available = importlib.util.find_spec("flash_attn") is not None
+    half = dtype in (torch.float16, torch.bfloat16)
+    if attention == "auto":
+        return "flash_attention_2" if device.type == "cuda" and half and flash_available else "sdpa"
+    if attention == "flash_attention_2" and not (device.type == "cuda" and flash_available):
+        raise InvalidInputError(
+            "attention='flash_attention_2' needs a CUDA device and the flash-attn package "
+            '(pip install "mississippi-tools[flash-attn]"); use "auto" to fall back to SDPA'
+        )
+    return attention

@@ -1,0 +1,239 @@
+"""H2OVL-Mississippi as an engine backend: loading, prompt preparation and decoder steps."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from mississippi_tools.errors import InvalidInputError
+from mississippi_tools.models.base import (
+    LogitsProcessor,
+    PreparedImage,
+    PreparedPrompt,
+    VLMBackend,
+)
+from mississippi_tools.models.h2ovl import processing
+from mississippi_tools.models.h2ovl.configuration import H2OVLConfig
+from mississippi_tools.models.h2ovl.generation import OCRWhitespaceProcessor
+from mississippi_tools.models.h2ovl.loading import load_config, load_weights
+from mississippi_tools.models.h2ovl.modeling import H2OVLForConditionalGeneration, cast_model
+from mississippi_tools.models.h2ovl.tokenization import (
+    IMG_CONTEXT,
+    IMG_END,
+    H2OVLTokenizer,
+)
+
+if TYPE_CHECKING:
+    from mississippi_tools.engine.kv_cache import BatchKVCache
+    from mississippi_tools.images import LoadedImage
+
+__all__ = ["H2OVLBackend"]
+
+
+class H2OVLBackend(VLMBackend):
+    """A loaded H2OVL-Mississippi checkpoint (800M, 2B or a tiny test model).
+
+    Build it with :meth:`from_directory`; the engine does the rest.
+    """
+
+    def __init__(
+        self,
+        model: H2OVLForConditionalGeneration,
+        tokenizer: H2OVLTokenizer,
+        *,
+        model_id: str,
+        revision: str,
+        load_seconds: float = 0.0,
+    ) -> None:
+        self.model = model
+        self.config: H2OVLConfig = model.config
+        self.tokenizer: H2OVLTokenizer = tokenizer
+        self.model_id = model_id
+        self.revision = revision
+        self.max_context = int(self.config.llm_config.get("max_position_embeddings", 8192))
+        self.vocab_size = self.config.vocab_size
+        self.load_seconds = load_seconds
+        self._image_token_id = tokenizer.token_to_id(IMG_CONTEXT)
+        self._image_end_id = tokenizer.token_to_id(IMG_END)
+        self._stop_ids = frozenset({tokenizer.eos_token_id})
+
+    @classmethod
+    def from_directory(
+        cls,
+        directory: Path,
+        *,
+        model_id: str | None = None,
+        device: torch.device,
+        dtype: torch.dtype,
+        attn_implementation: str = "sdpa",
+        allow_pickle: bool = False,
+    ) -> H2OVLBackend:
+        """Load a checkpoint directory in the original format."""
+        started = time.perf_counter()
+        config = load_config(directory)
+        tokenizer = H2OVLTokenizer.from_pretrained(directory)
+        with torch.device("meta"):
+            model = H2OVLForConditionalGeneration(config, attn_implementation=attn_implementation)
+        load_weights(model, directory, dtype=dtype, allow_pickle=allow_pickle)
+        cast_model(model, dtype)
+        model.to(device)
+        model.eval()
+        model.requires_grad_(False)
+        return cls(
+            model,
+            tokenizer,
+            model_id=model_id or directory.name,
+            revision=_revision(directory),
+            load_seconds=time.perf_counter() - started,
+        )
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are."""
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype."""
+        return self.model.dtype
+
+    @property
+    def image_token_id(self) -> int:
+        """Id of ``<IMG_CONTEXT>``."""
+        return self._image_token_id
+
+    @property
+    def stop_token_ids(self) -> frozenset[int]:
+        """``<|end|>``: the original's chat stops on it alone."""
+        return self._stop_ids
+
+    # -- preparation --------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        prompt: str,
+        images: Sequence[LoadedImage],
+        *,
+        history: Sequence[tuple[str, str]] = (),
+        max_tiles: int | None = None,
+        use_msac: bool | None = None,
+    ) -> PreparedPrompt:
+        """Plan tiles, build the h2ogpt2 prompt and tokenize it exactly as the original does."""
+        config = self.config
+        tiles_cap = config.max_dynamic_patch if max_tiles is None else max_tiles
+        if not config.dynamic_image_size:
+            tiles_cap = 1
+        if tiles_cap < config.min_dynamic_patch:
+            raise InvalidInputError(
+                f"max_tiles={tiles_cap} is below this model's minimum of "
+                f"{config.min_dynamic_patch} tile(s)"
+            )
+        # MSAC only applies to a single image, as in the original and vLLM.
+        msac = (config.use_msac if use_msac is None else use_msac) and len(images) == 1
+        prepared: list[PreparedImage] = []
+        for image in images:
+            width, height = image.image.size
+            plan = processing.plan_tiles(
+                width,
+                height,
+                image_size=config.image_size,
+                min_tiles=config.min_dynamic_patch,
+                max_tiles=tiles_cap,
+                use_thumbnail=config.use_thumbnail,
+                use_msac=msac,
+            )
+            tiling = f"{plan.grids}|{plan.thumbnail}|{config.image_size}"
+            key = f"{self.revision}|{image.content_hash}|{tiling}"
+            prepared.append(
+                PreparedImage(
+                    cache_key=key,
+                    num_tiles=plan.num_tiles,
+                    render=_renderer(image, plan, config.image_size),
+                )
+            )
+        text = processing.build_prompt(prompt, history=history, num_images=len(images))
+        text = processing.expand_image_placeholders(
+            text, [p.num_tiles for p in prepared], config.num_image_token
+        )
+        ids = self.tokenizer.encode(text)
+        prefix = 0
+        if prepared:
+            prefix = len(ids) - ids[::-1].index(self._image_end_id)
+        return PreparedPrompt(input_ids=ids, images=prepared, prefix_length=prefix)
+
+    # -- compute ------------------------------------------------------------------------------
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected features ``[tiles, 256, hidden]``."""
+        with torch.inference_mode():
+            return self.model.extract_features(pixel_values)
+
+    def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with the image features in place of ``<IMG_CONTEXT>``."""
+        with torch.inference_mode():
+            return self.model.embed(
+                input_ids.to(self.device), image_features, image_token_id=self._image_token_id
+            )
+
+    def new_cache(self) -> BatchKVCache:
+        """An empty cache with one layer per decoder layer."""
+        from mississippi_tools.engine.kv_cache import BatchKVCache
+
+        return BatchKVCache(int(self.config.llm_config["num_hidden_layers"]))
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: BatchKVCache,
+        *,
+        last_only: bool = True,
+    ) -> torch.Tensor:
+        """Decoder over new positions; float32 logits of the last (or every) position."""
+        decoder = self.model.language_model
+        with torch.inference_mode():
+            out = decoder.model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask.to(self.device),
+                position_ids=position_ids.to(self.device),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            hidden = out.last_hidden_state
+            if last_only:
+                hidden = hidden[:, -1]
+            logits: torch.Tensor = decoder.lm_head(hidden).float()
+        return logits
+
+    def logits_processors_for_ocr(self) -> list[LogitsProcessor]:
+        """The original's OCR mode: no repeated whitespace tokens."""
+        return [OCRWhitespaceProcessor(self.tokenizer)]
+
+
+def _renderer(image: LoadedImage, plan: processing.TilePlan, image_size: int):  # type: ignore[no-untyped-def]
+    def render() -> torch.Tensor:
+        tiles = processing.render_tiles(image.image, plan, image_size=image_size)
+        return processing.pixel_values(tiles)
+
+    return render
+
+
+def _revision(directory: Path) -> str:
+    """The hub commit for snapshots, else a digest of the config and the weight files' stats."""
+    parts = directory.resolve().parts
+    if len(parts) >= 2 and parts[-2] == "snapshots":
+        return parts[-1][:12]
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update((directory / "config.json").read_bytes())
+    for path in sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
