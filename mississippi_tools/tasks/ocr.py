@@ -1,0 +1,203 @@
+"""Reading text: the OCR prompts, the :class:`OCRResult` result, and the parser of the answer.
+
+``text`` and ``lines`` use the instruction of H2OVL-Mississippi's own examples, "Read the text in
+the image." (``lines`` differs only in how the result is presented: the same text, with per-line
+confidences when the engine computed them). ``markdown`` asks for Markdown. As in the
+original model's OCR mode, runs of spaces in the answer are collapsed to one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Final, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mississippi_tools.errors import InvalidInputError
+from mississippi_tools.tasks.results import ResultMetadata, TaskResult
+
+__all__ = [
+    "OCR_MARKDOWN_PROMPT",
+    "OCR_TEXT_PROMPT",
+    "OCRFormat",
+    "OCRLine",
+    "OCRResult",
+    "build_ocr_prompt",
+    "collapse_spaces",
+    "parse_ocr_output",
+]
+
+OCRFormat = Literal["text", "markdown", "lines"]
+"""How the text is wanted: plain ``text``, ``markdown`` (headings, lists, tables), or ``lines``."""
+
+OCR_TEXT_PROMPT: Final = "Read the text in the image."
+"""The OCR instruction of the H2OVL-Mississippi examples, for ``text`` and ``lines``."""
+
+OCR_MARKDOWN_PROMPT: Final = (
+    "Read the text in the image and format it as Markdown. "
+    "Keep the reading order, headings, lists and tables; write tables as Markdown tables."
+)
+"""The OCR instruction for ``markdown``."""
+
+_FORMATS: Final = frozenset(get_args(OCRFormat))
+_FENCE_OPEN_RE: Final = re.compile(r"[ \t]*(?:`{3,}|~{3,})[ \t]*(?:markdown|md|text|txt)?[ \t]*")
+_FENCE_CLOSE_RE: Final = re.compile(r"[ \t]*(?:`{3,}|~{3,})[ \t]*")
+
+
+def _check_format(format: str) -> None:
+    if format not in _FORMATS:
+        raise InvalidInputError(
+            f"unknown OCR format {format!r}; use one of {', '.join(sorted(_FORMATS))}"
+        )
+
+
+def build_ocr_prompt(format: OCRFormat = "text") -> str:
+    """Return the prompt that asks the model to read the text in an image.
+
+    Args:
+        format: ``text`` and ``lines`` give :data:`OCR_TEXT_PROMPT`; ``markdown`` gives
+            :data:`OCR_MARKDOWN_PROMPT`.
+
+    Returns:
+        The prompt, without the ``<image>`` placeholder (the engine adds it).
+
+    Raises:
+        InvalidInputError: ``format`` is not one of the :data:`OCRFormat` values.
+    """
+    _check_format(format)
+    return OCR_MARKDOWN_PROMPT if format == "markdown" else OCR_TEXT_PROMPT
+
+
+def collapse_spaces(text: str) -> str:
+    """Collapse every run of spaces to one space, as the original model's OCR mode does.
+
+    Only spaces (U+0020) are touched; tabs and line breaks are kept.
+
+    Args:
+        text: OCR output.
+
+    Returns:
+        The text with no two consecutive spaces.
+
+    Example:
+        >>> collapse_spaces("Total   due:  $1,200")
+        'Total due: $1,200'
+    """
+    return re.sub(r" {2,}", " ", text)
+
+
+class OCRLine(BaseModel):
+    """One non-empty line of OCR text."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    text: str
+    """The line's text."""
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """The model's confidence in the line (a probability from its token scores), when computed."""
+
+
+class OCRResult(TaskResult):
+    """Text read from an image.
+
+    ``str(result)`` is the text. ``lines`` always holds the non-empty lines of the text; for the
+    ``markdown`` format, ``markdown`` holds the Markdown (``text`` is the same Markdown).
+
+    Example:
+        >>> result = vlm.ocr("receipt.png")  # doctest: +SKIP
+        >>> print(result)
+        ACME Store
+        Total due: $1,200
+        >>> [line.text for line in result.lines]
+        ['ACME Store', 'Total due: $1,200']
+    """
+
+    text: str
+    """The text as read, one line per line of the image."""
+    format: OCRFormat = "text"
+    """The format that was asked for."""
+    lines: list[OCRLine] = Field(default_factory=list)
+    """The non-empty lines of ``text``, in order, with their confidences when computed."""
+    markdown: str | None = None
+    """The Markdown, for the ``markdown`` format; ``null`` otherwise."""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_ocr_output(
+    raw: str,
+    format: OCRFormat,
+    line_confidences: Sequence[float] | None,
+    meta: ResultMetadata,
+) -> OCRResult:
+    r"""Turn the model's answer to :func:`build_ocr_prompt` into an :class:`OCRResult`.
+
+    Runs of spaces are collapsed (Markdown keeps its indentation, which nests lists), trailing
+    spaces and blank lines at both ends are removed, and a Markdown answer loses the code fence
+    around it when the model added one.
+
+    Args:
+        raw: The model's answer, as generated.
+        format: The format that was asked for.
+        line_confidences: One confidence in ``[0, 1]`` per line of ``raw`` (``raw.split("\n")``),
+            or ``None`` when the engine did not compute them.
+        meta: The engine's metadata for this generation.
+
+    Returns:
+        The text, its lines and, for ``markdown``, the Markdown.
+
+    Raises:
+        InvalidInputError: ``format`` is unknown, or ``line_confidences`` does not have one value
+            in ``[0, 1]`` per line of ``raw``.
+    """
+    _check_format(format)
+    raw_lines = [line.rstrip("\r") for line in raw.split("\n")]
+    if line_confidences is not None:
+        if len(line_confidences) != len(raw_lines):
+            raise InvalidInputError(
+                f"got {len(line_confidences)} line confidences for {len(raw_lines)} lines of "
+                'output; pass one per line of raw.split("\\n"), or None'
+            )
+        bad = [c for c in line_confidences if not (math.isfinite(c) and 0.0 <= c <= 1.0)]
+        if bad:
+            raise InvalidInputError(
+                f"line confidences must be probabilities in [0, 1]; got {bad[:3]} "
+                "(convert log-probabilities with math.exp)"
+            )
+    confidences: list[float | None] = (
+        list(line_confidences) if line_confidences is not None else [None] * len(raw_lines)
+    )
+    pairs = list(zip(raw_lines, confidences, strict=True))
+
+    if format == "markdown":
+        content = [i for i, (line, _) in enumerate(pairs) if line.strip()]
+        if content and _FENCE_OPEN_RE.fullmatch(pairs[content[0]][0]):
+            last = content[-1]
+            end = last if len(content) > 1 and _FENCE_CLOSE_RE.fullmatch(pairs[last][0]) else None
+            pairs = pairs[content[0] + 1 : end]
+        pairs = [(_collapse_inner(line).rstrip(), c) for line, c in pairs]
+    else:
+        pairs = [(collapse_spaces(line).strip(), c) for line, c in pairs]
+
+    while pairs and not pairs[0][0]:
+        pairs.pop(0)
+    while pairs and not pairs[-1][0]:
+        pairs.pop()
+    text = "\n".join(line for line, _ in pairs)
+    lines = [OCRLine(text=line.strip(), confidence=c) for line, c in pairs if line.strip()]
+    return OCRResult(
+        text=text,
+        format=format,
+        lines=lines,
+        markdown=text if format == "markdown" else None,
+        meta=meta,
+    )
+
+
+def _collapse_inner(line: str) -> str:
+    """Collapse runs of spaces after the indentation, which Markdown needs for nested lists."""
+    indent = len(line) - len(line.lstrip(" "))
+    return line[:indent] + collapse_spaces(line[indent:])

@@ -1,0 +1,65 @@
+"""What every task result carries besides its data: :class:`ResultMetadata`, and the base class.
+
+Results are pydantic models so that the HTTP service and the MCP tools can return them as structured
+content as they are: ``result.model_dump(mode="json")`` is plain JSON and
+``type(result).model_json_schema()`` is a self-contained JSON Schema (nested models under
+``$defs``). Field docstrings become the schema's descriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["FinishReason", "ResultMetadata", "TaskResult"]
+
+FinishReason = Literal["stop", "length", "cancelled"]
+"""Why generation ended: an end token (``stop``), ``max_new_tokens`` (``length``), or a cancel."""
+
+
+class ResultMetadata(BaseModel):
+    """How a result was produced: model, engine, cost and timings.
+
+    The engine fills it in; tasks pass it through unchanged into their result.
+
+    Example:
+        >>> meta = ResultMetadata(model="h2oai/h2ovl-mississippi-800m", engine="local", tiles=7)
+        >>> meta.model_dump(mode="json")["attempts"]
+        1
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    model: str
+    """Model id, e.g. ``h2oai/h2ovl-mississippi-800m``."""
+    engine: Literal["local", "remote"]
+    """``local`` for the in-process engine, ``remote`` for an HTTP service."""
+    source: str | None = None
+    """Short description of the image source (file name, ``bytes``, URL), when known."""
+    page: int | None = None
+    """Page of a multi-page source (PDF) the image came from, when it came from one."""
+    tiles: int = Field(default=0, ge=0)
+    """Image tiles fed to the vision encoder, thumbnail included."""
+    prompt_tokens: int = Field(default=0, ge=0)
+    """Tokens in the prompt, image tokens included."""
+    new_tokens: int = Field(default=0, ge=0)
+    """Tokens generated."""
+    timings: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    """Wall-clock seconds per stage: ``preprocess``, ``vision``, ``prefill``, ``decode``,
+    ``parse``, ``total``, ``queue``; stages that did not run are absent."""
+    cache_hit: bool = False
+    """Whether the vision features came from the cache."""
+    finish_reason: FinishReason | None = None
+    """Why generation ended; ``length`` means the answer was cut by ``max_new_tokens``."""
+    attempts: int = Field(default=1, ge=1)
+    """Generations tried to obtain a valid result (more than one after retries)."""
+
+
+class TaskResult(BaseModel):
+    """Base class of every task result (``OCRResult``, ``ChartData``, ``TableData``, ``Answer``)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    meta: ResultMetadata
+    """How the result was produced."""
