@@ -275,6 +275,7 @@ def iter_pages(
     limits: ImageLimits = _DEFAULT_LIMITS,
     policy: SourcePolicy | None = None,
     dpi: int = DEFAULT_PDF_DPI,
+    documents_only: bool = False,
 ) -> Iterator[LoadedImage]:
     """Yield the selected pages of a document, or the image itself, one at a time.
 
@@ -288,6 +289,8 @@ def iter_pages(
         limits: Byte and pixel limits, applied to every page.
         policy: Which paths and URLs may be read.
         dpi: Resolution for PDF pages.
+        documents_only: Apply ``pages`` to documents (PDFs, multi-page TIFFs) only; a plain
+            image is yielded once whatever the selection (batches over mixed sources).
 
     Returns:
         An iterator of :class:`LoadedImage`: one with ``page=None`` for a plain image, one per
@@ -305,7 +308,8 @@ def iter_pages(
         [1, 2]
     """
     if isinstance(source, LoadedImage | Image.Image):
-        return iter([_single(_from_memory(source, limits), pages=pages)])
+        loaded = _from_memory(source, limits)
+        return iter([loaded if documents_only else _single(loaded, pages=pages)])
     data, label = _read_input(source, limits, policy)
     fmt = sniff_format(data, source=label)
     if fmt == "PDF":
@@ -318,6 +322,8 @@ def iter_pages(
             raise
         return _iter_pdf(document, selected, label, limits, dpi)
     opened, count = _open(data, fmt, label, limits)
+    if count == 1 and documents_only:
+        return _iter_frames(opened, [(0, None)], label, fmt, limits)
     selected = _select(pages, count, _shown(label), InvalidInputError)
     if count == 1:
         return _iter_frames(opened, [(0, None)], label, fmt, limits)

@@ -50,3 +50,27 @@ def tiny_engine(tiny_backend):  # type: ignore[no-untyped-def]
     engine = LocalEngine(tiny_backend)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tiny_backend):  # type: ignore[no-untyped-def]
+    """A MississippiVLM over the tiny model, shared by the session (closed at the end)."""
+    from mississippi_tools import MississippiVLM
+
+    vlm = MississippiVLM.from_backend(tiny_backend)
+    yield vlm
+    vlm.close()
+
+
+@pytest.fixture(scope="session")
+def sample_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real PNG with some drawn text-like strokes."""
+    from PIL import Image, ImageDraw
+
+    path = tmp_path_factory.mktemp("images") / "sample.png"
+    image = Image.new("RGB", (640, 480), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((40, 40), "Invoice 12345\nTotal: $1,200", fill="black")
+    draw.rectangle((40, 200, 300, 400), outline="navy", width=4)
+    image.save(path)
+    return path

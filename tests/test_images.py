@@ -695,3 +695,14 @@ def test_public_api() -> None:
         "sniff_format",
     }
     assert LoadedImage.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+def test_documents_only_selection_leaves_plain_images_alone(bad_inputs: Path) -> None:
+    from mississippi_tools.images import iter_pages
+
+    plain = list(iter_pages(bad_inputs / "1x1.png", pages="2-3", documents_only=True))
+    assert [p.page for p in plain] == [None]
+    pdf = list(iter_pages(bad_inputs / "three_pages.pdf", pages="2-3", documents_only=True))
+    assert [p.page for p in pdf] == [2, 3]
+    with pytest.raises(InvalidInputError):
+        list(iter_pages(bad_inputs / "1x1.png", pages="2-3"))

@@ -1,0 +1,1 @@
+"""Agent tasks: prompts, result types and output parsing (engine-independent)."""
