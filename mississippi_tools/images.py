@@ -753,8 +753,8 @@ def _check_page_number(page: int | None) -> None:
 def _only_page(count: int, label: str, fmt: str) -> int:
     if count > 1:
         raise InvalidInputError(
-            f"{_shown(label)} is a {fmt} with {count} pages; pass page=K (1..{count}) to "
-            "load_image, or use a batch/pages form (iter_pages(..., pages='1-3'))"
+            f"{_shown(label)} is a {fmt} with {count} pages; choose one page (1..{count}), "
+            f"or a page range such as '1-{min(count, 3)}' to read several"
         )
     return 1
 

@@ -245,6 +245,18 @@ class MississippiVLM:
         """The model's id."""
         return self.engine.model_id
 
+    def with_policy(
+        self, policy: SourcePolicy | None = None, *, limits: ImageLimits | None = None
+    ) -> MississippiVLM:
+        """The same engine (and loaded model) under another source policy or image limits.
+
+        Integrations use it to confine one tool or server to its own allowed directories
+        while sharing the model.
+        """
+        return MississippiVLM(
+            self.engine, policy=policy or self.policy, limits=limits or self.limits
+        )
+
     def close(self) -> None:
         """Stop the engine (the model is released when no one else holds it)."""
         self.engine.close()

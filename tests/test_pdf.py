@@ -98,7 +98,7 @@ def test_page_selection_names_the_document() -> None:
 
 
 def test_multi_page_pdf_needs_a_page(bad_inputs: Path) -> None:
-    with pytest.raises(InvalidInputError, match="PDF with 3 pages; pass page=K"):
+    with pytest.raises(InvalidInputError, match="PDF with 3 pages; choose one page"):
         load_image(bad_inputs / "three_pages.pdf")
 
 

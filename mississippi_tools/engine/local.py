@@ -34,9 +34,9 @@ from mississippi_tools.engine.base import (
     GenerationOutput,
     GenerationRequest,
 )
+from mississippi_tools.engine.cache import CacheStats, TensorCache
 from mississippi_tools.engine.config import LocalEngineConfig
 from mississippi_tools.engine.detokenize import StreamingText
-from mississippi_tools.engine.feature_cache import CacheStats, FeatureCache
 from mississippi_tools.engine.runner import ModelRunner
 from mississippi_tools.engine.sampling import apply_repetition_penalty, sample_token
 from mississippi_tools.engine.scheduler import FCFSScheduler, Scheduler
@@ -72,6 +72,7 @@ class EngineMetrics:
     running: int = 0
     queue_depth: int = 0
     cache: CacheStats | None = None
+    prefix_cache: CacheStats | None = None
 
 
 class RequestHandle:
@@ -181,9 +182,13 @@ class LocalEngine(Engine):
             max_admit_tiles=self.config.max_admit_tiles,
             retry_after=self.config.retry_after,
         )
-        self.feature_cache = FeatureCache(int(self.config.feature_cache_mb * 1024 * 1024))
+        self.feature_cache = TensorCache(int(self.config.feature_cache_mb * 1024 * 1024))
+        self.prefix_cache = TensorCache(int(self.config.prefix_cache_mb * 1024 * 1024))
         self.runner = ModelRunner(
-            backend, self.feature_cache, max_vision_batch=self.config.max_vision_batch
+            backend,
+            self.feature_cache,
+            prefix_cache=self.prefix_cache,
+            max_vision_batch=self.config.max_vision_batch,
         )
         self.metrics = EngineMetrics()
         self._running: list[_Sequence] = []
@@ -298,6 +303,7 @@ class LocalEngine(Engine):
         self.metrics.queue_depth = self.scheduler.queue_depth
         self.metrics.running = len(self._running)
         self.metrics.cache = self.feature_cache.stats()
+        self.metrics.prefix_cache = self.prefix_cache.stats()
         return self.metrics
 
     @property
@@ -410,23 +416,28 @@ class LocalEngine(Engine):
         for sequence in sequences:
             sequence.admitted = now
             sequence.timings["queue"] = now - sequence.submitted
+        # A cached image prefix makes both the vision encoder and the prefix prefill unneeded.
+        prefixes = [self.runner.cached_prefix(s.prepared) for s in sequences]
+        needing = [s.prepared for s, p in zip(sequences, prefixes, strict=True) if p is None]
         try:
-            encoded = self.runner.encode([s.prepared for s in sequences])
+            encoded = iter(self.runner.encode(needing))
         except Exception as e:
             for sequence in sequences:
                 self._fail(sequence, _as_generation_error(e, sequence))
             return
-        for sequence, images in zip(sequences, encoded, strict=True):
-            sequence.cache_hit = images.cache_hit
-            sequence.timings["preprocess"] += images.render_seconds
-            sequence.timings["vision"] = images.vision_seconds
+        for sequence, prefix in zip(sequences, prefixes, strict=True):
+            images = None if prefix is not None else next(encoded)
+            sequence.cache_hit = prefix is not None or bool(images and images.cache_hit)
+            sequence.timings["preprocess"] += images.render_seconds if images else 0.0
+            sequence.timings["vision"] = images.vision_seconds if images else 0.0
             if sequence.cancelled or (
                 sequence.deadline is not None and time.monotonic() >= sequence.deadline
             ):
                 continue  # leaves at the next step boundary
             started = time.perf_counter()
             try:
-                logits, cache = self.runner.prefill(sequence.prepared, images.features)
+                features = images.features if images else []
+                logits, cache = self.runner.prefill(sequence.prepared, features, prefix)
                 self.metrics.prompt_tokens += len(sequence.prepared.input_ids)
                 token = self._choose(sequence, logits)
             except Exception as e:

@@ -1,26 +1,31 @@
 """The model runner: tensors in, tensors out, for the engine loop.
 
-It owns the running batch's key/value cache and the vision-feature cache. The engine loop decides
-*what* runs (:mod:`~mississippi_tools.engine.scheduler`); the runner runs it:
+It owns the running batch's key/value cache, the vision-feature cache and the prefix cache. The
+engine loop decides *what* runs (:mod:`~mississippi_tools.engine.scheduler`); the runner runs it:
 
+* :meth:`ModelRunner.cached_prefix` — the keys and values of a prompt's image prefix, when an
+  earlier request about the same images computed them;
 * :meth:`ModelRunner.encode` — vision features for newly admitted requests, all their uncached
   tiles through the encoder together (in chunks of ``max_vision_batch`` tiles);
 * :meth:`ModelRunner.prefill` — one request's prompt, image prefix first and the rest after, into
-  a fresh cache; then :meth:`ModelRunner.join` adds it to the running batch;
+  a fresh cache (the prefix from the prefix cache when it is there); then
+  :meth:`ModelRunner.join` adds it to the running batch;
 * :meth:`ModelRunner.decode` — one token for every running row;
 * :meth:`ModelRunner.keep` — drop finished rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from mississippi_tools.engine.feature_cache import FeatureCache
+from mississippi_tools.engine.cache import TensorCache
 from mississippi_tools.engine.kv_cache import BatchKVCache
 from mississippi_tools.models.base import PreparedPrompt, VLMBackend
 
@@ -48,12 +53,38 @@ class ModelRunner:
     """Runs the backend's model for the engine loop (single-threaded use)."""
 
     def __init__(
-        self, backend: VLMBackend, feature_cache: FeatureCache, *, max_vision_batch: int = 8
+        self,
+        backend: VLMBackend,
+        feature_cache: TensorCache,
+        *,
+        prefix_cache: TensorCache | None = None,
+        max_vision_batch: int = 8,
     ) -> None:
         self.backend = backend
         self.feature_cache = feature_cache
+        self.prefix_cache = prefix_cache or TensorCache(0)
         self.max_vision_batch = max(1, max_vision_batch)
         self.batch = backend.new_cache()
+
+    @staticmethod
+    def prefix_key(prompt: PreparedPrompt) -> str | None:
+        """Identifies a prompt's image prefix: its images' feature keys and its token ids."""
+        if prompt.prefix_length <= 0 or not prompt.images:
+            return None
+        digest = hashlib.blake2b(digest_size=16)
+        for image in prompt.images:
+            digest.update(image.cache_key.encode())
+            digest.update(b"\0")
+        digest.update(array("q", prompt.input_ids[: prompt.prefix_length]).tobytes())
+        return digest.hexdigest()
+
+    def cached_prefix(self, prompt: PreparedPrompt) -> tuple[torch.Tensor, ...] | None:
+        """The prefix's keys and values (layer by layer), when cached."""
+        key = self.prefix_key(prompt)
+        if key is None or self.prefix_cache.max_bytes == 0:
+            return None
+        value = self.prefix_cache.get(key)
+        return value if isinstance(value, tuple) else None
 
     def encode(self, prompts: Sequence[PreparedPrompt]) -> list[EncodedImages]:
         """Features for every image of ``prompts``; uncached tiles are encoded together."""
@@ -103,30 +134,56 @@ class ModelRunner:
         return results
 
     def prefill(
-        self, prompt: PreparedPrompt, features: Sequence[torch.Tensor]
+        self,
+        prompt: PreparedPrompt,
+        features: Sequence[torch.Tensor],
+        prefix: tuple[torch.Tensor, ...] | None = None,
     ) -> tuple[torch.Tensor, BatchKVCache]:
         """Run one prompt into a fresh cache; return its last position's logits ``[vocab]``.
 
         The image prefix (up to the last ``</img>``) and the rest run as two chunks, always, so
-        the computation does not depend on whether a prefix could be reused.
+        the computation does not depend on whether the prefix came from the prefix cache: with
+        ``prefix`` (from :meth:`cached_prefix`) the first chunk is skipped, and ``features`` may
+        be empty.
         """
         backend = self.backend
         ids = torch.tensor([prompt.input_ids], device=backend.device)
-        image_features = torch.cat(list(features)) if features else None
         cache = backend.new_cache()
-        cuts = [prompt.prefix_length] if 0 < prompt.prefix_length < len(prompt.input_ids) else []
-        bounds = [0, *cuts, len(prompt.input_ids)]
+        length = len(prompt.input_ids)
+        split = prompt.prefix_length if 0 < prompt.prefix_length < length else 0
+        start = 0
+        if prefix is not None and split:
+            for layer, keys, values in zip(
+                cache.growing_layers, prefix[0::2], prefix[1::2], strict=True
+            ):
+                layer.set_state(keys, values, extra=length - split + 32)
+            cache.attention_mask = torch.ones((1, split), dtype=torch.long, device=backend.device)
+            start = split
+        bounds = [start, *([split] if split > start else []), length]
         logits: torch.Tensor | None = None
-        for start, end in itertools.pairwise(bounds):
-            chunk = ids[:, start:end]
-            chunk_features = image_features if start == 0 else None
+        for begin, end in itertools.pairwise(bounds):
+            chunk = ids[:, begin:end]
+            chunk_features = torch.cat(list(features)) if begin == 0 and features else None
             embeds = backend.embed(chunk, chunk_features)
             mask = torch.ones((1, end), dtype=torch.long, device=backend.device)
-            positions = torch.arange(start, end, device=backend.device).unsqueeze(0)
+            positions = torch.arange(begin, end, device=backend.device).unsqueeze(0)
             logits = backend.forward(embeds, mask, positions, cache, last_only=True)
             cache.attention_mask = mask
+            if end == split and begin == 0:
+                self._keep_prefix(prompt, cache, split)
         assert logits is not None
         return logits[0], cache
+
+    def _keep_prefix(self, prompt: PreparedPrompt, cache: BatchKVCache, length: int) -> None:
+        key = self.prefix_key(prompt)
+        if key is None or self.prefix_cache.max_bytes == 0:
+            return
+        parts: list[torch.Tensor] = []
+        for layer in cache.growing_layers:
+            assert layer.keys is not None
+            assert layer.values is not None
+            parts += [layer.keys[:, :, :length].clone(), layer.values[:, :, :length].clone()]
+        self.prefix_cache.put(key, tuple(parts))
 
     def join(self, cache: BatchKVCache) -> None:
         """Append a prefilled request's rows to the running batch."""

@@ -55,14 +55,14 @@ def test_keep_no_rows_empties_the_cache() -> None:
 
 def test_batched_decoding_with_merged_rows_matches_single_runs(tiny_backend) -> None:  # type: ignore[no-untyped-def]
     """Logits of rows decoded together equal those of each row decoded alone."""
-    from mississippi_tools.engine.feature_cache import FeatureCache
+    from mississippi_tools.engine.cache import TensorCache
     from mississippi_tools.engine.runner import ModelRunner
 
     prompts = [
         tiny_backend.prepare(q, [])
         for q in ("short", "a much longer question with more tokens in it")
     ]
-    together = ModelRunner(tiny_backend, FeatureCache(0))
+    together = ModelRunner(tiny_backend, TensorCache(0))
     first = []
     for prompt in prompts:
         logits, cache = together.prefill(prompt, [])
@@ -70,7 +70,7 @@ def test_batched_decoding_with_merged_rows_matches_single_runs(tiny_backend) -> 
         first.append(int(logits.argmax()))
     batched = together.decode(first, [len(p.input_ids) for p in prompts])
     for row, prompt in enumerate(prompts):
-        alone = ModelRunner(tiny_backend, FeatureCache(0))
+        alone = ModelRunner(tiny_backend, TensorCache(0))
         logits, cache = alone.prefill(prompt, [])
         alone.join(cache)
         single = alone.decode([int(logits.argmax())], [len(prompt.input_ids)])

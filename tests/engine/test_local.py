@@ -211,3 +211,46 @@ def test_many_threads_submitting(tiny_backend) -> None:  # type: ignore[no-untyp
             t.join(60)
     assert len(results) == 12
     assert results[0] == results[3] == results[6]
+
+
+def test_prefix_cache_skips_vision_and_prefix_with_identical_results(tiny_backend) -> None:  # type: ignore[no-untyped-def]
+    image = _image(7, (800, 1000))
+    questions = ["Read the text.", "What is the total?", "Who signed?"]
+    with LocalEngine(
+        tiny_backend, LocalEngineConfig(feature_cache_mb=0, prefix_cache_mb=0)
+    ) as cold:
+        expected = [
+            cold.generate(
+                GenerationRequest(q, images=[image], sampling=SamplingParams(max_new_tokens=6))
+            ).token_ids
+            for q in questions
+        ]
+    with LocalEngine(tiny_backend) as engine:
+        outputs = [
+            engine.generate(
+                GenerationRequest(q, images=[image], sampling=SamplingParams(max_new_tokens=6))
+            )
+            for q in questions
+        ]
+        stats = engine.metrics_snapshot().prefix_cache
+    assert [o.token_ids for o in outputs] == expected
+    assert [o.cache_hit for o in outputs] == [False, True, True]
+    assert outputs[1].timings["vision"] == 0.0
+    assert stats is not None and stats.hits == 2 and stats.entries == 1
+
+
+def test_prefix_cache_keys_on_images_and_preceding_text(tiny_backend) -> None:  # type: ignore[no-untyped-def]
+    from mississippi_tools.engine.runner import ModelRunner
+
+    first = tiny_backend.prepare("q", [_image(1)])
+    other_question = tiny_backend.prepare("another question", [_image(1)])
+    other_image = tiny_backend.prepare("q", [_image(2)])
+    # History before the image changes the prefix; history after it (image in turn 1) does not.
+    history_first = tiny_backend.prepare("<image>\nq", [_image(1)], history=[("earlier", "answer")])
+    image_first = tiny_backend.prepare("q", [_image(1)], history=[("<image>\nearlier", "answer")])
+    key = ModelRunner.prefix_key
+    assert key(first) == key(other_question)
+    assert key(first) != key(other_image)
+    assert key(first) != key(history_first)
+    assert key(first) == key(image_first)
+    assert key(tiny_backend.prepare("text only", [])) is None

@@ -123,9 +123,17 @@ class H2OVLForConditionalGeneration(nn.Module):
         Returns:
             Projected features, ``[num_tiles, 256, llm_hidden_size]``.
         """
+        return self.project(self.encode_vision(pixel_values))
+
+    def encode_vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The vision encoder's last used layer, ``[num_tiles, 1 + patches, vision_hidden]``."""
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
-        hidden = self.vision_model(pixel_values=pixel_values).last_hidden_state
-        hidden = hidden[:, 1:, :]  # drop CLS
+        hidden: torch.Tensor = self.vision_model(pixel_values=pixel_values).last_hidden_state
+        return hidden
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Drop CLS, pixel-shuffle, project: ``[tiles, 1 + patches, C]`` -> ``[tiles, 256, H]``."""
+        hidden = hidden[:, 1:, :]
         side = int(hidden.shape[1] ** 0.5)
         hidden = hidden.reshape(hidden.shape[0], side, side, -1)
         hidden = pixel_shuffle(hidden, self.config.downsample_ratio, self.config.ps_version)
