@@ -23,6 +23,7 @@ from mississippi_tools.engine.base import (
     GenerationRequest,
     SamplingParams,
 )
+from mississippi_tools.errors import MississippiError
 from mississippi_tools.images import (
     ImageInput,
     ImageLimits,
@@ -739,10 +740,27 @@ class MississippiVLM:
         self, sources: Iterable[ImageInput], pages: PageSelection = None
     ) -> Iterator[LoadedImage]:
         """Every image, and the selected pages of every PDF or multi-page TIFF, lazily."""
+        for item in self._page_items(sources, pages, capture=False):
+            assert isinstance(item, LoadedImage)
+            yield item
+
+    def _page_items(
+        self, sources: Iterable[ImageInput], pages: PageSelection, *, capture: bool
+    ) -> Iterator[LoadedImage | MississippiError]:
+        """Pages as in :meth:`pages`, optionally with errors in place.
+
+        With ``capture``, a source that cannot be read (or stops being readable part-way)
+        yields its error in its place, and the next source follows.
+        """
         for source in sources:
-            yield from iter_pages(
-                source, pages=pages, limits=self.limits, policy=self.policy, documents_only=True
-            )
+            try:
+                yield from iter_pages(
+                    source, pages=pages, limits=self.limits, policy=self.policy, documents_only=True
+                )
+            except MississippiError as e:
+                if not capture:
+                    raise
+                yield e
 
     def count_pages(self, sources: Iterable[ImageInput], pages: PageSelection = None) -> int:
         """How many images :meth:`pages` yields (for progress bars)."""
@@ -777,22 +795,26 @@ class MississippiVLM:
             pages: Which pages of documents: ``"1-3,5"``, ``[1, 2]`` or ``None`` (all).
             progress: Show a progress bar (tqdm) on stderr.
             concurrency: Requests in flight (default: the engine's batch size, or 8).
-            return_exceptions: Put a failed item's exception in its place instead of raising.
+            return_exceptions: Put a failed item's exception in its place instead of raising; a
+                source that cannot be read at all takes one place, with its error.
             task_kwargs: The task's keyword arguments (``format=``, ``max_tiles=`` ...).
         """
         sources = list(sources)
         limit = concurrency or _default_concurrency(self.engine)
         bar = _progress_bar(progress, lambda: self.count_pages(sources, pages))
 
-        def run_one(image: LoadedImage) -> T:
-            return run_plan(self.engine, plan_for(image, **task_kwargs))
+        def run_one(item: LoadedImage | MississippiError) -> T:
+            if isinstance(item, MississippiError):
+                raise item
+            return run_plan(self.engine, plan_for(item, **task_kwargs))
 
+        items = self._page_items(sources, pages, capture=return_exceptions)
         results: list[T | BaseException] = []
         try:
             with ThreadPoolExecutor(
                 max_workers=limit, thread_name_prefix="mississippi-batch"
             ) as pool:
-                for future in _bounded_submit(pool, run_one, self.pages(sources, pages), limit):
+                for future in _bounded_submit(pool, run_one, items, limit):
                     try:
                         results.append(future.result())
                     except Exception as e:
@@ -821,12 +843,16 @@ class MississippiVLM:
         sources = list(sources)
         limit = concurrency or _default_concurrency(self.engine)
         semaphore = asyncio.Semaphore(limit)
-        images = await asyncio.to_thread(lambda: list(self.pages(sources, pages)))
+        images = await asyncio.to_thread(
+            lambda: list(self._page_items(sources, pages, capture=return_exceptions))
+        )
         bar = _progress_bar(progress, lambda: len(images))
 
-        async def run_one(image: LoadedImage) -> T | BaseException:
+        async def run_one(image: LoadedImage | MississippiError) -> T | BaseException:
             async with semaphore:
                 try:
+                    if isinstance(image, MississippiError):
+                        raise image
                     plan = await asyncio.to_thread(plan_for, image, **task_kwargs)
                     return await arun_plan(self.engine, plan)
                 except Exception as e:
@@ -906,8 +932,8 @@ def _progress_bar(enabled: bool, total: Callable[[], int]) -> Any:
 
 def _bounded_submit(
     pool: ThreadPoolExecutor,
-    fn: Callable[[LoadedImage], T],
-    items: Iterator[LoadedImage],
+    fn: Callable[[LoadedImage | MississippiError], T],
+    items: Iterator[LoadedImage | MississippiError],
     limit: int,
 ) -> Iterator[Future[T]]:
     """Submit lazily with at most ``limit`` futures pending; yield them in input order.

@@ -133,3 +133,28 @@ def test_policy_confines_paths(tiny_backend, sample_png: Path, tmp_path: Path) -
             vlm.ocr("https://example.com/a.png")
     finally:
         vlm.close()
+
+
+def test_batch_keeps_an_unreadable_source_in_its_place(
+    tiny_vlm: MississippiVLM, sample_png: Path
+) -> None:
+    corrupt = PDF.parent / "truncated.png"
+    results = tiny_vlm.ocr_batch(
+        [sample_png, corrupt, PDF], pages="1", max_new_tokens=2, return_exceptions=True
+    )
+    assert [type(r).__name__ for r in results] == ["OCRResult", "ImageDecodeError", "OCRResult"]
+    from mississippi_tools import ImageDecodeError
+
+    with pytest.raises(ImageDecodeError):
+        tiny_vlm.ocr_batch([sample_png, corrupt], max_new_tokens=2)
+
+
+async def test_async_batch_keeps_an_unreadable_source_in_its_place(
+    tiny_vlm: MississippiVLM,
+) -> None:
+    results = await tiny_vlm.aocr_batch(
+        [PDF.parent / "missing.png", PDF.parent / "1x1.png"],
+        max_new_tokens=2,
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == ["ImageNotFoundError", "OCRResult"]

@@ -605,7 +605,10 @@ def _from_delimited(text: str) -> _ParsedTable | None:
             reader = csv.reader(
                 io.StringIO(text.strip()), delimiter=delimiter, skipinitialspace=True
             )
-            rows = [row for row in reader if any(cell.strip() for cell in row)]
+            try:
+                rows = [row for row in reader if any(cell.strip() for cell in row)]
+            except csv.Error:  # stray carriage returns, huge fields: not this delimiter's table
+                continue
         start, end = _longest_run(rows)
         height = end - start
         if height < 2:

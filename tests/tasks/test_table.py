@@ -319,3 +319,16 @@ def test_duplicate_and_missing_columns_are_rejected() -> None:
 def test_extra_fields_are_forbidden() -> None:
     with pytest.raises(ValidationError):
         TableData(columns=["a"], rows=[], meta=META, colour="red")  # type: ignore[call-arg]
+
+
+def test_stray_carriage_returns_never_escape_as_csv_errors() -> None:
+    """Random model output with a bare \\r once made the csv module raise csv.Error."""
+    from mississippi_tools.errors import ExtractionError
+    from mississippi_tools.tasks.results import ResultMetadata
+    from mississippi_tools.tasks.table import parse_table_output
+
+    meta = ResultMetadata(model="m", engine="local")
+    with pytest.raises(ExtractionError):
+        parse_table_output('ab"c\rde,f\rgh', meta)
+    table = parse_table_output("a,b\r\n1,2\r\n3,4", meta)
+    assert table.columns == ["a", "b"]
