@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from mississippi_tools.engine.base import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -481,7 +481,7 @@ class MississippiVLM:
         elif images is None:
             loaded = []
         else:
-            loaded = [self.load_image(images, page=page)]
+            loaded = [self.load_image(cast("ImageInput", images), page=page)]
         request = GenerationRequest(
             prompt=ask_task.build_ask_prompt(question, len(loaded)),
             images=loaded,

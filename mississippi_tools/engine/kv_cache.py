@@ -23,14 +23,14 @@ _GROWTH = 1.5
 _MIN_CAPACITY = 64
 
 
-class GrowingLayer(DynamicLayer):
+class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
     """One layer's keys and values in a buffer ``[batch, heads, capacity, head_dim]``.
 
     ``keys`` and ``values`` are views of the used part, as transformers expects.
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._key_buffer: torch.Tensor | None = None
         self._value_buffer: torch.Tensor | None = None
         self.length = 0

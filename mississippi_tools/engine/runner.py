@@ -96,7 +96,7 @@ class ModelRunner:
                 if image.cache_key in found or image.cache_key in pending:
                     continue
                 cached = self.feature_cache.get(image.cache_key)
-                if cached is not None:
+                if isinstance(cached, torch.Tensor):
                     found[image.cache_key] = cached
                     continue
                 started = time.perf_counter()

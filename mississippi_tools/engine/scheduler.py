@@ -20,12 +20,27 @@ __all__ = ["FCFSScheduler", "Schedulable", "Scheduler", "SchedulerDecision"]
 
 
 class Schedulable(Protocol):
-    """What the scheduler needs to know about a request."""
+    """What the scheduler needs to know about a request (read-only)."""
 
-    request_id: str
-    deadline: float | None
-    cancelled: bool
-    num_tiles: int
+    @property
+    def request_id(self) -> str:
+        """The request's id."""
+        ...
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time after which the request fails, or ``None``."""
+        ...
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the caller cancelled it."""
+        ...
+
+    @property
+    def num_tiles(self) -> int:
+        """Tiles the request's images need (admission bounds tiles per step)."""
+        ...
 
 
 S = TypeVar("S", bound=Schedulable)

@@ -50,7 +50,7 @@ def resolve_model_dir(
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils.tqdm import disable_progress_bars, enable_progress_bars
 
     patterns = ["*.json", "*.safetensors", "tokenizer.model"]
     if allow_pickle:

@@ -101,18 +101,25 @@ class H2OVLForConditionalGeneration(nn.Module):
         self.vision_model = build_vision_model(config, attn_implementation=attn_implementation)
         self.mlp1 = H2OVLProjector(config.projector_input_size, config.llm_hidden_size)
         decoder_config = build_decoder_config(config, attn_implementation=attn_implementation)
-        decoder_cls = MistralForCausalLM if config.decoder_type == "mistral" else LlamaForCausalLM
+        decoder_cls: Any = (
+            MistralForCausalLM if config.decoder_type == "mistral" else LlamaForCausalLM
+        )
         self.language_model: PreTrainedModel = decoder_cls(decoder_config)
 
     @property
     def dtype(self) -> torch.dtype:
         """The dtype of the weights."""
-        return self.mlp1[1].weight.dtype
+        return self._reference_weight().dtype
 
     @property
     def device(self) -> torch.device:
         """The device of the weights."""
-        return self.mlp1[1].weight.device
+        return self._reference_weight().device
+
+    def _reference_weight(self) -> torch.Tensor:
+        linear = self.mlp1[1]
+        assert isinstance(linear, nn.Linear)
+        return linear.weight
 
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Image tokens for tiles.
