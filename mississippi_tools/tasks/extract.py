@@ -1,0 +1,352 @@
+"""JSON extraction: the prompt, the retry protocol, and the :class:`ExtractionResult`.
+
+The prompt follows the H2OVL card, which says the model "works best with an explicit JSON
+template": ``Extract the details from the image and format the output as JSON:`` followed by the
+template (:func:`~mississippi_tools.structured.render_template`).
+
+:class:`ExtractionPlan` is the conversation with the engine, free of I/O (a
+:class:`~mississippi_tools.tasks.base.TaskPlan`), so sync and async callers share it:
+
+- **With a grammar** (``constrained=True``, engines whose ``supports_grammar`` is true) the request
+  carries ``json_schema`` and the answer is valid JSON for the schema by construction. One attempt
+  is expected; an answer cut by ``max_new_tokens`` fails at once with an error saying so (a retry
+  with the same budget would be cut again). Only validation beyond the schema (pydantic validators)
+  can still fail, and is retried like below.
+- **Without one** the answer is parsed leniently
+  (:func:`~mississippi_tools.parsing.parse_json_lenient`) and validated; an invalid answer is
+  retried up to ``max_retries`` times with a prompt quoting the answer and its errors.
+
+When every attempt fails, :class:`~mississippi_tools.errors.ExtractionError` carries the last raw
+text, one error line per attempt and the number of attempts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    SkipValidation,
+    WithJsonSchema,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+from mississippi_tools.engine.base import (
+    DEFAULT_MAX_NEW_TOKENS,
+    Engine,
+    GenerationOutput,
+    GenerationRequest,
+    SamplingParams,
+)
+from mississippi_tools.errors import ExtractionError
+from mississippi_tools.parsing import JSONRepairError, parse_json_lenient
+from mississippi_tools.structured import (
+    NormalizedSchema,
+    SchemaInput,
+    field_confidences,
+    normalize_schema,
+    render_template,
+    validate,
+)
+from mississippi_tools.tasks.base import arun_plan, metadata_for, run_plan
+from mississippi_tools.tasks.results import TaskResult
+
+if TYPE_CHECKING:
+    from mississippi_tools.images import LoadedImage
+    from mississippi_tools.models.base import TokenizerLike
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "EXTRACT_PROMPT",
+    "ExtractionPlan",
+    "ExtractionResult",
+    "arun_extraction",
+    "build_extract_prompt",
+    "build_retry_prompt",
+    "run_extraction",
+]
+
+EXTRACT_PROMPT: Final = "Extract the details from the image and format the output as JSON:"
+"""The first line of the extraction prompt (the card's wording); the template follows."""
+
+DEFAULT_MAX_RETRIES: Final = 2
+"""Retries after an invalid answer (so at most 3 generations)."""
+
+_QUOTED_ANSWER_LIMIT: Final = 600
+
+
+class ExtractionResult(TaskResult):
+    """Data extracted from an image, valid under the requested schema.
+
+    Example:
+        >>> template = {"name": "", "date_of_birth": ""}
+        >>> result = vlm.extract_result("form.png", template)  # doctest: +SKIP
+        >>> result.data
+        {'name': 'Emily Johnson', 'date_of_birth': '1995-05-12'}
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    data: Annotated[
+        dict[str, Any] | SerializeAsAny[BaseModel],
+        WithJsonSchema({"type": "object", "description": "The extracted data."}),
+    ]
+    """The validated value: an instance of the pydantic model, or the dict valid under the JSON
+    Schema or template."""
+    raw_text: str
+    """The model's answer the data was parsed from."""
+    confidence: dict[str, float] | None = None
+    """When requested: the model's probability for each leaf value, keyed by JSON pointer
+    (``/items/0/price``); the weakest token of the value. Not a calibrated accuracy."""
+    errors: list[str] = Field(default_factory=list)
+    """Why the earlier attempts failed (empty when the first one succeeded)."""
+    output: SkipJsonSchema[SkipValidation[GenerationOutput]] = Field(exclude=True, repr=False)
+    """The engine's output of the successful attempt (token ids, log-probabilities, timings);
+    kept out of dumps and JSON Schemas."""
+
+    @property
+    def attempts(self) -> int:
+        """Generations used, the successful one included."""
+        return self.meta.attempts
+
+
+def build_extract_prompt(
+    schema: NormalizedSchema | SchemaInput, instructions: str | None = None
+) -> str:
+    """The extraction prompt: the card's sentence, the JSON template, then any instructions.
+
+    Args:
+        schema: The schema (normalised or not).
+        instructions: Extra guidance for the model, added on its own line at the end.
+
+    Returns:
+        The prompt, e.g. for the template ``{"name": ""}``::
+
+            Extract the details from the image and format the output as JSON:
+            {
+              "name": ""
+            }
+    """
+    prompt = f"{EXTRACT_PROMPT}\n{render_template(normalize_schema(schema))}"
+    if instructions and instructions.strip():
+        prompt += f"\n{instructions.strip()}"
+    return prompt
+
+
+def build_retry_prompt(
+    schema: NormalizedSchema | SchemaInput,
+    previous_answer: str,
+    errors: Sequence[str],
+    instructions: str | None = None,
+) -> str:
+    """The prompt of a retry: the extraction prompt, the invalid answer and what is wrong with it.
+
+    Args:
+        schema: The schema.
+        previous_answer: The invalid answer (quoted up to 600 characters).
+        errors: Its parse or validation errors.
+        instructions: As for :func:`build_extract_prompt`.
+    """
+    quoted = previous_answer.strip() or "(empty)"
+    if len(quoted) > _QUOTED_ANSWER_LIMIT:
+        quoted = quoted[:_QUOTED_ANSWER_LIMIT] + " ..."
+    problems = "\n".join(f"- {error}" for error in errors)
+    return (
+        f"{build_extract_prompt(schema, instructions)}\n"
+        f"Your previous answer was:\n{quoted}\n"
+        f"It is not valid:\n{problems}\n"
+        "Answer again with only the corrected JSON."
+    )
+
+
+class ExtractionPlan:
+    """The extraction's requests and retries, free of I/O (sync and async callers share it).
+
+    Args:
+        schema: A pydantic model class, a JSON Schema, a template, or a normalised schema.
+        images: The images to read (none for text-only requests).
+        constrained: Send ``json_schema`` so that the engine constrains the answer (engines with
+            ``supports_grammar``).
+        instructions: Extra guidance added to the prompt.
+        max_tiles: Most tiles per image.
+        confidence: Ask for log-probabilities and fill :attr:`ExtractionResult.confidence`.
+        max_new_tokens: Most tokens per attempt (default: ``sampling``'s, else the engine
+            default).
+        max_retries: Retries after an invalid answer.
+        timeout: Seconds before each request fails.
+        sampling: Decoding parameters (default: greedy).
+        tokenizer: Decodes tokens for the confidences when the engine gives no token texts.
+
+    Raises:
+        SchemaError: The schema uses a feature that cannot be guaranteed.
+
+    Example:
+        >>> plan = ExtractionPlan({"name": ""}, images=[image], constrained=engine.supports_grammar)
+        >>> result = run_extraction(engine, plan)
+    """
+
+    def __init__(
+        self,
+        schema: NormalizedSchema | SchemaInput,
+        *,
+        images: Sequence[LoadedImage] = (),
+        constrained: bool,
+        instructions: str | None = None,
+        max_tiles: int | None = None,
+        confidence: bool = False,
+        max_new_tokens: int | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float | None = None,
+        sampling: SamplingParams | None = None,
+        tokenizer: TokenizerLike | None = None,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.schema = normalize_schema(schema)
+        self.images = list(images)
+        self.constrained = constrained
+        self.instructions = instructions
+        self.max_tiles = max_tiles
+        self.confidence = confidence
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.tokenizer = tokenizer
+        if sampling is None:
+            sampling = SamplingParams(max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+        elif max_new_tokens is not None:
+            sampling = dataclasses.replace(sampling, max_new_tokens=max_new_tokens)
+        self.sampling = sampling
+        self.attempts = 0
+        self.errors: list[str] = []
+
+    @classmethod
+    def for_engine(
+        cls, engine: Engine, schema: NormalizedSchema | SchemaInput, **kwargs: Any
+    ) -> ExtractionPlan:
+        """A plan using the engine's grammar support (and its tokenizer, when it has one)."""
+        backend = getattr(engine, "backend", None)
+        kwargs.setdefault("tokenizer", getattr(backend, "tokenizer", None))
+        return cls(schema, constrained=engine.supports_grammar, **kwargs)
+
+    @property
+    def prompt(self) -> str:
+        """The first attempt's prompt."""
+        return build_extract_prompt(self.schema, self.instructions)
+
+    def first_request(self) -> GenerationRequest:
+        """The first request."""
+        return self._request(self.prompt)
+
+    def handle(self, output: GenerationOutput) -> ExtractionResult | GenerationRequest:
+        """Read one attempt's output: the result, or the retry to send.
+
+        Raises:
+            ExtractionError: The answer was cut by ``max_new_tokens`` (no retry: the same budget
+                would cut it again), or the last allowed attempt was invalid too.
+        """
+        self.attempts += 1
+        started = time.perf_counter()
+        text = output.text
+        if output.finish_reason != "stop":
+            reason = (
+                "the generation was cancelled"
+                if output.finish_reason == "cancelled"
+                else (
+                    f"the answer was cut after {len(output.token_ids)} tokens by "
+                    f"max_new_tokens={self.sampling.max_new_tokens} (or the context) before the "
+                    "JSON was complete; raise max_new_tokens or ask for less data"
+                )
+            )
+            self.errors.append(reason)
+            raise self._error(reason, text)
+        try:
+            value = validate(_parse(text), self.schema, raw_text=text)
+        except JSONRepairError as e:
+            problems = [f"the answer is not JSON: {e}"]
+        except ExtractionError as e:
+            problems = e.errors
+        else:
+            return self._result(value, output, time.perf_counter() - started)
+        self.errors.append("; ".join(problems))
+        if self.attempts > self.max_retries:
+            mode = " despite the grammar constraint" if self.constrained else ""
+            raise self._error(f"the answer does not match the schema{mode}", text)
+        return self._request(build_retry_prompt(self.schema, text, problems, self.instructions))
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _request(self, prompt: str) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=prompt,
+            images=self.images,
+            sampling=self.sampling,
+            max_tiles=self.max_tiles,
+            json_schema=self.schema.json_schema if self.constrained else None,
+            logprobs=self.confidence,
+            timeout=self.timeout,
+        )
+
+    def _result(
+        self, value: Any, output: GenerationOutput, parse_seconds: float
+    ) -> ExtractionResult:
+        confidence = None
+        if self.confidence and output.token_logprobs is not None:
+            try:
+                confidence = field_confidences(
+                    output.text,
+                    output.token_ids,
+                    output.token_logprobs,
+                    self.tokenizer,
+                    token_texts=output.token_texts,
+                )
+            except ValueError:
+                confidence = None  # no token texts and no tokenizer, or text cut by a stop string
+        meta = metadata_for(
+            output, self.images, attempts=self.attempts, extra_timings={"parse": parse_seconds}
+        )
+        return ExtractionResult(
+            data=value,
+            raw_text=output.text,
+            confidence=confidence,
+            errors=list(self.errors),
+            output=output,
+            meta=meta,
+        )
+
+    def _error(self, reason: str, text: str) -> ExtractionError:
+        details = "; ".join(f"attempt {i}: {e}" for i, e in enumerate(self.errors, start=1))
+        return ExtractionError(
+            f"no valid JSON after {self.attempts} attempt(s): {reason}. {details}",
+            raw_text=text,
+            errors=self.errors,
+            attempts=self.attempts,
+        )
+
+
+def _parse(text: str) -> Any:
+    """Strict JSON first (grammar output always is), then the lenient repairs."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return parse_json_lenient(text)
+
+
+def run_extraction(engine: Engine, plan: ExtractionPlan) -> ExtractionResult:
+    """Run ``plan`` against ``engine`` with blocking calls (retries included).
+
+    Raises:
+        ExtractionError: No valid answer (see :meth:`ExtractionPlan.handle`).
+    """
+    return run_plan(engine, plan)
+
+
+async def arun_extraction(engine: Engine, plan: ExtractionPlan) -> ExtractionResult:
+    """Async twin of :func:`run_extraction`."""
+    return await arun_plan(engine, plan)
