@@ -260,13 +260,26 @@ class LocalEngine(Engine):
             handle.cancel()
             raise
 
+    async def asubmit(self, request: GenerationRequest) -> RequestHandle:
+        """:meth:`submit` from a coroutine (preparation runs in a worker thread).
+
+        If the calling task is cancelled while the request is being prepared, the request is
+        cancelled as soon as it is queued, so it never runs with nobody waiting for it.
+        """
+        submitting = asyncio.ensure_future(asyncio.to_thread(self.submit, request))
+        try:
+            return await asyncio.shield(submitting)
+        except asyncio.CancelledError:
+            submitting.add_done_callback(_cancel_submitted)
+            raise
+
     async def agenerate(self, request: GenerationRequest) -> GenerationOutput:
         """Run ``request`` without blocking the event loop; cancelling the task cancels it."""
-        handle = await asyncio.to_thread(self.submit, request)
+        handle = await self.asubmit(request)
         try:
-            return await asyncio.wrap_future(handle.future)
+            return await asyncio.shield(asyncio.wrap_future(handle.future))
         except asyncio.CancelledError:
-            handle.cancel()
+            handle.cancel()  # the engine drops it at the next step and counts it
             raise
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
@@ -282,7 +295,7 @@ class LocalEngine(Engine):
 
     async def astream(self, request: GenerationRequest) -> AsyncIterator[str]:
         """Yield text deltas asynchronously; closing the iterator early cancels the request."""
-        handle = await asyncio.to_thread(self.submit, request)
+        handle = await self.asubmit(request)
         iterator = handle.iter_text()
         sentinel = object()
         finished = False
@@ -568,6 +581,11 @@ class LocalEngine(Engine):
             self._fail(sequence, reason)
         self._running = []
         self.runner.reset()
+
+
+def _cancel_submitted(submitting: asyncio.Future[RequestHandle]) -> None:
+    if not submitting.cancelled() and submitting.exception() is None:
+        submitting.result().cancel()
 
 
 def _as_generation_error(error: Exception, sequence: _Sequence) -> MississippiError:

@@ -254,3 +254,26 @@ def test_prefix_cache_keys_on_images_and_preceding_text(tiny_backend) -> None:  
     assert key(first) != key(history_first)
     assert key(first) == key(image_first)
     assert key(tiny_backend.prepare("text only", [])) is None
+
+
+async def test_cancelling_the_awaiting_task_cancels_the_request(tiny_backend) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    with LocalEngine(tiny_backend, LocalEngineConfig(max_batch_size=1)) as engine:
+        for delay in (0.0, 0.3):  # while being prepared, and while generating
+            task = asyncio.ensure_future(
+                engine.agenerate(
+                    GenerationRequest("long", sampling=SamplingParams(max_new_tokens=5000))
+                )
+            )
+            await asyncio.sleep(delay)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # The slot comes back: a short request finishes promptly.
+        out = await asyncio.wait_for(engine.agenerate(_request(1, tokens=3)), 60)
+        assert len(out.token_ids) == 3
+        deadline = time.monotonic() + 10
+        while engine.metrics_snapshot().requests_cancelled < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert engine.metrics_snapshot().requests_cancelled == 2
