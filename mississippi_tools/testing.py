@@ -38,6 +38,7 @@ __all__ = [
     "H2OVL_800M_CONFIG",
     "TINY_CONFIG",
     "build_checkpoint",
+    "build_scripted_checkpoint",
     "build_tiny_checkpoint",
     "build_tokenizer_files",
 ]
@@ -511,3 +512,58 @@ def build_tiny_checkpoint(
     return build_checkpoint(
         directory, config, dtype=dtype, seed=seed, init_std=0.5, max_shard_bytes=max_shard_bytes
     )
+
+
+def build_scripted_checkpoint(source: str | Path, target: str | Path, answer: str) -> Path:
+    """Copy a tiny checkpoint and set its weights so that greedy decoding writes ``answer``.
+
+    The result is a real checkpoint in the original format, loaded and run by the same code as
+    any other; only its weight values are chosen. Every decoder layer's output projections are
+    zeroed, so the next token depends on the current one alone (a bigram model), and the
+    embeddings and LM head lead from the prompt's last token through ``answer`` to ``<|end|>``.
+    Under a JSON grammar, where the scripted token is often not allowed, the head prefers
+    ``"`` and closing brackets, so constrained JSON finishes quickly (with empty strings).
+
+    Tests use it where an answer must parse (charts, tables) without a trained model.
+
+    Raises:
+        ValueError: ``answer`` repeats a token (a bigram model cannot write it) or is longer
+            than the model's hidden size allows.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from mississippi_tools.models.h2ovl.processing import ROLE_ANSWER
+    from mississippi_tools.models.h2ovl.tokenization import H2OVLTokenizer
+
+    source, target = Path(source), Path(target)
+    shutil.copytree(source, target)
+    tokenizer = H2OVLTokenizer.from_pretrained(target)
+    chain = [tokenizer.encode(ROLE_ANSWER)[-1], *tokenizer.encode(answer), tokenizer.eos_token_id]
+    if len(set(chain[:-1])) != len(chain) - 1:
+        raise ValueError(f"{answer!r} repeats a token ({chain}); a bigram model cannot write it")
+    weights_file = target / "model.safetensors"
+    weights = load_file(str(weights_file))
+    embed = weights["language_model.model.embed_tokens.weight"]
+    head = weights["language_model.lm_head.weight"]
+    if len(chain) >= embed.shape[1]:
+        raise ValueError(f"{answer!r} is too long for a hidden size of {embed.shape[1]}")
+    embed.zero_()
+    head.zero_()
+    embed[:, 0] = 1.0  # a direction every token shares: the fallback preferences below
+    for k, token in enumerate(chain[:-1], start=1):
+        embed[token, k] = 4.0
+        head[chain[k], k] = 50.0
+    for token, piece in enumerate(tokenizer.vocab_pieces()):
+        if piece == '"':
+            head[token, 0] = 6.0
+        elif piece and all(c in '"}]' for c in piece):
+            head[token, 0] = 5.0
+    for name, tensor in weights.items():
+        if name.startswith("language_model.model.layers.") and name.endswith(
+            ("o_proj.weight", "down_proj.weight")
+        ):
+            tensor.zero_()
+    save_file(weights, str(weights_file), metadata={"format": "pt"})
+    return target

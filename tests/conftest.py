@@ -53,6 +53,29 @@ def tiny_engine(tiny_backend):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def scripted_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint with weights set so that greedy decoding writes ``SCRIPTED_ANSWER``."""
+    from mississippi_tools.testing import build_scripted_checkpoint
+    from tests.support import SCRIPTED_ANSWER
+
+    target = tmp_path_factory.mktemp("scripted") / "scripted-h2ovl"
+    return build_scripted_checkpoint(tiny_checkpoint, target, SCRIPTED_ANSWER)
+
+
+@pytest.fixture(scope="session")
+def scripted_vlm(scripted_checkpoint: Path):  # type: ignore[no-untyped-def]
+    """A MississippiVLM over the scripted checkpoint: answers that parse, from a real model."""
+    from mississippi_tools import MississippiVLM
+    from mississippi_tools.models.registry import load_backend
+
+    vlm = MississippiVLM.from_backend(
+        load_backend(scripted_checkpoint, device="cpu", dtype="float32")
+    )
+    yield vlm
+    vlm.close()
+
+
+@pytest.fixture(scope="session")
 def tiny_vlm(tiny_backend):  # type: ignore[no-untyped-def]
     """A MississippiVLM over the tiny model, shared by the session (closed at the end)."""
     from mississippi_tools import MississippiVLM
