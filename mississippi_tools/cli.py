@@ -462,6 +462,95 @@ def download(
     typer.echo(str(path))
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to bind (default 127.0.0.1; others need --api-key)."),
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8090).", min=0, max=65535)] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Hub id or local checkpoint directory."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Bearer token clients must send (or MISSISSIPPI_API_KEY).", show_default=False
+        ),
+    ] = None,
+    allow_urls: Annotated[
+        bool | None, typer.Option("--allow-urls/--no-allow-urls", help="Fetch http(s) image URLs.")
+    ] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="Model name in /v1/models (default: the model's id).")
+    ] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Requests decoding together (default 8).", min=1)
+    ] = None,
+    max_queue_size: Annotated[
+        int | None, typer.Option(help="Requests waiting before 429s (default 64).", min=0)
+    ] = None,
+    request_timeout: Annotated[
+        float | None, typer.Option(help="Seconds per generation before 504 (default 300).")
+    ] = None,
+    feature_cache_mb: Annotated[
+        float | None, typer.Option(help="Vision-feature cache budget in MiB (default 512).")
+    ] = None,
+    max_body_mb: Annotated[
+        float | None, typer.Option(help="Largest request body in MiB (default 32).")
+    ] = None,
+    shutdown_grace: Annotated[
+        float | None,
+        typer.Option(help="Seconds in-flight requests get on shutdown (default 30)."),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="uvicorn log level.")] = None,
+) -> None:
+    """Serve the model over HTTP: an OpenAI-compatible API and task endpoints.
+
+    Every option can also be set as MISSISSIPPI_<NAME> (MISSISSIPPI_PORT, MISSISSIPPI_API_KEY ...).
+    """
+    try:
+        from mississippi_tools.server import ServerSettings
+        from mississippi_tools.server import serve as run_server
+
+        values: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "model": model,
+            "device": device,
+            "dtype": dtype,
+            "api_key": api_key,
+            "allow_urls": allow_urls,
+            "served_model_name": served_model_name,
+            "max_batch_size": max_batch_size,
+            "max_queue_size": max_queue_size,
+            "request_timeout": request_timeout,
+            "feature_cache_mb": feature_cache_mb,
+            "max_body_bytes": None if max_body_mb is None else int(max_body_mb * 1024 * 1024),
+            "shutdown_grace": shutdown_grace,
+            "log_level": log_level,
+        }
+        settings = ServerSettings(**{k: v for k, v in values.items() if v is not None})
+        run_server(settings)
+    except KeyboardInterrupt:
+        _fail(ExitCode.INTERRUPTED, "interrupted")
+    except Exception as e:
+        from pydantic import ValidationError
+
+        from mississippi_tools.errors import MississippiError
+
+        if isinstance(e, ValidationError):
+            _fail(ExitCode.USAGE, str(e))
+        if not isinstance(e, MississippiError):
+            raise
+        if e.code == "insecure_bind":
+            _fail(ExitCode.USAGE, str(e))
+        _fail(_exit_code(e), str(e))
+
+
 @app.command("build-checkpoint")
 def build_checkpoint(
     directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint.")],

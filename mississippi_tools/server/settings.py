@@ -1,0 +1,155 @@
+"""Settings of the HTTP service: typed, from keyword arguments or ``MISSISSIPPI_*`` variables.
+
+Every field can be set in the environment with the ``MISSISSIPPI_`` prefix
+(``MISSISSIPPI_PORT=9000``, ``MISSISSIPPI_API_KEY=...``); keyword arguments (and the CLI's flags)
+take precedence. :meth:`ServerSettings.check_bind` refuses a non-loopback address without an API
+key: the service reads arbitrary images for whoever can reach it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mississippi_tools.errors import MississippiError
+from mississippi_tools.images import DEFAULT_MAX_PIXELS
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_IMAGES_PER_REQUEST",
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_MODEL",
+    "DEFAULT_PORT",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_SHUTDOWN_GRACE",
+    "InsecureBindError",
+    "ServerSettings",
+    "is_loopback",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+"""Address bound by default: this machine only."""
+DEFAULT_PORT = 8090
+"""Port bound by default."""
+DEFAULT_MODEL = "h2oai/h2ovl-mississippi-800m"
+"""Model served by default."""
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+"""Largest request body (a 20 MiB image is about 27 MiB as base64)."""
+DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+"""Largest encoded image, in bytes."""
+DEFAULT_MAX_IMAGES_PER_REQUEST = 8
+"""Most images in one request."""
+DEFAULT_REQUEST_TIMEOUT = 300.0
+"""Seconds a generation may take before it fails with 504."""
+DEFAULT_SHUTDOWN_GRACE = 30.0
+"""Seconds in-flight requests get to finish after SIGTERM before they are cancelled."""
+DEFAULT_MAX_TOKENS = 1024
+"""New tokens for a chat completion that does not set ``max_tokens``."""
+
+
+class InsecureBindError(MississippiError, ValueError):
+    """The service would listen beyond this machine without an API key."""
+
+    code = "insecure_bind"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine.
+
+    ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``) are; an empty host, ``0.0.0.0``,
+    ``::`` and every other name or address are not (a name could resolve to anything).
+    """
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerSettings(BaseSettings):
+    """How ``mississippi-tools serve`` runs.
+
+    Example:
+        >>> ServerSettings(port=9000, max_batch_size=4).port
+        9000
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="MISSISSIPPI_", extra="forbid", use_attribute_docstrings=True
+    )
+
+    host: str = DEFAULT_HOST
+    """Address to bind. Anything but loopback requires ``api_key``."""
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    """Port to bind (0: any free port)."""
+    model: str = DEFAULT_MODEL
+    """Hub id or local checkpoint directory of the model."""
+    served_model_name: str | None = None
+    """Name reported by ``/v1/models`` and in completions (default: the model's id)."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    dtype: str = "auto"
+    """``auto``, ``float32``, ``bfloat16`` or ``float16``."""
+    attention: str = "auto"
+    """``auto``, ``sdpa`` or ``eager``."""
+    revision: str | None = None
+    """Hub revision of the model."""
+    local_files_only: bool | None = None
+    """Never download the model."""
+    api_key: SecretStr | None = None
+    """Bearer token every ``/v1`` request must send (``Authorization: Bearer <key>``)."""
+    allow_urls: bool = False
+    """Accept http(s) image URLs (the server then fetches them); off by default."""
+    allow_private_urls: bool = False
+    """Also fetch URLs on private, loopback and link-local addresses."""
+    max_batch_size: int = Field(default=8, ge=1)
+    """Requests decoding together."""
+    max_queue_size: int = Field(default=64, ge=0)
+    """Requests waiting beyond the batch; more get 429 with ``Retry-After``."""
+    feature_cache_mb: float = Field(default=512.0, ge=0)
+    """Vision-feature cache budget in MiB (0 disables it)."""
+    prefix_cache_mb: float = Field(default=1024.0, ge=0)
+    """Budget in MiB for the decoder keys/values of image prefixes (0 disables it)."""
+    retry_after: float = Field(default=1.0, gt=0)
+    """Seconds suggested in ``Retry-After`` when the queue is full."""
+    request_timeout: float | None = Field(default=DEFAULT_REQUEST_TIMEOUT, gt=0)
+    """Seconds a generation may take before it fails with 504 (``None``: no limit)."""
+    shutdown_grace: float = Field(default=DEFAULT_SHUTDOWN_GRACE, ge=0)
+    """Seconds in-flight requests get to finish on shutdown before they are cancelled."""
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    """Largest request body; larger ones get 413."""
+    max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, ge=1)
+    """Largest encoded image; larger ones get 413."""
+    max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    """Largest ``width * height`` decoded (decompression bombs are refused before decoding)."""
+    max_images_per_request: int = Field(default=DEFAULT_MAX_IMAGES_PER_REQUEST, ge=1)
+    """Most images in one request."""
+    default_max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)
+    """New tokens for a chat completion without ``max_tokens``."""
+    metrics_require_auth: bool = False
+    """Require the API key for ``/metrics`` too (``/health`` is always open)."""
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    """uvicorn's log level."""
+    access_log: bool = True
+    """Log one line per request."""
+
+    def check_bind(self) -> None:
+        """Refuse to listen beyond this machine without an API key.
+
+        Raises:
+            InsecureBindError: ``host`` is not a loopback address and ``api_key`` is not set.
+        """
+        if not is_loopback(self.host) and self.api_key is None:
+            raise InsecureBindError(
+                f"refusing to bind {self.host!r} without an API key: anyone who can reach this "
+                "address could use the model and make it read images. Set one with --api-key or "
+                "MISSISSIPPI_API_KEY (clients send 'Authorization: Bearer <key>'), or bind "
+                f"{DEFAULT_HOST}"
+            )
