@@ -1,0 +1,147 @@
+"""``python -m benchmarks``: the whole performance suite, written to benchmarks/results/.
+
+Measures, in one run: the machine's limits; one request stage by stage (1-tile and 6-tile pages,
+float32 and bfloat16) against those limits; the plain path (same weights, transformers generate,
+one request at a time); throughput at 1, 4 and 8 requests in flight; the feature cache; the JSON
+grammar's overhead; peak RSS; and start-up times. Full-size configurations have random weights
+(compute does not depend on the values) and a fixed number of new tokens.
+
+Examples:
+    python -m benchmarks                          # full suite, 800M shape (builds it once, ~1 min)
+    python -m benchmarks --quick --name smoke     # tiny model, seconds: checks the suite runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import limits as machine
+from benchmarks import report, startup
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / "benchmarks" / ".cache"
+
+
+def _checkpoint(path: str | None, quick: bool) -> Path:
+    from mississippi_tools import testing
+
+    if path:
+        return Path(path)
+    if quick:
+        return testing.build_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="bench-tiny-")))
+    target = CACHE / "h2ovl-800m-random"
+    if not (target / "model.safetensors").is_file():
+        print(
+            f"building a full-size random-weight 800M checkpoint in {target} ...", file=sys.stderr
+        )
+        testing.build_checkpoint(target, testing.H2OVL_800M_CONFIG, dtype="bfloat16")
+    return target
+
+
+def _worker(spec: dict[str, Any]) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed ({spec['dtype']}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the suite; returns the results written to disk."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", help="checkpoint directory (default: a random 800M one)")
+    parser.add_argument("--new-tokens", type=int, default=32, help="new tokens per request")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="dtypes to measure")
+    parser.add_argument("--quick", action="store_true", help="tiny model, for a smoke test")
+    parser.add_argument(
+        "--name", default=None, help="results file name (default: cpu-800m / quick)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    parser.add_argument("--skip", default="", help="comma-separated: startup,service,engine")
+    args = parser.parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    checkpoint = _checkpoint(args.checkpoint, args.quick)
+    new_tokens = 4 if args.quick and args.new_tokens == 32 else args.new_tokens
+    started = time.time()
+    print("measuring the machine's limits ...", file=sys.stderr)
+    limits = machine.machine_limits(quick=args.quick)
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    main_dtype = "float32" if "float32" in dtypes else dtypes[0]
+    runs: dict[str, Any] = {}
+    for dtype in dtypes:
+        print(f"measuring {dtype} ...", file=sys.stderr)
+        spec = {
+            "checkpoint": str(checkpoint),
+            "dtype": dtype,
+            "new_tokens": new_tokens,
+            "limits": limits,
+            "engine_sections": dtype == main_dtype and "engine" not in skip,
+        }
+        runs[dtype] = _worker(spec)
+    results: dict[str, Any] = {
+        "name": args.name or ("quick" if args.quick else "cpu-800m"),
+        "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}, "
+        f"torch {__import__('torch').__version__}",
+        "checkpoint": str(checkpoint.name),
+        "new_tokens": new_tokens,
+        "limits": limits,
+        "main_dtype": main_dtype,
+        "runs": runs,
+    }
+    if "startup" not in skip:
+        print("measuring start-up ...", file=sys.stderr)
+        from mississippi_tools.testing import build_tiny_checkpoint
+
+        tiny = (
+            checkpoint
+            if args.quick
+            else build_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="bench-tiny-")))
+        )
+        results["startup"] = startup.measure_startup(tiny)
+    if "service" not in skip:
+        try:
+            from benchmarks.service import measure_service
+
+            print("measuring the service ...", file=sys.stderr)
+            results["service"] = measure_service(checkpoint, new_tokens=new_tokens)
+        except Exception as e:
+            results["service"] = {"error": f"{type(e).__name__}: {e}"}
+    results["wall_seconds"] = time.time() - started
+    paths = report.write(results, args.out)
+    print(report.markdown({**results, "targets": report.targets(results)}).split("## Targets")[-1])
+    print(
+        "written: "
+        + ", ".join(
+            str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in paths.values()
+        )
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The benchmark suite runs (on the tiny model) and its cost model matches hand-computed figures."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.model_costs import model_costs
+from mississippi_tools.models.h2ovl.configuration import H2OVLConfig
+from mississippi_tools.testing import H2OVL_800M_CONFIG
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cost_model_of_the_800m_shape() -> None:
+    costs = model_costs(H2OVLConfig.from_dict(copy.deepcopy(H2OVL_800M_CONFIG)))
+    # InternViT-300M over 1025 tokens: 24 x (qkv + proj + MLP + attention) + patch embedding
+    assert costs.vision_flops_per_tile == pytest.approx(723.8e9, rel=1e-3)
+    # Danube3-500M: 16 layers of 25.95M weights, two FLOPs per weight and token
+    assert costs.decoder_flops_per_token == pytest.approx(0.8305e9, rel=1e-3)
+    assert costs.lm_head_params == 32010 * 1536
+    assert costs.decode_bytes_per_token(2) == pytest.approx(0.929e9, rel=1e-3)
+
+
+def test_quick_suite_writes_its_results(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--name", "smoke", "--out", str(tmp_path),
+         "--skip", "service,startup"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "smoke.json").read_text())
+    assert set(results["runs"]) == {"float32", "bfloat16"}
+    stage = results["runs"]["float32"]["stages"]["6-tile"]
+    assert stage["tiles"] == 7 and stage["seconds"]["vision"] > 0
+    assert {t["concurrency"] for t in results["runs"]["float32"]["throughput"]} == {1, 4, 8}
+    assert all(t["same_tokens_as_plain"] for t in results["runs"]["float32"]["throughput"])
+    assert results["runs"]["float32"]["cache"]["second_cache_hit"]
+    assert "## Targets" in (tmp_path / "smoke.md").read_text()
+    assert (tmp_path / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
