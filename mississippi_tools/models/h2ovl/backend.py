@@ -17,6 +17,7 @@ from mississippi_tools.models.base import (
     PreparedPrompt,
     VLMBackend,
 )
+from mississippi_tools.models.devices import cpu_has_native_bf16
 from mississippi_tools.models.h2ovl import processing
 from mississippi_tools.models.h2ovl.configuration import H2OVLConfig
 from mississippi_tools.models.h2ovl.generation import OCRWhitespaceProcessor
@@ -27,6 +28,7 @@ from mississippi_tools.models.h2ovl.tokenization import (
     IMG_END,
     H2OVLTokenizer,
 )
+from mississippi_tools.models.precision import compute_large_products_in_float32
 
 if TYPE_CHECKING:
     from mississippi_tools.engine.kv_cache import BatchKVCache
@@ -81,6 +83,8 @@ class H2OVLBackend(VLMBackend):
             model = H2OVLForConditionalGeneration(config, attn_implementation=attn_implementation)
         load_weights(model, directory, dtype=dtype, allow_pickle=allow_pickle)
         cast_model(model, dtype)
+        if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16():
+            compute_large_products_in_float32(model)
         model.to(device)
         model.eval()
         model.requires_grad_(False)
