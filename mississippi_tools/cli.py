@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -90,8 +92,24 @@ def _fail(code: ExitCode, message: str) -> NoReturn:
     raise typer.Exit(int(code))
 
 
+@contextmanager
+def _exit_on_error() -> Iterator[None]:
+    """Our errors become a one-line message and their exit code; anything else is a bug."""
+    from mississippi_tools.errors import MississippiError
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        _fail(ExitCode.INTERRUPTED, "interrupted")
+    except MississippiError as e:
+        _fail(_exit_code(e), str(e))
+
+
 def _exit_code(error: BaseException) -> ExitCode:
     from mississippi_tools import errors
+
+    if getattr(error, "code", None) == "insecure_bind":
+        return ExitCode.USAGE
 
     if isinstance(error, errors.MissingDependencyError):
         return ExitCode.MISSING_EXTRA
@@ -158,7 +176,7 @@ def _run_task(
     render: Any,
     **task_kwargs: Any,
 ) -> list[Any]:
-    try:
+    with _exit_on_error():
         vlm = _open_vlm(
             model=model,
             device=device,
@@ -170,14 +188,6 @@ def _run_task(
         with vlm:
             batch = getattr(vlm, f"{task}_batch")
             results = batch(inputs, pages=pages, progress=sys.stderr.isatty(), **task_kwargs)
-    except KeyboardInterrupt:
-        _fail(ExitCode.INTERRUPTED, "interrupted")
-    except Exception as e:
-        from mississippi_tools.errors import MississippiError
-
-        if not isinstance(e, MississippiError):
-            raise
-        _fail(_exit_code(e), str(e))
     _print_results(results, as_json=as_json, render=render)
     return list(results)
 
@@ -249,14 +259,8 @@ def chart(
             target = (
                 plot if len(results) == 1 else plot.with_name(f"{plot.stem}-{i + 1}{plot.suffix}")
             )
-            try:
+            with _exit_on_error():
                 result.plot(target)
-            except Exception as e:
-                from mississippi_tools.errors import MississippiError
-
-                if not isinstance(e, MississippiError):
-                    raise
-                _fail(_exit_code(e), str(e))
             typer.echo(f"plot written to {target}", err=True)
 
 
@@ -326,7 +330,7 @@ def extract(
             body["confidence"] = result.confidence
         return body
 
-    try:
+    with _exit_on_error():
         vlm = _open_vlm(
             model=model,
             device=device,
@@ -341,14 +345,6 @@ def extract(
                 instructions=instructions, confidence=confidence, max_tiles=max_tiles,
                 max_new_tokens=max_new_tokens,
             )  # fmt: skip
-    except KeyboardInterrupt:
-        _fail(ExitCode.INTERRUPTED, "interrupted")
-    except Exception as e:
-        from mississippi_tools.errors import MississippiError
-
-        if not isinstance(e, MississippiError):
-            raise
-        _fail(_exit_code(e), str(e))
     payloads = [payload(r) for r in results]
     if as_json:
         typer.echo(
@@ -405,7 +401,7 @@ def generate(
 ) -> None:
     """Ask the model anything: mississippi-tools generate IMAGE "question"."""
     *images, prompt = args
-    try:
+    with _exit_on_error():
         vlm = _open_vlm(
             model=model,
             device=device,
@@ -426,14 +422,6 @@ def generate(
                 typer.echo("")
             else:
                 typer.echo(vlm.generate(images or None, prompt, **kwargs).text)
-    except KeyboardInterrupt:
-        _fail(ExitCode.INTERRUPTED, "interrupted")
-    except Exception as e:
-        from mississippi_tools.errors import MississippiError
-
-        if not isinstance(e, MississippiError):
-            raise
-        _fail(_exit_code(e), str(e))
 
 
 @app.command()
@@ -444,7 +432,7 @@ def download(
     allow_pickle: Annotated[bool, typer.Option(help="Also fetch pickled .bin weights.")] = False,
 ) -> None:
     """Download a model into the hub cache (with a progress bar) for offline use."""
-    try:
+    with _exit_on_error():
         from mississippi_tools._deps import require
 
         require("huggingface_hub", "local", purpose="downloading models")
@@ -453,12 +441,6 @@ def download(
         path = resolve_model_dir(
             model, revision=revision, cache_dir=cache_dir, allow_pickle=allow_pickle
         )
-    except Exception as e:
-        from mississippi_tools.errors import MississippiError
-
-        if not isinstance(e, MississippiError):
-            raise
-        _fail(_exit_code(e), str(e))
     typer.echo(str(path))
 
 
@@ -512,7 +494,9 @@ def serve(
 
     Every option can also be set as MISSISSIPPI_<NAME> (MISSISSIPPI_PORT, MISSISSIPPI_API_KEY ...).
     """
-    try:
+    from pydantic import ValidationError
+
+    with _exit_on_error():
         from mississippi_tools.server import ServerSettings
         from mississippi_tools.server import serve as run_server
 
@@ -533,22 +517,11 @@ def serve(
             "shutdown_grace": shutdown_grace,
             "log_level": log_level,
         }
-        settings = ServerSettings(**{k: v for k, v in values.items() if v is not None})
+        try:
+            settings = ServerSettings(**{k: v for k, v in values.items() if v is not None})
+        except ValidationError as e:
+            _fail(ExitCode.USAGE, str(e))
         run_server(settings)
-    except KeyboardInterrupt:
-        _fail(ExitCode.INTERRUPTED, "interrupted")
-    except Exception as e:
-        from pydantic import ValidationError
-
-        from mississippi_tools.errors import MississippiError
-
-        if isinstance(e, ValidationError):
-            _fail(ExitCode.USAGE, str(e))
-        if not isinstance(e, MississippiError):
-            raise
-        if e.code == "insecure_bind":
-            _fail(ExitCode.USAGE, str(e))
-        _fail(_exit_code(e), str(e))
 
 
 @app.command("build-checkpoint")
@@ -563,10 +536,8 @@ def build_checkpoint(
     """
     from mississippi_tools._deps import require
 
-    try:
+    with _exit_on_error():
         require("torch", "local", purpose="building checkpoints")
-    except Exception as e:
-        _fail(ExitCode.MISSING_EXTRA, str(e))
     from mississippi_tools import testing
 
     if size == "tiny":

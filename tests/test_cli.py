@@ -1,0 +1,199 @@
+"""The mississippi-tools CLI on real tiny checkpoints: outputs, options and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mississippi_tools.cli import ExitCode, app
+
+PDF = Path(__file__).parent / "bad_inputs" / "three_pages.pdf"
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_ocr_json_with_pages(tiny_checkpoint: Path) -> None:
+    code, out, err = invoke(
+        "ocr",
+        str(PDF),
+        "--pages",
+        "2-3",
+        "--json",
+        "--model",
+        str(tiny_checkpoint),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "3",
+        "--max-tiles",
+        "1",
+    )
+    assert code == ExitCode.OK, err
+    results = json.loads(out)
+    assert [r["meta"]["page"] for r in results] == [2, 3]
+    assert all(r["meta"]["new_tokens"] == 3 for r in results)
+
+
+def test_ocr_lines_with_confidence(tiny_checkpoint: Path, sample_png: Path) -> None:
+    code, out, err = invoke(
+        "ocr",
+        str(sample_png),
+        "--format",
+        "lines",
+        "--confidence",
+        "--model",
+        str(tiny_checkpoint),
+        "--max-new-tokens",
+        "6",
+        "--max-tiles",
+        "1",
+    )
+    assert code == ExitCode.OK, err
+    first = out.splitlines()[0]
+    assert 0.0 <= float(first.split("\t")[0]) <= 1.0
+
+
+def test_chart_csv_and_plot(scripted_checkpoint: Path, sample_png: Path, tmp_path: Path) -> None:
+    plot = tmp_path / "chart.png"
+    code, out, err = invoke(
+        "chart",
+        str(sample_png),
+        "--csv",
+        "--plot",
+        str(plot),
+        "--model",
+        str(scripted_checkpoint),
+        "--max-new-tokens",
+        "200",
+        "--max-tiles",
+        "1",
+    )
+    assert code == ExitCode.OK, err
+    assert out.splitlines()[0] == "label,value"  # the grammar-shaped chart, as CSV
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_markdown(scripted_checkpoint: Path, sample_png: Path) -> None:
+    code, out, err = invoke(
+        "table", str(sample_png), "--model", str(scripted_checkpoint), "--max-tiles", "1"
+    )
+    assert code == ExitCode.OK, err
+    assert "| total |" in out
+
+
+def test_extract_with_a_schema_file(
+    tiny_checkpoint: Path, sample_png: Path, tmp_path: Path
+) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "properties": {"paid": {"type": "boolean"}, "status": {"enum": ["open", "closed"]}},
+                "required": ["paid", "status"],
+            }
+        )
+    )
+    code, out, err = invoke(
+        "extract",
+        str(sample_png),
+        "--schema",
+        str(schema),
+        "--model",
+        str(tiny_checkpoint),
+        "--max-tiles",
+        "1",
+        "--max-new-tokens",
+        "64",
+    )
+    assert code == ExitCode.OK, err
+    body = json.loads(out)
+    assert isinstance(body["data"]["paid"], bool) and body["data"]["status"] in ("open", "closed")
+    assert body["meta"]["attempts"] == 1
+
+
+def test_ask_and_generate(tiny_checkpoint: Path, sample_png: Path) -> None:
+    code, out, err = invoke(
+        "ask",
+        str(sample_png),
+        "-q",
+        "What is the total?",
+        "--model",
+        str(tiny_checkpoint),
+        "--max-new-tokens",
+        "3",
+        "--max-tiles",
+        "1",
+    )
+    assert code == ExitCode.OK, err
+    code, out, err = invoke(
+        "generate",
+        str(sample_png),
+        "Describe it.",
+        "--model",
+        str(tiny_checkpoint),
+        "--max-new-tokens",
+        "3",
+        "--no-stream",
+    )
+    assert code == ExitCode.OK, err
+    assert out.strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["ocr", "missing.png"], ExitCode.BAD_INPUT, "missing.png"),
+        (["ocr", str(PDF), "--pages", "5"], ExitCode.BAD_INPUT, "3 pages"),
+        (["ocr", "x.png", "--format", "bogus"], ExitCode.USAGE, "--format"),
+        (["table", "SAMPLE"], ExitCode.NO_RESULT, "table"),
+    ],
+)
+def test_exit_codes(
+    args: list[str], code: int, fragment: str, tiny_checkpoint: Path, sample_png: Path
+) -> None:
+    args = [str(sample_png) if a == "SAMPLE" else a for a in args]
+    got, _, err = invoke(
+        *args, "--model", str(tiny_checkpoint), "--max-tiles", "1", "--max-new-tokens", "8"
+    )
+    assert got == code
+    assert fragment in err
+
+
+def test_unreadable_schema_is_bad_input(
+    tiny_checkpoint: Path, sample_png: Path, tmp_path: Path
+) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text("{not json")
+    code, _, err = invoke(
+        "extract", str(sample_png), "--schema", str(schema), "--model", str(tiny_checkpoint)
+    )
+    assert code == ExitCode.BAD_INPUT and "cannot read the schema" in err
+
+
+def test_missing_model_offline_is_a_model_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    code, _, err = invoke("download", "h2oai/h2ovl-mississippi-800m")
+    assert code == ExitCode.MODEL and "mississippi-tools download" in err
+
+
+def test_build_checkpoint_writes_the_original_layout(tmp_path: Path) -> None:
+    code, _, err = invoke("build-checkpoint", str(tmp_path / "tiny"))
+    assert code == ExitCode.OK, err
+    assert {p.name for p in (tmp_path / "tiny").iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.model",
+    }
