@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--checkpoint", help="checkpoint directory (default: a random 800M one)")
     parser.add_argument("--new-tokens", type=int, default=32, help="new tokens per request")
+    parser.add_argument(
+        "--long-tokens",
+        type=int,
+        default=256,
+        help="new tokens of the long-answer workload (0: skip)",
+    )
     parser.add_argument("--dtypes", default="float32,bfloat16", help="dtypes to measure")
     parser.add_argument("--quick", action="store_true", help="tiny model, for a smoke test")
     parser.add_argument(
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "new_tokens": new_tokens,
             "limits": limits,
             "engine_sections": dtype == main_dtype and "engine" not in skip,
+            "long_tokens": 0 if args.quick else args.long_tokens,
         }
         runs[dtype] = _worker(spec)
     results: dict[str, Any] = {
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"torch {__import__('torch').__version__}",
         "checkpoint": str(checkpoint.name),
         "new_tokens": new_tokens,
+        "long_tokens": 0 if args.quick else args.long_tokens,
         "limits": limits,
         "main_dtype": main_dtype,
         "runs": runs,

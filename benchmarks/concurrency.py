@@ -29,6 +29,7 @@ def throughput(
     requests = [_request(png, new_tokens) for png in pngs]
     slots = threading.Semaphore(concurrency)
     outputs: list[Any] = [None] * len(requests)
+    counts_before = dict(engine.metrics_snapshot().batch_size_counts)
     started = time.perf_counter()
 
     def run(i: int) -> None:
@@ -41,7 +42,13 @@ def throughput(
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
-    batch_counts = dict(engine.metrics_snapshot().batch_size_counts)
+    counts_after = engine.metrics_snapshot().batch_size_counts
+    # Decoding steps by batch size during this run (the engine's counters are cumulative).
+    batch_counts = {
+        size: n - counts_before.get(size, 0)
+        for size, n in counts_after.items()
+        if n > counts_before.get(size, 0)
+    }
     return {
         "concurrency": concurrency,
         "requests": len(requests),
