@@ -26,25 +26,31 @@ _MIN_CAPACITY = 64
 class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
     """One layer's keys and values in a buffer ``[batch, heads, capacity, head_dim]``.
 
-    ``keys`` and ``values`` are views of the used part, as transformers expects.
+    ``keys`` and ``values`` are views of the used part, as transformers expects. With
+    ``dtype``, the buffers hold that dtype whatever the model writes (float32 keys and values for
+    a bfloat16 model whose attention runs in float32).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: torch.dtype | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.storage_dtype = dtype
         self._key_buffer: torch.Tensor | None = None
         self._value_buffer: torch.Tensor | None = None
         self.length = 0
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         """Allocate for the first update."""
-        self.dtype, self.device = key_states.dtype, key_states.device
+        self.dtype, self.device = self.storage_dtype or key_states.dtype, key_states.device
         self._allocate(key_states, value_states, max(_MIN_CAPACITY, key_states.shape[-2]))
         self.is_initialized = True
 
     def _allocate(self, key_like: torch.Tensor, value_like: torch.Tensor, capacity: int) -> None:
         b, h, _, d = key_like.shape
-        keys = key_like.new_empty((b, h, capacity, d))
-        values = value_like.new_empty((b, value_like.shape[1], capacity, value_like.shape[-1]))
+        dtype = self.storage_dtype or key_like.dtype
+        keys = key_like.new_empty((b, h, capacity, d), dtype=dtype)
+        values = value_like.new_empty(
+            (b, value_like.shape[1], capacity, value_like.shape[-1]), dtype=dtype
+        )
         if self._key_buffer is not None and self._value_buffer is not None and self.length:
             keys[:, :, : self.length] = self._key_buffer[:, :, : self.length]
             values[:, :, : self.length] = self._value_buffer[:, :, : self.length]
@@ -94,7 +100,7 @@ class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
 
     def set_state(self, keys: torch.Tensor, values: torch.Tensor, extra: int = 0) -> None:
         """Replace the contents with ``keys``/``values`` ``[batch, heads, length, dim]``."""
-        self.dtype, self.device = keys.dtype, keys.device
+        self.dtype, self.device = self.storage_dtype or keys.dtype, keys.device
         self._key_buffer = self._value_buffer = None
         self.length = 0
         self._allocate(keys, values, max(_MIN_CAPACITY, keys.shape[-2] + extra))
@@ -113,10 +119,12 @@ class BatchKVCache(Cache):
     Attributes:
         attention_mask: ``[batch, length]`` long tensor, 0 on left padding, kept in step with
             the cached positions; callers append 1s for the positions they add.
+        dtype: The dtype keys and values are stored in (``None``: the model's).
     """
 
-    def __init__(self, num_layers: int) -> None:
-        super().__init__(layers=[GrowingLayer() for _ in range(num_layers)])
+    def __init__(self, num_layers: int, *, dtype: torch.dtype | None = None) -> None:
+        super().__init__(layers=[GrowingLayer(dtype) for _ in range(num_layers)])
+        self.dtype = dtype
         self.attention_mask: torch.Tensor | None = None
 
     @property
@@ -194,7 +202,7 @@ class BatchKVCache(Cache):
 
     def copy_rows(self) -> BatchKVCache:
         """A copy of the cache (used to keep a reusable prefix)."""
-        clone = BatchKVCache(len(self.layers))
+        clone = BatchKVCache(len(self.layers), dtype=self.dtype)
         if self.attention_mask is None:
             return clone
         clone.attention_mask = self.attention_mask.clone()

@@ -53,6 +53,22 @@ def test_keep_no_rows_empties_the_cache() -> None:
     assert cache.length == 0
 
 
+def test_a_storage_dtype_holds_through_updates_merges_and_copies() -> None:
+    a, b = BatchKVCache(2, dtype=torch.float32), BatchKVCache(2, dtype=torch.float32)
+    half = torch.randn(1, 2, 5, 4).to(torch.bfloat16)
+    for cache in (a, b):
+        for layer in cache.growing_layers:
+            keys, _ = layer.update(half, half)
+            assert keys.dtype == torch.float32 and torch.equal(keys, half.float())
+        cache.attention_mask = torch.ones(1, 5, dtype=torch.long)
+    a.merge(b)
+    a.keep_rows([1])
+    copy = a.copy_rows()
+    layer = copy.growing_layers[0]
+    keys, _ = layer.update(half[:, :, :1], half[:, :, :1])
+    assert keys.dtype == torch.float32 and keys.shape[-2] == 6
+
+
 def test_batched_decoding_with_merged_rows_matches_single_runs(tiny_backend) -> None:  # type: ignore[no-untyped-def]
     """Logits of rows decoded together equal those of each row decoded alone."""
     from mississippi_tools.engine.cache import TensorCache

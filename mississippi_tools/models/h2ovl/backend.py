@@ -17,7 +17,6 @@ from mississippi_tools.models.base import (
     PreparedPrompt,
     VLMBackend,
 )
-from mississippi_tools.models.devices import cpu_has_native_bf16
 from mississippi_tools.models.h2ovl import processing
 from mississippi_tools.models.h2ovl.configuration import H2OVLConfig
 from mississippi_tools.models.h2ovl.generation import OCRWhitespaceProcessor
@@ -28,7 +27,11 @@ from mississippi_tools.models.h2ovl.tokenization import (
     IMG_END,
     H2OVLTokenizer,
 )
-from mississippi_tools.models.precision import compute_large_products_in_float32
+from mississippi_tools.models.precision import (
+    compute_large_products_in_float32,
+    emulates_bfloat16,
+    register_float32_attention,
+)
 
 if TYPE_CHECKING:
     from mississippi_tools.engine.kv_cache import BatchKVCache
@@ -51,8 +54,10 @@ class H2OVLBackend(VLMBackend):
         model_id: str,
         revision: str,
         load_seconds: float = 0.0,
+        kv_cache_dtype: torch.dtype | None = None,
     ) -> None:
         self.model = model
+        self.kv_cache_dtype = kv_cache_dtype
         self.config: H2OVLConfig = model.config
         self.tokenizer: H2OVLTokenizer = tokenizer
         self.model_id = model_id
@@ -79,11 +84,14 @@ class H2OVLBackend(VLMBackend):
         started = time.perf_counter()
         config = load_config(directory)
         tokenizer = H2OVLTokenizer.from_pretrained(directory)
+        emulated = emulates_bfloat16(device, dtype)
+        if emulated and attn_implementation == "sdpa":
+            attn_implementation = register_float32_attention()
         with torch.device("meta"):
             model = H2OVLForConditionalGeneration(config, attn_implementation=attn_implementation)
         load_weights(model, directory, dtype=dtype, allow_pickle=allow_pickle)
         cast_model(model, dtype)
-        if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        if emulated:  # see mississippi_tools.models.precision
             compute_large_products_in_float32(model)
         model.to(device)
         model.eval()
@@ -94,6 +102,7 @@ class H2OVLBackend(VLMBackend):
             model_id=model_id or directory.name,
             revision=_revision(directory),
             load_seconds=time.perf_counter() - started,
+            kv_cache_dtype=torch.float32 if emulated else None,
         )
 
     # -- properties ---------------------------------------------------------------------------
@@ -190,7 +199,9 @@ class H2OVLBackend(VLMBackend):
         """An empty cache with one layer per decoder layer."""
         from mississippi_tools.engine.kv_cache import BatchKVCache
 
-        return BatchKVCache(int(self.config.llm_config["num_hidden_layers"]))
+        return BatchKVCache(
+            int(self.config.llm_config["num_hidden_layers"]), dtype=self.kv_cache_dtype
+        )
 
     def forward(
         self,
