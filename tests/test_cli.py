@@ -15,25 +15,19 @@ runner = CliRunner()
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process: exit code, stdout, stderr."""
     result = runner.invoke(app, list(args))
     return result.exit_code, result.stdout, result.stderr
 
 
+def on_model(model: Path, *args: str, tokens: int = 8) -> tuple[int, str, str]:
+    """Run a model command on ``model`` with one tile and ``tokens`` new tokens at most."""
+    return invoke(*args, "--model", str(model), "--max-tiles", "1", "--max-new-tokens", str(tokens))
+
+
 def test_ocr_json_with_pages(tiny_checkpoint: Path) -> None:
-    code, out, err = invoke(
-        "ocr",
-        str(PDF),
-        "--pages",
-        "2-3",
-        "--json",
-        "--model",
-        str(tiny_checkpoint),
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "3",
-        "--max-tiles",
-        "1",
+    code, out, err = on_model(
+        tiny_checkpoint, "ocr", str(PDF), "--pages", "2-3", "--json", tokens=3
     )
     assert code == ExitCode.OK, err
     results = json.loads(out)
@@ -42,19 +36,8 @@ def test_ocr_json_with_pages(tiny_checkpoint: Path) -> None:
 
 
 def test_ocr_lines_with_confidence(tiny_checkpoint: Path, sample_png: Path) -> None:
-    code, out, err = invoke(
-        "ocr",
-        str(sample_png),
-        "--format",
-        "lines",
-        "--confidence",
-        "--model",
-        str(tiny_checkpoint),
-        "--max-new-tokens",
-        "6",
-        "--max-tiles",
-        "1",
-    )
+    args = ("ocr", str(sample_png), "--format", "lines", "--confidence")
+    code, out, err = on_model(tiny_checkpoint, *args, tokens=6)
     assert code == ExitCode.OK, err
     first = out.splitlines()[0]
     assert 0.0 <= float(first.split("\t")[0]) <= 1.0
@@ -62,28 +45,15 @@ def test_ocr_lines_with_confidence(tiny_checkpoint: Path, sample_png: Path) -> N
 
 def test_chart_csv_and_plot(scripted_checkpoint: Path, sample_png: Path, tmp_path: Path) -> None:
     plot = tmp_path / "chart.png"
-    code, out, err = invoke(
-        "chart",
-        str(sample_png),
-        "--csv",
-        "--plot",
-        str(plot),
-        "--model",
-        str(scripted_checkpoint),
-        "--max-new-tokens",
-        "200",
-        "--max-tiles",
-        "1",
-    )
+    args = ("chart", str(sample_png), "--csv", "--plot", str(plot))
+    code, out, err = on_model(scripted_checkpoint, *args, tokens=200)
     assert code == ExitCode.OK, err
     assert out.splitlines()[0] == "label,value"  # the grammar-shaped chart, as CSV
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_table_markdown(scripted_checkpoint: Path, sample_png: Path) -> None:
-    code, out, err = invoke(
-        "table", str(sample_png), "--model", str(scripted_checkpoint), "--max-tiles", "1"
-    )
+    code, out, err = on_model(scripted_checkpoint, "table", str(sample_png), tokens=64)
     assert code == ExitCode.OK, err
     assert "| total |" in out
 
@@ -92,27 +62,12 @@ def test_extract_with_a_schema_file(
     tiny_checkpoint: Path, sample_png: Path, tmp_path: Path
 ) -> None:
     schema = tmp_path / "schema.json"
+    properties = {"paid": {"type": "boolean"}, "status": {"enum": ["open", "closed"]}}
     schema.write_text(
-        json.dumps(
-            {
-                "type": "object",
-                "properties": {"paid": {"type": "boolean"}, "status": {"enum": ["open", "closed"]}},
-                "required": ["paid", "status"],
-            }
-        )
+        json.dumps({"type": "object", "properties": properties, "required": ["paid", "status"]})
     )
-    code, out, err = invoke(
-        "extract",
-        str(sample_png),
-        "--schema",
-        str(schema),
-        "--model",
-        str(tiny_checkpoint),
-        "--max-tiles",
-        "1",
-        "--max-new-tokens",
-        "64",
-    )
+    args = ("extract", str(sample_png), "--schema", str(schema))
+    code, out, err = on_model(tiny_checkpoint, *args, tokens=64)
     assert code == ExitCode.OK, err
     body = json.loads(out)
     assert isinstance(body["data"]["paid"], bool) and body["data"]["status"] in ("open", "closed")
@@ -120,29 +75,12 @@ def test_extract_with_a_schema_file(
 
 
 def test_ask_and_generate(tiny_checkpoint: Path, sample_png: Path) -> None:
-    code, out, err = invoke(
-        "ask",
-        str(sample_png),
-        "-q",
-        "What is the total?",
-        "--model",
-        str(tiny_checkpoint),
-        "--max-new-tokens",
-        "3",
-        "--max-tiles",
-        "1",
+    code, _, err = on_model(
+        tiny_checkpoint, "ask", str(sample_png), "-q", "What is the total?", tokens=3
     )
     assert code == ExitCode.OK, err
-    code, out, err = invoke(
-        "generate",
-        str(sample_png),
-        "Describe it.",
-        "--model",
-        str(tiny_checkpoint),
-        "--max-new-tokens",
-        "3",
-        "--no-stream",
-    )
+    args = ("generate", str(sample_png), "Describe it.", "--no-stream")
+    code, out, err = invoke(*args, "--model", str(tiny_checkpoint), "--max-new-tokens", "3")
     assert code == ExitCode.OK, err
     assert out.strip()
 
@@ -160,9 +98,7 @@ def test_exit_codes(
     args: list[str], code: int, fragment: str, tiny_checkpoint: Path, sample_png: Path
 ) -> None:
     args = [str(sample_png) if a == "SAMPLE" else a for a in args]
-    got, _, err = invoke(
-        *args, "--model", str(tiny_checkpoint), "--max-tiles", "1", "--max-new-tokens", "8"
-    )
+    got, _, err = on_model(tiny_checkpoint, *args)
     assert got == code
     assert fragment in err
 
@@ -172,9 +108,7 @@ def test_unreadable_schema_is_bad_input(
 ) -> None:
     schema = tmp_path / "schema.json"
     schema.write_text("{not json")
-    code, _, err = invoke(
-        "extract", str(sample_png), "--schema", str(schema), "--model", str(tiny_checkpoint)
-    )
+    code, _, err = on_model(tiny_checkpoint, "extract", str(sample_png), "--schema", str(schema))
     assert code == ExitCode.BAD_INPUT and "cannot read the schema" in err
 
 
@@ -192,8 +126,5 @@ def test_missing_model_offline_is_a_model_error(
 def test_build_checkpoint_writes_the_original_layout(tmp_path: Path) -> None:
     code, _, err = invoke("build-checkpoint", str(tmp_path / "tiny"))
     assert code == ExitCode.OK, err
-    assert {p.name for p in (tmp_path / "tiny").iterdir()} >= {
-        "config.json",
-        "model.safetensors",
-        "tokenizer.model",
-    }
+    written = {p.name for p in (tmp_path / "tiny").iterdir()}
+    assert written >= {"config.json", "model.safetensors", "tokenizer.model"}
