@@ -29,7 +29,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Literal, Self
+from typing import Any, ClassVar, Final, Literal, Self
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.tools import ArgsSchema, BaseTool, ToolException
@@ -240,21 +240,18 @@ class _MississippiTool(BaseTool):
 
     # -- what each tool supplies ------------------------------------------------------------
 
-    def _one(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        raise NotImplementedError
+    _method: ClassVar[str]
+    """The :class:`MississippiVLM` method for one page (``a`` + it is the async one)."""
+    _batch_method: ClassVar[str]
+    """The method for a page range."""
 
-    async def _aone(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        raise NotImplementedError
+    def _positional(self, args: dict[str, Any]) -> tuple[Any, ...]:
+        """The method's arguments after the image (the question, the schema)."""
+        return ()
 
-    def _many(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        raise NotImplementedError
-
-    async def _amany(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        raise NotImplementedError
+    def _options(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The method's keyword options from the call's arguments and the tool's fields."""
+        return self._task_options()
 
     def _content(self, result: Any) -> str:
         raise NotImplementedError
@@ -271,6 +268,28 @@ class _MississippiTool(BaseTool):
 
     def _batch_options(self) -> dict[str, Any]:
         return {"return_exceptions": True, "concurrency": self.concurrency}
+
+    def _one(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
+        read = getattr(reader, self._method)
+        return read(image, *self._positional(args), page=page, **self._options(args))
+
+    async def _aone(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
+        read = getattr(reader, f"a{self._method}")
+        return await read(image, *self._positional(args), page=page, **self._options(args))
+
+    def _many(
+        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
+    ) -> list[Any]:
+        read = getattr(reader, self._batch_method)
+        options = {**self._options(args), **self._batch_options()}
+        return read([image], *self._positional(args), pages=pages, **options)  # type: ignore[no-any-return]
+
+    async def _amany(
+        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
+    ) -> list[Any]:
+        read = getattr(reader, f"a{self._batch_method}")
+        options = {**self._options(args), **self._batch_options()}
+        return await read([image], *self._positional(args), pages=pages, **options)  # type: ignore[no-any-return]
 
     def _selected(self, reader: MississippiVLM, image: str, spec: str | list[int]) -> list[int]:
         count = reader.count_pages([image])
@@ -398,26 +417,11 @@ class MississippiOCRTool(_MississippiTool):
         "about the picture, use the chart, table, extract or ask tools instead."
     )
     args_schema: ArgsSchema | None = OCRInput
+    _method: ClassVar[str] = "ocr"
+    _batch_method: ClassVar[str] = "ocr_batch"
 
-    def _one(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        return reader.ocr(image, page=page, **args, **self._task_options())
-
-    async def _aone(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        return await reader.aocr(image, page=page, **args, **self._task_options())
-
-    def _many(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        return reader.ocr_batch(
-            [image], pages=pages, **args, **self._task_options(), **self._batch_options()
-        )
-
-    async def _amany(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        return await reader.aocr_batch(
-            [image], pages=pages, **args, **self._task_options(), **self._batch_options()
-        )
+    def _options(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {**args, **self._task_options()}  # format
 
     def _content(self, result: Any) -> str:
         return str(result.text) or "(no text found)"
@@ -482,26 +486,8 @@ class MississippiChartTool(_MississippiTool):
         "tool; for a printed table use the table tool."
     )
     args_schema: ArgsSchema | None = ChartInput
-
-    def _one(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        return reader.read_chart(image, page=page, **self._task_options())
-
-    async def _aone(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        return await reader.aread_chart(image, page=page, **self._task_options())
-
-    def _many(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        return reader.read_chart_batch(
-            [image], pages=pages, **self._task_options(), **self._batch_options()
-        )
-
-    async def _amany(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        return await reader.aread_chart_batch(
-            [image], pages=pages, **self._task_options(), **self._batch_options()
-        )
+    _method: ClassVar[str] = "read_chart"
+    _batch_method: ClassVar[str] = "read_chart_batch"
 
     def _content(self, result: Any) -> str:
         kind = f"Chart type: {result.chart_type}\n" if result.chart_type else ""
@@ -565,26 +551,8 @@ class MississippiTableTool(_MississippiTool):
         "text use the OCR tool; for a few named fields use the extract tool."
     )
     args_schema: ArgsSchema | None = TableInput
-
-    def _one(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        return reader.read_table(image, page=page, **self._task_options())
-
-    async def _aone(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        return await reader.aread_table(image, page=page, **self._task_options())
-
-    def _many(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        return reader.read_table_batch(
-            [image], pages=pages, **self._task_options(), **self._batch_options()
-        )
-
-    async def _amany(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        return await reader.aread_table_batch(
-            [image], pages=pages, **self._task_options(), **self._batch_options()
-        )
+    _method: ClassVar[str] = "read_table"
+    _batch_method: ClassVar[str] = "read_table_batch"
 
     def _content(self, result: Any) -> str:
         return f"{result.to_markdown().rstrip()}{_notes(result.notes)}"
@@ -660,6 +628,8 @@ class MississippiExtractTool(_MississippiTool):
         "you need named values rather than all the text."
     )
     args_schema: ArgsSchema | None = ExtractInput
+    _method: ClassVar[str] = "extract_result"
+    _batch_method: ClassVar[str] = "extract_batch"
     extraction_schema: type[BaseModel] | dict[str, Any] | None = None
     """The schema of every call (a pydantic model class, a JSON Schema or a template dict);
     ``None`` lets the calling model pass ``json_schema`` in each call."""
@@ -713,37 +683,11 @@ class MississippiExtractTool(_MississippiTool):
                 ) from None
         return json_schema
 
-    def _one(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        return reader.extract_result(
-            image, args["schema"], page=page, **self._extract_options(args["instructions"])
-        )
+    def _positional(self, args: dict[str, Any]) -> tuple[Any, ...]:
+        return (args["schema"],)
 
-    async def _aone(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        return await reader.aextract_result(
-            image, args["schema"], page=page, **self._extract_options(args["instructions"])
-        )
-
-    def _many(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        return reader.extract_batch(
-            [image],
-            args["schema"],
-            pages=pages,
-            **self._extract_options(args["instructions"]),
-            **self._batch_options(),
-        )
-
-    async def _amany(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        return await reader.aextract_batch(
-            [image],
-            args["schema"],
-            pages=pages,
-            **self._extract_options(args["instructions"]),
-            **self._batch_options(),
-        )
+    def _options(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._extract_options(args["instructions"])
 
     def _content(self, result: Any) -> str:
         data = result.data
@@ -809,26 +753,11 @@ class MississippiAskTool(_MississippiTool):
         "chart or table use the chart or table tool."
     )
     args_schema: ArgsSchema | None = AskInput
+    _method: ClassVar[str] = "ask"
+    _batch_method: ClassVar[str] = "ask_batch"
 
-    def _one(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        return reader.ask(image, args["question"], page=page, **self._task_options())
-
-    async def _aone(self, reader: MississippiVLM, image: str, page: int | None, **args: Any) -> Any:
-        return await reader.aask(image, args["question"], page=page, **self._task_options())
-
-    def _many(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        return reader.ask_batch(
-            [image], args["question"], pages=pages, **self._task_options(), **self._batch_options()
-        )
-
-    async def _amany(
-        self, reader: MississippiVLM, image: str, pages: str | list[int], **args: Any
-    ) -> list[Any]:
-        return await reader.aask_batch(
-            [image], args["question"], pages=pages, **self._task_options(), **self._batch_options()
-        )
+    def _positional(self, args: dict[str, Any]) -> tuple[Any, ...]:
+        return (args["question"],)
 
     def _content(self, result: Any) -> str:
         return str(result.text) or "(no answer)"
