@@ -1,13 +1,13 @@
 """The remote engine against the real service (every task over HTTP), and its rules for other
-servers, retries and errors (scripted transports)."""
+servers, retries and errors (a scripted server on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -25,6 +25,7 @@ from mississippi_tools.errors import (
     RemoteConnectionError,
     RemoteStatusError,
 )
+from tests.engine.scripted_server import DROP, Answer, Script, Stall, scripted_server
 from tests.server.live import LiveServer, quiet_settings, run_server
 
 IMAGE = Image.new("RGB", (64, 64), (30, 160, 90))
@@ -255,28 +256,17 @@ def _completion(content: str, *, tokens: int = 3, finish: str = "stop") -> dict[
     }
 
 
-class Scripted:
-    """A fake OpenAI-compatible server: /v1/models, then answers from a list."""
+class Scripted(Script):
+    """A :class:`Script` and a remote engine pointed at it over 127.0.0.1."""
 
-    def __init__(self, owned_by: str | None, answers: list[httpx.Response | Exception]) -> None:
-        self.owned_by = owned_by
-        self.answers = answers
-        self.bodies: list[dict[str, Any]] = []
+    def __init__(self, owned_by: str | None, answers: list[Answer]) -> None:
+        super().__init__(owned_by, answers)
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/models":
-            if self.owned_by is None:
-                return httpx.Response(404, json={"detail": "Not Found"})
-            return httpx.Response(200, json={"data": [{"id": "served", "owned_by": self.owned_by}]})
-        self.bodies.append(json.loads(request.content))
-        answer = self.answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def engine(self, **kwargs: Any) -> RemoteEngine:
+    @contextmanager
+    def engine(self, **kwargs: Any) -> Iterator[RemoteEngine]:
         kwargs.setdefault("backoff", 0.001)
-        return RemoteEngine("http://fake:8000", transport=httpx.MockTransport(self), **kwargs)
+        with scripted_server(self) as url, RemoteEngine(url, **kwargs) as engine:
+            yield engine
 
 
 def _loaded(vlm: MississippiVLM) -> Any:
@@ -344,7 +334,7 @@ def test_retries_with_backoff_honour_retry_after_then_succeed() -> None:
                 json={"error": {"code": "model_loading", "message": "loading"}},
                 headers={"Retry-After": "0"},
             ),
-            httpx.ConnectError("refused"),
+            DROP,
             httpx.Response(
                 429,
                 json={"error": {"code": "queue_full", "message": "busy"}},
@@ -359,7 +349,7 @@ def test_retries_with_backoff_honour_retry_after_then_succeed() -> None:
 
 
 def test_errors_are_mapped_once_at_the_boundary() -> None:
-    cases: list[tuple[httpx.Response | Exception, type[Exception], str]] = [
+    cases: list[tuple[Answer, type[Exception], str]] = [
         (
             httpx.Response(
                 429,
@@ -380,19 +370,23 @@ def test_errors_are_mapped_once_at_the_boundary() -> None:
             "bad things",
         ),
         (httpx.Response(500, text="<html>oops</html>"), RemoteStatusError, "oops"),
-        (httpx.ReadTimeout("slow"), RemoteConnectionError, "did not answer"),
+        (Stall(3.0), RemoteConnectionError, "did not answer"),
     ]
     for answer, error_type, text in cases:
         fake = Scripted("vllm", [answer])
-        with fake.engine(max_retries=0) as engine, pytest.raises(error_type, match=text) as caught:
+        engine_options = {"max_retries": 0, "timeout": 1.0}
+        with (
+            fake.engine(**engine_options) as engine,
+            pytest.raises(error_type, match=text) as caught,
+        ):
             engine.generate(GenerationRequest("x"))
         if isinstance(caught.value, QueueFullError):
             assert caught.value.retry_after == 7.0
         if isinstance(caught.value, RemoteStatusError) and "bad" in text:
             assert caught.value.status_code == 400
             assert caught.value.error_code == "400"
-    fake = Scripted("vllm", [httpx.ReadTimeout("slow")])
-    with fake.engine(max_retries=0) as engine, pytest.raises(DeadlineExceededError):
+    fake = Scripted("vllm", [Stall(3.0)])
+    with fake.engine(**engine_options) as engine, pytest.raises(DeadlineExceededError):
         engine.generate(GenerationRequest("x", timeout=0.5))
 
 
