@@ -108,9 +108,6 @@ def _exit_on_error() -> Iterator[None]:
 def _exit_code(error: BaseException) -> ExitCode:
     from mississippi_tools import errors
 
-    if getattr(error, "code", None) == "insecure_bind":
-        return ExitCode.USAGE
-
     if isinstance(error, errors.MissingDependencyError):
         return ExitCode.MISSING_EXTRA
     if isinstance(error, errors.InvalidInputError | errors.AccessDeniedError):
@@ -497,7 +494,7 @@ def serve(
     from pydantic import ValidationError
 
     with _exit_on_error():
-        from mississippi_tools.server import ServerSettings
+        from mississippi_tools.server import InsecureBindError, ServerSettings
         from mississippi_tools.server import serve as run_server
 
         values: dict[str, Any] = {
@@ -519,7 +516,8 @@ def serve(
         }
         try:
             settings = ServerSettings(**{k: v for k, v in values.items() if v is not None})
-        except ValidationError as e:
+            settings.check_bind()
+        except (ValidationError, InsecureBindError) as e:
             _fail(ExitCode.USAGE, str(e))
         run_server(settings)
 
