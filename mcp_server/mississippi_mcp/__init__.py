@@ -48,18 +48,11 @@ EXIT_MISSING_EXTRA = 7
 EXIT_INTERRUPTED = 130
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("mississippi-tools")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "0.0.0+unknown"
-
-
 def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        globals()[name] = value = _version()
+    if name == "__version__":  # one distribution: the core's version
+        import mississippi_tools
+
+        globals()[name] = value = mississippi_tools.__version__
         return value
     module = _EXPORTS.get(name)
     if module is None:
