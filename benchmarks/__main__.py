@@ -65,6 +65,13 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _command(argv: list[str]) -> str:
+    """The command line as run, with absolute paths shortened to ``.../<name>`` (results are
+    committed; the machine's directories are not part of them)."""
+    shown = [f".../{Path(a).name}" if os.path.isabs(a) else a for a in argv]
+    return " ".join(["python -m benchmarks", *shown])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the suite; returns the results written to disk."""
     parser = argparse.ArgumentParser(
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs[dtype] = _worker(spec)
     results: dict[str, Any] = {
         "name": args.name or ("quick" if args.quick else "cpu-800m"),
-        "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": _command(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}, "
         f"torch {__import__('torch').__version__}",
