@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), making bf16 pay off."""
     import torch
