@@ -17,6 +17,7 @@ from mississippi_tools.models.base import (
     PreparedPrompt,
     VLMBackend,
 )
+from mississippi_tools.models.compat import decoder_cache_kwargs
 from mississippi_tools.models.h2ovl import processing
 from mississippi_tools.models.h2ovl.configuration import H2OVLConfig
 from mississippi_tools.models.h2ovl.generation import OCRWhitespaceProcessor
@@ -219,8 +220,8 @@ class H2OVLBackend(VLMBackend):
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask.to(self.device),
                 position_ids=position_ids.to(self.device),
-                past_key_values=cache,
                 use_cache=True,
+                **decoder_cache_kwargs(decoder.model, cache),
             )
             hidden = out.last_hidden_state
             if last_only:
