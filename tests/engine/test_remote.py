@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +26,7 @@ from mississippi_tools.errors import (
 )
 from tests.engine.scripted_server import DROP, Answer, Script, Stall, scripted_server
 from tests.server.live import LiveServer, quiet_settings, run_server
+from tests.support import wait_until
 
 IMAGE = Image.new("RGB", (64, 64), (30, 160, 90))
 OTHER = Image.new("RGB", (64, 64), (200, 200, 20))
@@ -214,8 +214,11 @@ def test_full_queue_after_retries_is_queue_full(tiny_backend) -> None:  # type: 
             RemoteEngine(live.url, max_retries=1, backoff=0.01) as engine,
         ):
             holders = [busy.engine.submit(GenerationRequest("x", sampling=endless))]  # type: ignore[attr-defined]
-            while busy.engine.metrics_snapshot().running < 1:  # type: ignore[attr-defined]
-                time.sleep(0.01)
+            wait_until(
+                lambda: busy.engine.metrics_snapshot().running == 1,  # type: ignore[attr-defined]
+                timeout=30,
+                what="the first request running",
+            )
             holders.append(busy.engine.submit(GenerationRequest("x", sampling=endless)))  # type: ignore[attr-defined]
             with pytest.raises(QueueFullError) as caught:
                 engine.generate(GenerationRequest("y", sampling=SamplingParams(max_new_tokens=2)))

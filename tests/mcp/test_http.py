@@ -26,6 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mississippi_mcp.server import TOOL_NAMES
 from tests.mcp.conftest import server_command, spawn_env
 from tests.mcp.support import check_error, check_structured, text_of, tool_calls
+from tests.support import await_until
 
 TOKEN = "test-token-0123456789"
 PDF = Path(__file__).parents[1] / "bad_inputs" / "three_pages.pdf"
@@ -152,8 +153,7 @@ async def test_listing_answers_while_loading_then_every_tool(http_server: HTTPSe
 
             async with anyio.create_task_group() as group:
                 group.start_soon(call_during_load)
-                while not progress:
-                    await anyio.sleep(0.05)
+                await await_until(lambda: progress, timeout=60, what="a progress notification")
                 http_server.gate.touch()
             results = {name: await client.call_tool(name, a) for name, a in calls.items()}
             results["read_table"] = first[0]
@@ -181,8 +181,7 @@ async def test_a_client_disconnecting_mid_call_leaves_the_server_serving(ready: 
                     )
 
                 group.start_soon(long_call)
-                while not progress:
-                    await anyio.sleep(0.02)
+                await await_until(lambda: progress, timeout=30, what="a progress notification")
                 scope.cancel()  # drop the connection in the middle of the call
         assert scope.cancelled_caught
         async with connect(ready) as client:

@@ -29,6 +29,7 @@ from tests.mcp.support import (
     text_of,
     tool_calls,
 )
+from tests.support import await_until
 
 PDF = Path(__file__).parents[1] / "bad_inputs" / "three_pages.pdf"
 
@@ -217,9 +218,7 @@ async def test_listing_answers_while_the_model_loads_and_calls_wait_with_progres
 
         async with anyio.create_task_group() as group:
             group.start_soon(call)
-            with anyio.fail_after(10):
-                while len(progress.events) < 3:
-                    await anyio.sleep(0.02)
+            await await_until(lambda: len(progress.events) >= 3, timeout=10, what="3 events")
             assert not result
             loader.gate.set()
     assert listed < 2.0
@@ -249,9 +248,7 @@ async def test_progress_keeps_increasing_from_the_load_to_the_pages(
 
         async with anyio.create_task_group() as group:
             group.start_soon(call)
-            with anyio.fail_after(10):
-                while len(progress.events) < 2:
-                    await anyio.sleep(0.02)
+            await await_until(lambda: len(progress.events) >= 2, timeout=10, what="2 events")
             loader.gate.set()
     assert not result[0].is_error, text_of(result[0])
     values = [value for value, _, _ in progress.events]

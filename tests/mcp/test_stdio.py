@@ -20,6 +20,7 @@ from mississippi_mcp.server import TOOL_NAMES
 from tests.mcp.conftest import server_command, spawn_env
 from tests.mcp.serve_for_tests import NOISE
 from tests.mcp.support import check_error, check_structured, tool_calls
+from tests.support import await_until
 
 
 class Recorder:
@@ -76,8 +77,9 @@ async def test_stdio_server_end_to_end(
 
             async with anyio.create_task_group() as group:
                 group.start_soon(call_during_load)
-                while not recorder.progress:
-                    await anyio.sleep(0.05)
+                await await_until(
+                    lambda: recorder.progress, timeout=60, what="a progress notification"
+                )
                 gate.touch()
 
             results = {name: await client.call_tool(name, a) for name, a in calls.items()}

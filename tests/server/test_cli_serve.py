@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import wait_until
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -69,9 +71,12 @@ def test_serve_command_answers_then_drains_on_sigterm(tiny_checkpoint: Path) -> 
             )
         )
         client.start()
-        while "mississippi_running_requests 1.0" not in httpx.get(f"{url}/metrics").text:
+
+        def running() -> bool:
             assert client.is_alive() or results, "the request ended before the signal"
-            time.sleep(0.01)
+            return "mississippi_running_requests 1.0" in httpx.get(f"{url}/metrics").text
+
+        wait_until(running, timeout=60, what="the request running")
         process.send_signal(signal.SIGTERM)
         client.join(90)
         assert results, "no answer to the in-flight request"

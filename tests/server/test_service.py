@@ -23,6 +23,7 @@ from mississippi_tools.errors import ModelLoadError
 from mississippi_tools.server import InsecureBindError, ServerSettings, serve
 from mississippi_tools.server.settings import is_loopback
 from tests.server.live import LiveServer, data_uri, png_bytes, quiet_settings, run_server
+from tests.support import wait_until
 
 IMAGE = png_bytes((40, 40, 160))
 
@@ -51,13 +52,6 @@ def make_vlm(tiny_backend):  # type: ignore[no-untyped-def]
         vlm.close()
 
 
-def _wait_for(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 # -- readiness ----------------------------------------------------------------------------------
 
 
@@ -80,7 +74,7 @@ def test_port_answers_while_the_model_loads_then_health_turns_ready(tiny_backend
         metrics = httpx.get(f"{live.url}/metrics").text
         assert "mississippi_model_ready 0.0" in metrics
         release.set()
-        _wait_for(lambda: httpx.get(f"{live.url}/health").status_code == 200)
+        wait_until(lambda: httpx.get(f"{live.url}/health").status_code == 200)
         assert httpx.get(f"{live.url}/health").json()["status"] == "ok"
         ready = httpx.post(
             f"{live.url}/v1/chat/completions", json=_chat_body(max_tokens=1), timeout=60
@@ -93,7 +87,7 @@ def test_a_failed_load_is_reported_and_serve_stops(tmp_path: Path) -> None:
         raise ModelLoadError("weights are corrupt")
 
     with run_server(quiet_settings(), vlm_factory=broken) as live:
-        _wait_for(lambda: live.state.phase == "failed")
+        wait_until(lambda: live.state.phase == "failed")
         health = httpx.get(f"{live.url}/health")
         assert health.status_code == 503
         assert health.json()["status"] == "failed"
@@ -280,9 +274,9 @@ def test_full_queue_answers_429_with_retry_after_and_disconnects_free_slots(make
 
         holders = [threading.Thread(target=hold) for _ in range(2)]
         holders[0].start()
-        _wait_for(lambda: vlm.engine.metrics_snapshot().running == 1)
+        wait_until(lambda: vlm.engine.metrics_snapshot().running == 1)
         holders[1].start()
-        _wait_for(lambda: vlm.engine.metrics_snapshot().queue_depth == 1)
+        wait_until(lambda: vlm.engine.metrics_snapshot().queue_depth == 1)
         refused = httpx.post(url, json=long_body, timeout=30)
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "2"
@@ -292,7 +286,7 @@ def test_full_queue_answers_429_with_retry_after_and_disconnects_free_slots(make
         for holder in holders:
             holder.join(30)
         # the clients gave up: their requests were cancelled and the slots are free again
-        _wait_for(
+        wait_until(
             lambda: (
                 vlm.engine.metrics_snapshot().running == 0
                 and vlm.engine.metrics_snapshot().queue_depth == 0
@@ -363,7 +357,7 @@ def test_graceful_shutdown_lets_in_flight_requests_finish(make_vlm) -> None:  # 
             )
         )
         client.start()
-        _wait_for(lambda: vlm.engine.metrics_snapshot().running == 1)
+        wait_until(lambda: vlm.engine.metrics_snapshot().running == 1)
         started = time.monotonic()
         live.stop(timeout=60)
         client.join(10)
@@ -388,7 +382,7 @@ def test_shutdown_cancels_what_outlives_the_grace_period_with_a_clean_error(make
             )
         )
         client.start()
-        _wait_for(lambda: vlm.engine.metrics_snapshot().running == 1)
+        wait_until(lambda: vlm.engine.metrics_snapshot().running == 1)
         started = time.monotonic()
         live.stop(timeout=30)
         client.join(10)
