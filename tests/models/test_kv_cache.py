@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mississippi_tools.engine.kv_cache import BatchKVCache, GrowingLayer
+from mississippi_tools.models.kv_cache import BatchKVCache, GrowingLayer
 
 
 def test_growing_layer_appends_in_place_and_grows() -> None:
