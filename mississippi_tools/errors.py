@@ -13,7 +13,8 @@ refused path a ``PermissionError``, a missing extra an ``ImportError``)::
     │   ├── ImageFetchError                     an allowed image URL could not be downloaded
     │   ├── PDFError                            unreadable PDF or a page outside the document
     │   ├── SchemaError                         a schema we cannot honour (named feature, path)
-    │   └── PromptTooLongError                  prompt + images exceed the model's context
+    │   ├── PromptTooLongError                  prompt + images exceed the model's context
+    │   └── UnsupportedTaskError                the loaded model cannot do this task
     ├── AccessDeniedError (PermissionError)     a path outside the allowed roots, URLs disabled
     ├── MissingDependencyError (ImportError)    an optional extra is not installed
     ├── ModelLoadError                          the model cannot be loaded
@@ -64,6 +65,7 @@ __all__ = [
     "RemoteStatusError",
     "RequestCancelledError",
     "SchemaError",
+    "UnsupportedTaskError",
 ]
 
 
@@ -165,6 +167,26 @@ class PromptTooLongError(InvalidInputError):
     """The prompt with its image tokens does not fit in the model's context window."""
 
     code = "prompt_too_long"
+
+
+class UnsupportedTaskError(InvalidInputError):
+    """The loaded model cannot do the task asked of it (it is absent from its surfaces).
+
+    Attributes:
+        task: The task's name.
+        model: The loaded model's id.
+        supported_by: Models (hub ids, or families) that can do the task.
+    """
+
+    code = "unsupported_task"
+
+    def __init__(
+        self, message: str, *, task: str, model: str, supported_by: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.task = task
+        self.model = model
+        self.supported_by = list(supported_by)
 
 
 class AccessDeniedError(MississippiError, PermissionError):

@@ -9,7 +9,9 @@ own server or vLLM). Tasks build a :class:`GenerationRequest` and read a
 
 from __future__ import annotations
 
+import math
 import uuid
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +21,11 @@ from mississippi_tools.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from mississippi_tools.images import LoadedImage
-    from mississippi_tools.models.base import LogitsProcessor
+    from mississippi_tools.models.base import LogitsProcessor, ModelInfo
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
+    "MAX_NEW_TOKENS_LIMIT",
     "Engine",
     "FinishReason",
     "GenerationOutput",
@@ -32,6 +35,33 @@ __all__ = [
 
 #: New tokens generated when the caller does not say.
 DEFAULT_MAX_NEW_TOKENS = 1024
+#: Most new tokens any request may ask for; engines refuse more than their model's context too.
+MAX_NEW_TOKENS_LIMIT = 1_000_000
+
+
+def _check_int(name: str, value: object, low: int, high: int | None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise InvalidInputError(f"{name} must be {bounds}, got {value}")
+
+
+def _check_float(
+    name: str,
+    value: object,
+    *,
+    low: float,
+    high: float | None = None,
+    low_open: bool = False,
+) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+    if value < low or (low_open and value == low) or (high is not None and value > high):
+        bracket = "(" if low_open else "["
+        upper = f"{high:g}]" if high is not None else "inf)"
+        raise InvalidInputError(f"{name} must be in {bracket}{low:g}, {upper}, got {value!r}")
+
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -62,18 +92,13 @@ class SamplingParams:
     """Keep generating past the end token (benchmarks use a fixed number of tokens)."""
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise InvalidInputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise InvalidInputError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise InvalidInputError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise InvalidInputError(f"top_k must be >= 0, got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise InvalidInputError(
-                f"repetition_penalty must be > 0, got {self.repetition_penalty}"
-            )
+        _check_int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
+        _check_float("temperature", self.temperature, low=0.0)
+        _check_float("top_p", self.top_p, low=0.0, high=1.0, low_open=True)
+        _check_int("top_k", self.top_k, 0, None)
+        _check_float("repetition_penalty", self.repetition_penalty, low=0.0, low_open=True)
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0, 2**63 - 1)
         if any(not s for s in self.stop):
             raise InvalidInputError("stop strings must not be empty")
 
@@ -92,36 +117,56 @@ class GenerationRequest:
         images: Decoded images, in order.
         history: Earlier (question, answer) turns.
         sampling: Decoding parameters.
-        max_tiles: Most tiles per image (default: the model's, 6 for the 800M).
-        use_msac: Override the model's multi-scale adaptive cropping (single image only).
+        options: Model-specific options (H2OVL: ``max_tiles``, ``use_msac``, ``ocr_mode``; each
+            family lists its own in ``engine.model_info.options``), checked by the model.
         json_schema: Constrain the answer to JSON valid under this schema (engines that support
             grammars; others ignore it and the task validates).
-        ocr_mode: The original model's OCR decoding (no runs of repeated whitespace tokens).
         logprobs: Record each generated token's log-probability.
-        logits_processors: Extra per-request processors (applied after the built-in ones).
+        logits_processors: Extra per-request processors (applied after the model's own).
         timeout: Seconds from submission after which the request fails with
             :class:`~mississippi_tools.errors.DeadlineExceededError`.
         request_id: Identifies the request in errors, logs and metrics.
+        max_tiles: Deprecated: ``options={"max_tiles": n}``.
+        use_msac: Deprecated: ``options={"use_msac": b}``.
+        ocr_mode: Deprecated: ``options={"ocr_mode": True}``.
     """
 
     prompt: str
     images: Sequence[LoadedImage] = ()
     history: Sequence[tuple[str, str]] = ()
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    max_tiles: int | None = None
-    use_msac: bool | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
     json_schema: Mapping[str, Any] | None = None
-    ocr_mode: bool = False
     logprobs: bool = False
     logits_processors: Sequence[LogitsProcessor] = ()
     timeout: float | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    max_tiles: int | None = None
+    use_msac: bool | None = None
+    ocr_mode: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_tiles is not None and not 1 <= self.max_tiles <= 40:
-            raise InvalidInputError(f"max_tiles must be between 1 and 40, got {self.max_tiles}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise InvalidInputError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise InvalidInputError(f"timeout must be a number of seconds > 0, got {self.timeout}")
+        moved = {
+            name: value
+            for name, value in (
+                ("max_tiles", self.max_tiles),
+                ("use_msac", self.use_msac),
+                ("ocr_mode", self.ocr_mode or None),
+            )
+            if value is not None
+        }
+        if moved:
+            warnings.warn(
+                f"GenerationRequest({', '.join(moved)}=...) is deprecated; pass "
+                f"options={moved!r} (removed in the next release)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            self.options = {**moved, **self.options}
+            self.max_tiles = self.use_msac = None
+            self.ocr_mode = False
 
 
 @dataclass
@@ -179,6 +224,11 @@ class Engine(ABC):
     @abstractmethod
     def model_id(self) -> str:
         """The model's id."""
+
+    @property
+    @abstractmethod
+    def model_info(self) -> ModelInfo:
+        """What the model is: family, options and limits (decides prompts and tasks)."""
 
     @abstractmethod
     def generate(self, request: GenerationRequest) -> GenerationOutput:

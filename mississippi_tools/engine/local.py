@@ -37,18 +37,26 @@ from mississippi_tools.engine.base import (
 from mississippi_tools.engine.cache import CacheStats, TensorCache
 from mississippi_tools.engine.config import LocalEngineConfig
 from mississippi_tools.engine.detokenize import StreamingText
-from mississippi_tools.engine.runner import ModelRunner
+from mississippi_tools.engine.runner import GenerateRunner, ModelRunner, Runner
 from mississippi_tools.engine.sampling import apply_repetition_penalty, sample_token
 from mississippi_tools.engine.scheduler import FCFSScheduler, Scheduler
 from mississippi_tools.errors import (
     DeadlineExceededError,
     EngineDeadError,
     GenerationError,
+    InvalidInputError,
     MississippiError,
     PromptTooLongError,
     RequestCancelledError,
 )
-from mississippi_tools.models.base import LogitsProcessor, PreparedPrompt, VLMBackend
+from mississippi_tools.models.base import (
+    Backend,
+    DecoderBackend,
+    GenerateBackend,
+    LogitsProcessor,
+    ModelInfo,
+    PreparedPrompt,
+)
 
 __all__ = ["EngineMetrics", "LocalEngine", "LocalEngineConfig", "RequestHandle"]
 
@@ -156,7 +164,17 @@ class _Sequence:
 
 
 class LocalEngine(Engine):
-    """Runs a :class:`~mississippi_tools.models.base.VLMBackend` in this process.
+    """Runs a :class:`~mississippi_tools.models.base.Backend` in this process.
+
+    Decoder backends are batched (up to ``config.max_batch_size`` requests decode together);
+    generate backends run one request at a time through the same queue, with the same deadlines,
+    cancellation, streaming and logits processors.
+
+    Every submitted request ends exactly once: with its output, or with a typed error
+    (:class:`~mississippi_tools.errors.RequestCancelledError`,
+    :class:`~mississippi_tools.errors.DeadlineExceededError`, a
+    :class:`~mississippi_tools.errors.GenerationError`, or
+    :class:`~mississippi_tools.errors.EngineDeadError` when the engine stops), whatever the timing.
 
     Args:
         backend: The loaded model.
@@ -169,31 +187,43 @@ class LocalEngine(Engine):
 
     def __init__(
         self,
-        backend: VLMBackend,
+        backend: Backend,
         config: LocalEngineConfig | None = None,
         *,
         scheduler: Scheduler[_Sequence] | None = None,
     ) -> None:
         self.backend = backend
         self.config = config or LocalEngineConfig()
+        one_at_a_time = backend.kind == "generate"
         self.scheduler: Scheduler[_Sequence] = scheduler or FCFSScheduler(
-            max_batch_size=self.config.max_batch_size,
+            max_batch_size=1 if one_at_a_time else self.config.max_batch_size,
             max_queue_size=self.config.max_queue_size,
             max_admit_tiles=self.config.max_admit_tiles,
             retry_after=self.config.retry_after,
         )
         self.feature_cache = TensorCache(int(self.config.feature_cache_mb * 1024 * 1024))
         self.prefix_cache = TensorCache(int(self.config.prefix_cache_mb * 1024 * 1024))
-        self.runner = ModelRunner(
-            backend,
-            self.feature_cache,
-            prefix_cache=self.prefix_cache,
-            max_vision_batch=self.config.max_vision_batch,
-        )
+        self.runner: Runner
+        if isinstance(backend, GenerateBackend):
+            self.runner = GenerateRunner(backend)
+        elif isinstance(backend, DecoderBackend):
+            self.runner = ModelRunner(
+                backend,
+                self.feature_cache,
+                prefix_cache=self.prefix_cache,
+                max_vision_batch=self.config.max_vision_batch,
+            )
+        else:
+            raise TypeError(f"{type(backend).__name__} is neither a decoder nor a generate backend")
         self.metrics = EngineMetrics()
         self._running: list[_Sequence] = []
+        self._admitting: list[_Sequence] = []
         self._stopping = threading.Event()
         self._dead: BaseException | None = None
+        # Held while a request is queued and while the loop drains at shutdown, so that no request
+        # can be queued after the last drain (it would never be answered).
+        self._queue_lock = threading.Lock()
+        self._closed = False
         self._grammar: Any = None
         self._grammar_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="mississippi-engine", daemon=True)
@@ -206,6 +236,11 @@ class LocalEngine(Engine):
         """The backend's model id."""
         return self.backend.model_id
 
+    @property
+    def model_info(self) -> ModelInfo:
+        """The backend's family, options and limits."""
+        return self.backend.info
+
     def submit(self, request: GenerationRequest) -> RequestHandle:
         """Prepare ``request`` in this thread and queue it; returns at once.
 
@@ -217,23 +252,33 @@ class LocalEngine(Engine):
         self._check_alive()
         created = time.monotonic()
         started = time.perf_counter()
-        prepared = self.backend.prepare(
-            request.prompt,
-            request.images,
-            history=request.history,
-            max_tiles=request.max_tiles,
-            use_msac=request.use_msac,
-        )
-        needed = len(prepared.input_ids) + request.sampling.max_new_tokens
-        if len(prepared.input_ids) >= self.backend.max_context:
-            raise PromptTooLongError(
-                f"the prompt is {len(prepared.input_ids)} tokens ({prepared.num_tiles} tiles x "
-                f"256 image tokens + text); the model's context is {self.backend.max_context}. "
-                "Lower max_tiles or send fewer images"
+        context = self.backend.max_context
+        if request.sampling.max_new_tokens > context:
+            raise InvalidInputError(
+                f"max_new_tokens={request.sampling.max_new_tokens} is more than this model's "
+                f"whole context of {context} tokens (prompt and answer together); ask for at "
+                f"most {context} (an answer also stops where the context ends)"
             )
-        if needed > self.backend.max_context:
+        prepared = self.backend.prepare(
+            request.prompt, request.images, history=request.history, options=request.options
+        )
+        if len(prepared.input_ids) >= context:
+            images = (
+                f"{prepared.num_image_tokens} of them image tokens for {len(prepared.images)} "
+                f"image(s) in {prepared.num_tiles} tiles"
+                if prepared.images
+                else "no images"
+            )
+            fewer_tiles = (
+                ", or a lower max_tiles" if self.backend.info.option("max_tiles") else ""
+            )
+            raise PromptTooLongError(
+                f"the prompt is {len(prepared.input_ids)} tokens ({images}); the model's context "
+                f"is {context}. Send fewer images or a shorter question or history{fewer_tiles}"
+            )
+        if len(prepared.input_ids) + request.sampling.max_new_tokens > context:
             logger.debug("request %s will stop at the context limit", request.request_id)
-        processors = self._processors_for(request)
+        processors = self._processors_for(request, prepared)
         handle = RequestHandle(request.request_id)
         tokenizer = self.backend.tokenizer
         sequence = _Sequence(
@@ -248,7 +293,11 @@ class LocalEngine(Engine):
             preprocess_seconds=time.perf_counter() - started,
         )
         handle._on_cancel.append(self.scheduler.wake)
-        self.scheduler.add(sequence)
+        with self._queue_lock:
+            if self._closed:
+                self._check_alive()
+                raise EngineDeadError("the engine is shut down; create a new one")
+            self.scheduler.add(sequence)
         return handle
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
@@ -356,10 +405,10 @@ class LocalEngine(Engine):
         timeout = request.timeout if request.timeout is not None else self.config.default_timeout
         return None if timeout is None else time.monotonic() + timeout
 
-    def _processors_for(self, request: GenerationRequest) -> list[LogitsProcessor]:
-        processors: list[LogitsProcessor] = []
-        if request.ocr_mode:
-            processors.extend(self.backend.logits_processors_for_ocr())
+    def _processors_for(
+        self, request: GenerationRequest, prepared: PreparedPrompt
+    ) -> list[LogitsProcessor]:
+        processors: list[LogitsProcessor] = list(prepared.logits_processors)
         if request.json_schema is not None:
             processors.append(self._grammar_factory().processor(request.json_schema))
         processors.extend(request.logits_processors)
@@ -399,24 +448,9 @@ class LocalEngine(Engine):
         decision = self.scheduler.schedule(self._running, now)
         gone = {id(s) for s in decision.expired + decision.cancelled}
         for sequence in decision.expired:
-            self.metrics.requests_expired += 1
-            self._fail(
-                sequence,
-                DeadlineExceededError(
-                    f"request {sequence.request_id} passed its deadline after "
-                    f"{now - sequence.submitted:.1f} s ({len(sequence.generated)} tokens "
-                    "generated); raise the timeout or lower max_new_tokens",
-                    request_id=sequence.request_id,
-                ),
-            )
+            self._expire(sequence, now)
         for sequence in decision.cancelled:
-            self.metrics.requests_cancelled += 1
-            self._fail(
-                sequence,
-                RequestCancelledError(
-                    f"request {sequence.request_id} was cancelled", request_id=sequence.request_id
-                ),
-            )
+            self._cancel(sequence)
         if gone:
             self._drop_running(lambda s: id(s) in gone)
         if decision.admit:
@@ -425,6 +459,19 @@ class LocalEngine(Engine):
             self._decode()
 
     def _admit(self, sequences: list[_Sequence]) -> None:
+        """Encode, prefill and join newcomers; every one of them ends up running or answered.
+
+        The sequences are held in ``_admitting`` meanwhile, so that even an error escaping this
+        method (which stops the engine) fails them instead of losing them.
+        """
+        self._admitting = list(sequences)
+        try:
+            self._admit_held(sequences)
+        finally:
+            self._admitting = []
+        self._drop_running(lambda s: s.handle.future.done())
+
+    def _admit_held(self, sequences: list[_Sequence]) -> None:
         now = time.monotonic()
         for sequence in sequences:
             sequence.admitted = now
@@ -443,10 +490,8 @@ class LocalEngine(Engine):
             sequence.cache_hit = prefix is not None or bool(images and images.cache_hit)
             sequence.timings["preprocess"] += images.render_seconds if images else 0.0
             sequence.timings["vision"] = images.vision_seconds if images else 0.0
-            if sequence.cancelled or (
-                sequence.deadline is not None and time.monotonic() >= sequence.deadline
-            ):
-                continue  # leaves at the next step boundary
+            if self._end_if_gone(sequence, time.monotonic()):
+                continue
             started = time.perf_counter()
             try:
                 features = images.features if images else []
@@ -461,7 +506,6 @@ class LocalEngine(Engine):
             self.runner.join(cache)
             self._running.append(sequence)
             self._accept(sequence, token)
-        self._drop_running(lambda s: s.handle.future.done())
 
     def _decode(self) -> None:
         live = [s for s in self._running if not s.cancelled]
@@ -490,6 +534,37 @@ class LocalEngine(Engine):
                 continue
             self._accept(sequence, token)
         self._drop_running(lambda s: s.handle.future.done())
+
+    def _end_if_gone(self, sequence: _Sequence, now: float) -> bool:
+        """End a cancelled or expired sequence now; whether it was."""
+        if sequence.cancelled:
+            self._cancel(sequence)
+            return True
+        if sequence.deadline is not None and now >= sequence.deadline:
+            self._expire(sequence, now)
+            return True
+        return False
+
+    def _expire(self, sequence: _Sequence, now: float) -> None:
+        self.metrics.requests_expired += 1
+        self._fail(
+            sequence,
+            DeadlineExceededError(
+                f"request {sequence.request_id} passed its deadline after "
+                f"{now - sequence.submitted:.1f} s ({len(sequence.generated)} tokens "
+                "generated); raise the timeout or lower max_new_tokens",
+                request_id=sequence.request_id,
+            ),
+        )
+
+    def _cancel(self, sequence: _Sequence) -> None:
+        self.metrics.requests_cancelled += 1
+        self._fail(
+            sequence,
+            RequestCancelledError(
+                f"request {sequence.request_id} was cancelled", request_id=sequence.request_id
+            ),
+        )
 
     def _choose(self, sequence: _Sequence, logits: torch.Tensor) -> int:
         params = sequence.request.sampling
@@ -577,9 +652,13 @@ class LocalEngine(Engine):
             reason = EngineDeadError(f"the engine stopped after an internal error: {self._dead}")
         else:
             reason = RequestCancelledError("the engine was shut down before this request finished")
-        for sequence in [*self._running, *self.scheduler.drain()]:
+        with self._queue_lock:
+            self._closed = True
+            waiting = self.scheduler.drain()
+        for sequence in [*self._running, *self._admitting, *waiting]:
             self._fail(sequence, reason)
         self._running = []
+        self._admitting = []
         self.runner.reset()
 
 

@@ -71,6 +71,8 @@ from mississippi_tools.errors import (
     RemoteConnectionError,
     RemoteStatusError,
 )
+from mississippi_tools.models.base import ModelInfo, ModelOption, validate_options
+from mississippi_tools.models.registry import GENERIC_FAMILY, family_for_model_name
 
 if TYPE_CHECKING:
     from mississippi_tools.images import LoadedImage
@@ -115,11 +117,72 @@ class ServerInfo:
         kind: ``mississippi`` (our server), ``vllm`` or ``unknown``.
         model: The model name to send.
         models: Every model the server lists.
+        model_info: The served model's family, options and limits.
     """
 
     kind: ServerKind
     model: str
     models: tuple[str, ...] = ()
+    model_info: ModelInfo | None = None
+
+
+#: How vLLM's multimodal processors take our model options, per family (``mm_processor_kwargs``).
+_VLLM_PROCESSOR_OPTIONS: dict[str, dict[str, ModelOption]] = {
+    "h2ovl": {
+        "max_dynamic_patch": ModelOption(
+            "max_tiles", int, "most 448-px tiles per image", minimum=1, maximum=40
+        ),
+        "use_msac": ModelOption("use_msac", bool, "multi-scale adaptive cropping (one image)"),
+    },
+}
+
+
+def remote_model_info(
+    kind: ServerKind, model: str, entry: Mapping[str, Any], family: str | None
+) -> ModelInfo:
+    """The :class:`ModelInfo` of a served model, from its ``/v1/models`` entry.
+
+    Our server describes its model in the entry's ``mississippi`` object; for others the family
+    comes from ``family`` or the model's name, and the options from what the server is known to
+    accept (vLLM: its processors' ``mm_processor_kwargs``).
+    """
+    described = entry.get("mississippi")
+    if kind == "mississippi" and isinstance(described, Mapping):
+        options = tuple(
+            ModelOption(
+                str(o["name"]),
+                _OPTION_KINDS.get(str(o.get("type")), str),
+                str(o.get("description", "")),
+                minimum=o.get("minimum"),
+                maximum=o.get("maximum"),
+                choices=tuple(o.get("choices") or ()),
+            )
+            for o in described.get("options", [])
+            if isinstance(o, Mapping) and "name" in o
+        )
+        return ModelInfo(
+            model_id=model,
+            family=family or str(described.get("family") or GENERIC_FAMILY),
+            kind="remote",
+            max_context=int(described.get("max_context") or 8192),
+            instruction_tuned=bool(described.get("instruction_tuned", True)),
+            max_images=described.get("max_images"),
+            options=options,
+            regions=bool(described.get("regions", False)),
+        )
+    family = family or family_for_model_name(model)
+    vllm_options = _VLLM_PROCESSOR_OPTIONS.get(family, {}) if kind == "vllm" else {}
+    context = entry.get("max_model_len")
+    return ModelInfo(
+        model_id=model,
+        family=family,
+        kind="remote",
+        max_context=int(context) if isinstance(context, int) and context > 0 else 8192,
+        options=tuple(vllm_options.values()),
+    )
+
+
+_OPTION_KINDS: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 # -- the boundary: httpx failures and error statuses -> our errors -------------------------------
@@ -417,6 +480,9 @@ class RemoteEngine(Engine):
         headers: Extra headers sent with every request.
         transport: httpx transport for the blocking client (tests, proxies).
         async_transport: httpx transport for the async clients.
+        family: The served model's family (``h2ovl``, ``idefics3`` ...), which decides how tasks
+            are prompted; default: what our server reports, else guessed from the model's name
+            (``generic`` when unknown: plain chat prompts).
     """
 
     name = "remote"
@@ -435,6 +501,7 @@ class RemoteEngine(Engine):
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
+        family: str | None = None,
     ) -> None:
         if timeout <= 0:
             raise InvalidInputError(f"timeout must be > 0 seconds, got {timeout}")
@@ -453,6 +520,7 @@ class RemoteEngine(Engine):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._model = model
+        self._family = family
         self._structured_outputs = structured_outputs
         self._headers = {"User-Agent": "mississippi-tools", **dict(headers or {})}
         if api_key:
@@ -474,6 +542,13 @@ class RemoteEngine(Engine):
     def model_id(self) -> str:
         """The model name sent with each request (asks the server when not given)."""
         return self._model if self._model is not None else self.server_info().model
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """The served model's family, options and limits (asks the server when needed)."""
+        info = self.server_info().model_info
+        assert info is not None
+        return info
 
     @property
     def supports_grammar(self) -> bool:
@@ -508,7 +583,8 @@ class RemoteEngine(Engine):
         if response.status_code == 404:
             if self._model is None:
                 raise _error_for_status(response, url)
-            return ServerInfo(kind="unknown", model=self._model)
+            info = remote_model_info("unknown", self._model, {}, self._family)
+            return ServerInfo(kind="unknown", model=self._model, model_info=info)
         if response.status_code >= 400:
             raise _error_for_status(response, url)
         try:
@@ -526,7 +602,8 @@ class RemoteEngine(Engine):
         entry = next((e for e in entries if e.get("id") == model), entries[0] if entries else {})
         kind = _OWNERS.get(str(entry.get("owned_by", "")).lower(), "unknown")
         logger.debug("remote server %s is %s, serving %s", self.base_url, kind, names)
-        return ServerInfo(kind=kind, model=model, models=names)
+        info = remote_model_info(kind, model, entry, self._family)
+        return ServerInfo(kind=kind, model=model, models=names, model_info=info)
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -759,21 +836,20 @@ class RemoteEngine(Engine):
                 body["repetition_penalty"] = sampling.repetition_penalty
             if sampling.ignore_eos:
                 body["ignore_eos"] = True
-            processor: dict[str, Any] = {}
-            if request.max_tiles is not None:
-                processor["max_dynamic_patch"] = request.max_tiles
-            if request.use_msac is not None:
-                processor["use_msac"] = request.use_msac
-            if processor:
-                body["mm_processor_kwargs"] = processor
-        elif sampling.top_k or sampling.repetition_penalty != 1.0 or request.max_tiles:
-            logger.debug("top_k, repetition_penalty and max_tiles are not sent to this server")
+        elif sampling.top_k or sampling.repetition_penalty != 1.0:
+            logger.debug("top_k and repetition_penalty are not sent to this server")
+        assert info.model_info is not None
+        options = validate_options(request.options, info.model_info)
         if info.kind == "vllm":
             body["return_token_ids"] = True
+            names = _VLLM_PROCESSOR_OPTIONS.get(info.model_info.family, {})
+            processor = {key: options[o.name] for key, o in names.items() if o.name in options}
+            if processor:
+                body["mm_processor_kwargs"] = processor
         if info.kind == "mississippi":
             body["request_id"] = request.request_id
-            if request.ocr_mode:
-                body["ocr_mode"] = True
+            if options:
+                body["options"] = options
             if request.timeout is not None:
                 body["timeout"] = request.timeout
         if request.json_schema is not None and self.supports_grammar:

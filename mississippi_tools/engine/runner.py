@@ -1,7 +1,14 @@
-"""The model runner: tensors in, tensors out, for the engine loop.
+"""The model runners: tensors in, tensors out, for the engine loop.
 
-It owns the running batch's key/value cache, the vision-feature cache and the prefix cache. The
-engine loop decides *what* runs (:mod:`~mississippi_tools.engine.scheduler`); the runner runs it:
+The engine loop decides *what* runs (:mod:`~mississippi_tools.engine.scheduler`); a runner runs it,
+through one interface (:class:`Runner`) for both kinds of backend:
+
+* :class:`ModelRunner`, for :class:`~mississippi_tools.models.base.DecoderBackend`: it owns the
+  running batch's key/value cache, the vision-feature cache and the prefix cache;
+* :class:`GenerateRunner`, for :class:`~mississippi_tools.models.base.GenerateBackend`: one request
+  at a time, whose state the backend keeps.
+
+The decoder runner's steps:
 
 * :meth:`ModelRunner.cached_prefix` — the keys and values of a prompt's image prefix, when an
   earlier request about the same images computed them;
@@ -22,14 +29,15 @@ import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
 from mississippi_tools.engine.cache import TensorCache
-from mississippi_tools.engine.kv_cache import BatchKVCache
-from mississippi_tools.models.base import PreparedPrompt, VLMBackend
+from mississippi_tools.models.base import DecoderBackend, GenerateBackend, PreparedPrompt
+from mississippi_tools.models.kv_cache import BatchKVCache
 
-__all__ = ["EncodedImages", "ModelRunner"]
+__all__ = ["EncodedImages", "GenerateRunner", "ModelRunner", "Runner"]
 
 
 @dataclass
@@ -49,12 +57,46 @@ class EncodedImages:
     vision_seconds: float
 
 
+class Runner(Protocol):
+    """What the engine loop calls, whatever the backend's kind (single-threaded use)."""
+
+    def cached_prefix(self, prompt: PreparedPrompt) -> Any | None:
+        """A reusable computed prefix of ``prompt``, when one is cached."""
+        ...
+
+    def encode(self, prompts: Sequence[PreparedPrompt]) -> list[EncodedImages]:
+        """Image features for newly admitted prompts (in order)."""
+        ...
+
+    def prefill(
+        self, prompt: PreparedPrompt, features: Sequence[torch.Tensor], prefix: Any | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        """Run one prompt; its last position's logits ``[vocab]`` and its state to join."""
+        ...
+
+    def join(self, state: Any) -> None:
+        """Add a prefilled request to the running batch."""
+        ...
+
+    def decode(self, tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
+        """One step for every running row; logits ``[rows, vocab]``."""
+        ...
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only ``rows`` of the running batch, in that order."""
+        ...
+
+    def reset(self) -> None:
+        """Drop the running batch (after a failed step)."""
+        ...
+
+
 class ModelRunner:
-    """Runs the backend's model for the engine loop (single-threaded use)."""
+    """Runs a decoder backend's model for the engine loop (single-threaded use)."""
 
     def __init__(
         self,
-        backend: VLMBackend,
+        backend: DecoderBackend,
         feature_cache: TensorCache,
         *,
         prefix_cache: TensorCache | None = None,
@@ -87,9 +129,10 @@ class ModelRunner:
         return value if isinstance(value, tuple) else None
 
     def encode(self, prompts: Sequence[PreparedPrompt]) -> list[EncodedImages]:
-        """Features for every image of ``prompts``; uncached tiles are encoded together."""
+        """Features for every image of ``prompts``; uncached images are encoded together."""
         found: dict[str, torch.Tensor] = {}
-        pending: dict[str, torch.Tensor] = {}
+        pending: dict[str, Any] = {}
+        tiles: dict[str, int] = {}
         render_time: dict[str, float] = {}
         for prompt in prompts:
             for image in prompt.images:
@@ -101,25 +144,21 @@ class ModelRunner:
                     continue
                 started = time.perf_counter()
                 pending[image.cache_key] = image.render()
+                tiles[image.cache_key] = image.num_tiles
                 render_time[image.cache_key] = time.perf_counter() - started
         vision_time: dict[str, float] = {}
         if pending:
             keys = list(pending)
-            tiles = torch.cat([pending[k] for k in keys])
             started = time.perf_counter()
-            chunks = [
-                self.backend.encode_images(tiles[i : i + self.max_vision_batch])
-                for i in range(0, tiles.shape[0], self.max_vision_batch)
-            ]
-            features = torch.cat(chunks)
+            features = self.backend.encode_images(
+                [pending[k] for k in keys], max_batch_tiles=self.max_vision_batch
+            )
             elapsed = time.perf_counter() - started
-            offset = 0
-            for key in keys:
-                count = pending[key].shape[0]
-                found[key] = features[offset : offset + count]
-                self.feature_cache.put(key, found[key])
-                vision_time[key] = elapsed * count / tiles.shape[0]
-                offset += count
+            total_tiles = max(1, sum(tiles.values()))
+            for key, value in zip(keys, features, strict=True):
+                found[key] = value
+                self.feature_cache.put(key, value)
+                vision_time[key] = elapsed * tiles[key] / total_tiles
         results = []
         for prompt in prompts:
             keys = [image.cache_key for image in prompt.images]
@@ -211,3 +250,51 @@ class ModelRunner:
     def reset(self) -> None:
         """Drop the running batch (after a failed step)."""
         self.batch = self.backend.new_cache()
+
+
+class GenerateRunner:
+    """Runs a generate backend for the engine loop: one request at a time, its state held here.
+
+    The engine admits one request only while nothing runs (its batch size is 1 for these
+    backends); images are encoded inside :meth:`GenerateBackend.start`, so :meth:`encode` has
+    nothing to do and the prefill time includes the vision encoder.
+    """
+
+    def __init__(self, backend: GenerateBackend) -> None:
+        self.backend = backend
+        self._state: Any = None
+
+    def cached_prefix(self, prompt: PreparedPrompt) -> None:
+        """Generate backends keep no prefix cache."""
+        return None
+
+    def encode(self, prompts: Sequence[PreparedPrompt]) -> list[EncodedImages]:
+        """Nothing to do ahead of :meth:`prefill` (see the class docstring)."""
+        return [EncodedImages([], False, 0.0, 0.0) for _ in prompts]
+
+    def prefill(
+        self, prompt: PreparedPrompt, features: Sequence[torch.Tensor], prefix: Any | None = None
+    ) -> tuple[torch.Tensor, Any]:
+        """Start the request in the backend."""
+        return self.backend.start(prompt)
+
+    def join(self, state: Any) -> None:
+        """Hold the running request's state."""
+        if self._state is not None:
+            raise RuntimeError("a generate backend runs one request at a time")
+        self._state = state
+
+    def decode(self, tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
+        """The running request's next logits, ``[1, vocab]``."""
+        if self._state is None or len(tokens) != 1:
+            raise RuntimeError(f"one running request expected, got {len(tokens)}")
+        return self.backend.step(self._state, tokens[0]).unsqueeze(0)
+
+    def keep(self, rows: list[int]) -> None:
+        """Drop the request's state once it leaves."""
+        if not rows:
+            self._state = None
+
+    def reset(self) -> None:
+        """Forget the running request."""
+        self._state = None

@@ -1,37 +1,75 @@
 """What the engine needs from a model family: the seam between "who runs" and "what model".
 
-A backend turns a request (question, images, history, tiling options) into token ids plus the
-images' tiles, encodes tiles into features, embeds tokens, and runs the decoder one chunk at a time
-over a :class:`~mississippi_tools.engine.kv_cache.BatchKVCache`. The engine (scheduling,
-batching, caching, sampling) is written once against this interface.
+Every family is a :class:`Backend`: it loads its published checkpoint
+(:meth:`Backend.from_directory`), says what it is (:class:`ModelInfo`: family, options, limits),
+validates its own options and turns a request (question, images, history, options) into a
+:class:`PreparedPrompt`. Two kinds of backend then compute differently, behind one engine queue:
+
+* :class:`DecoderBackend` — models whose images become features spliced into the prompt's
+  embeddings, decoded over the engine's batched key/value cache (H2OVL, Idefics2, Idefics3,
+  WebSight's VMistral). The engine batches them: it encodes images
+  (:meth:`DecoderBackend.encode_images`, cached by :attr:`PreparedImage.cache_key`), embeds, and
+  runs the decoder one chunk at a time.
+* :class:`GenerateBackend` — models whose images enter another way (an encoder-decoder such as
+  Florence-2, gated cross-attention such as IDEFICS 1). They own their per-request state
+  (:meth:`GenerateBackend.start`, :meth:`GenerateBackend.step`); the engine runs them one request
+  at a time with the same deadlines, cancellation, streaming, sampling and logits processors.
+
+Model-specific options (H2OVL's ``max_tiles``, Idefics2's ``do_image_splitting``, ...) travel as a
+mapping on the request and are checked by the backend against its :attr:`ModelInfo.options`
+(:func:`validate_options`), so the engine stays model-neutral. Models know nothing of tasks,
+scheduling or surfaces.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+from mississippi_tools.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Self
+
     import torch
 
-    from mississippi_tools.engine.kv_cache import BatchKVCache
     from mississippi_tools.images import LoadedImage
+    from mississippi_tools.models.kv_cache import BatchKVCache
 
 __all__ = [
+    "Backend",
+    "BackendKind",
+    "DecoderBackend",
+    "GenerateBackend",
     "LogitsProcessor",
+    "ModelInfo",
+    "ModelOption",
     "PreparedImage",
     "PreparedPrompt",
     "TokenizerLike",
     "VLMBackend",
+    "VocabType",
+    "validate_options",
 ]
+
+BackendKind = Literal["decoder", "generate"]
+"""How a backend computes: see the module docstring."""
+
+VocabType = Literal["byte_fallback", "byte_level", "raw"]
+"""How token pieces spell bytes: SentencePiece with ``<0xNN>`` pieces, GPT-2 style byte-level
+BPE (``Ġ`` for a space), or plain text pieces."""
 
 
 class TokenizerLike(Protocol):
     """The tokenizer surface the engine and the grammar glue use."""
 
     eos_token_id: int
+    #: How pieces spell bytes (decides how the JSON grammar reads the vocabulary).
+    vocab_type: VocabType
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``."""
@@ -63,19 +101,140 @@ class LogitsProcessor(Protocol):
         ...
 
 
+# ------------------------------------------------------------------------------------------------
+# What a model is
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelOption:
+    """One model-specific option a backend accepts on requests.
+
+    Attributes:
+        name: The option's name, e.g. ``max_tiles``.
+        kind: Its type: ``int``, ``float``, ``bool`` or ``str``.
+        description: What it does, for users and for an LLM calling a tool.
+        minimum: Smallest allowed value (numbers).
+        maximum: Largest allowed value (numbers).
+        choices: Allowed values (strings).
+    """
+
+    name: str
+    kind: type
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def check(self, value: Any, family: str) -> Any:
+        """``value`` if it fits this option, else :class:`InvalidInputError` saying what fits."""
+        expected = self.kind.__name__
+        if self.kind is bool:
+            valid = isinstance(value, bool)
+        elif self.kind is float:
+            valid = isinstance(value, int | float) and not isinstance(value, bool)
+            valid = valid and math.isfinite(value)
+        else:
+            valid = isinstance(value, self.kind) and not (
+                self.kind is int and isinstance(value, bool)
+            )
+        if not valid:
+            raise InvalidInputError(
+                f"option {self.name} of {family} models must be {expected}, got {value!r}"
+            )
+        if self.minimum is not None and value < self.minimum:
+            raise InvalidInputError(
+                f"option {self.name} must be >= {self.minimum:g}, got {value!r}: {self.description}"
+            )
+        if self.maximum is not None and value > self.maximum:
+            raise InvalidInputError(
+                f"option {self.name} must be <= {self.maximum:g}, got {value!r}: {self.description}"
+            )
+        if self.choices and value not in self.choices:
+            raise InvalidInputError(
+                f"option {self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the task layer and the surfaces need to know about a loaded model.
+
+    Attributes:
+        model_id: Hub id or directory name.
+        family: The model family (``h2ovl``, ``idefics2``, ...); decides prompts and tasks.
+        kind: How the backend computes (``remote`` behind an HTTP service).
+        max_context: Largest prompt + answer, in tokens.
+        instruction_tuned: Whether the model follows chat instructions; pretrained-only
+            checkpoints (``idefics2-8b-base``) only continue text.
+        max_images: Most images one prompt may carry (``None``: no fixed limit).
+        options: The model-specific request options it accepts.
+        regions: Whether it can say where text is on the page (boxes).
+        revision: Identifies the weights (hub commit or a digest of the files).
+    """
+
+    model_id: str
+    family: str
+    kind: BackendKind | Literal["remote"] = "decoder"
+    max_context: int = 8192
+    instruction_tuned: bool = True
+    max_images: int | None = None
+    options: tuple[ModelOption, ...] = ()
+    regions: bool = False
+    revision: str = ""
+
+    def option(self, name: str) -> ModelOption | None:
+        """The option called ``name``, if the model has one."""
+        return next((option for option in self.options if option.name == name), None)
+
+
+def validate_options(options: Mapping[str, Any], info: ModelInfo) -> dict[str, Any]:
+    """Check request options against a model's: each known, each value of the right type and range.
+
+    ``None`` values mean "the model's default" and are dropped.
+
+    Raises:
+        InvalidInputError: An option the model does not have (the message lists the ones it
+            has), or a value out of range.
+    """
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        option = info.option(name)
+        if option is None:
+            known = ", ".join(f"{o.name} ({o.description})" for o in info.options) or "none"
+            raise InvalidInputError(
+                f"{name} is not an option of {info.family} models ({info.model_id}); "
+                f"their options are: {known}"
+            )
+        checked[name] = option.check(value, info.family)
+    return checked
+
+
+# ------------------------------------------------------------------------------------------------
+# A request, prepared
+# ------------------------------------------------------------------------------------------------
+
+
 @dataclass
 class PreparedImage:
     """One image of a request, planned but not necessarily rendered.
 
     Attributes:
-        cache_key: Identifies the image's features: content hash, tiling and model revision.
-        num_tiles: Tiles fed to the vision encoder.
-        render: Produces the normalised tiles ``[num_tiles, 3, H, W]`` (skipped on cache hits).
+        cache_key: Identifies the image's features: content hash, every processing option that
+            changes them (tiling, splitting, sizes) and the model revision.
+        num_tiles: Pieces fed to the vision encoder (tiles, crops; 1 for a plain image).
+        num_tokens: Prompt positions the image's features fill.
+        render: Produces the backend's encoder input for this image (skipped on cache hits);
+            only the backend reads it (:meth:`DecoderBackend.encode_images`).
     """
 
     cache_key: str
     num_tiles: int
-    render: Callable[[], torch.Tensor]
+    num_tokens: int
+    render: Callable[[], Any]
 
 
 @dataclass
@@ -87,32 +246,75 @@ class PreparedPrompt:
         images: The images in prompt order.
         prefix_length: Length of the prefix ending after the last image block; that prefix's
             key/value states depend only on the images and the text before them, so they can be
-            reused by later questions on the same images. 0 when there are no images.
+            reused by later questions on the same images. 0 when there are no images (or the
+            backend does not support prefix reuse).
+        logits_processors: Processors the model's options ask for (H2OVL's OCR mode ...),
+            applied before the request's own.
     """
 
     input_ids: list[int]
     images: list[PreparedImage] = field(default_factory=list)
     prefix_length: int = 0
+    logits_processors: list[LogitsProcessor] = field(default_factory=list)
 
     @property
     def num_tiles(self) -> int:
-        """Tiles over all images."""
+        """Vision-encoder pieces over all images."""
         return sum(image.num_tiles for image in self.images)
 
+    @property
+    def num_image_tokens(self) -> int:
+        """Prompt positions filled by image features."""
+        return sum(image.num_tokens for image in self.images)
 
-class VLMBackend(ABC):
-    """A loaded vision-language model, as the engine drives it."""
+
+# ------------------------------------------------------------------------------------------------
+# Backends
+# ------------------------------------------------------------------------------------------------
+
+
+class Backend(ABC):
+    """A loaded model, as the engine drives it (see the two kinds below)."""
+
+    #: How the engine drives it.
+    kind: ClassVar[BackendKind]
+    #: The family name, shared by every checkpoint of the family (``h2ovl``, ``idefics2`` ...).
+    family: ClassVar[str]
 
     #: Identifier reported in results (hub id or directory name).
     model_id: str
-    #: Identifies the weights for cache keys (hub commit, or a hash of the files).
+    #: Identifies the weights for cache keys (hub commit, or a digest of the files).
     revision: str
     #: The tokenizer.
     tokenizer: TokenizerLike
     #: Largest prompt + generation length, in tokens.
     max_context: int
-    #: Rows of the decoder's output (may exceed the tokenizer's vocabulary).
+    #: Rows of the model's output (may exceed the tokenizer's vocabulary).
     vocab_size: int
+
+    @classmethod
+    @abstractmethod
+    def from_directory(
+        cls,
+        directory: Path,
+        *,
+        model_id: str | None = None,
+        device: torch.device,
+        dtype: torch.dtype,
+        attn_implementation: str = "sdpa",
+        allow_pickle: bool = False,
+    ) -> Self:
+        """Load a checkpoint directory in the family's published on-disk format.
+
+        Raises:
+            ConfigError: The config is not one this backend understands.
+            CheckpointError: Tensors are missing, unexpected or mis-shaped.
+        """
+
+    @property
+    @abstractmethod
+    def info(self) -> ModelInfo:
+        """What the model is: family, options, limits."""
 
     @property
     @abstractmethod
@@ -126,11 +328,6 @@ class VLMBackend(ABC):
 
     @property
     @abstractmethod
-    def image_token_id(self) -> int:
-        """The placeholder token that image features replace."""
-
-    @property
-    @abstractmethod
     def stop_token_ids(self) -> frozenset[int]:
         """Tokens that end an answer."""
 
@@ -141,14 +338,41 @@ class VLMBackend(ABC):
         images: Sequence[LoadedImage],
         *,
         history: Sequence[tuple[str, str]] = (),
-        max_tiles: int | None = None,
-        use_msac: bool | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> PreparedPrompt:
-        """Build the prompt ids and plan the images' tiles."""
+        """Build the prompt ids, plan the images and make the options' logits processors.
+
+        ``prompt`` and ``history`` are user text: they are tokenized as text, never as the
+        model's control tokens. ``options`` are checked with :func:`validate_options`.
+
+        Raises:
+            InvalidInputError: An unknown option or value, too many images for the model, or
+                text the tokenizer cannot take.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the backend holds beyond its tensors (nothing by default)."""
+
+
+class DecoderBackend(Backend):
+    """A model whose image features are spliced into the prompt, decoded over a batched cache."""
+
+    kind: ClassVar[BackendKind] = "decoder"
 
     @abstractmethod
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Features ``[tiles, tokens_per_tile, hidden]`` for tiles ``[tiles, 3, H, W]``."""
+    def encode_images(
+        self, rendered: Sequence[Any], *, max_batch_tiles: int = 8
+    ) -> list[torch.Tensor]:
+        """Features for several images at once, one tensor per image, in order.
+
+        Args:
+            rendered: What each image's :attr:`PreparedImage.render` returned.
+            max_batch_tiles: Most tiles per encoder forward (bounds activation memory).
+
+        Returns:
+            Per image, ``[num_tiles, tokens_per_tile, hidden]`` whose rows, flattened, fill the
+            image's :attr:`PreparedImage.num_tokens` prompt positions in order.
+        """
 
     @abstractmethod
     def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
@@ -168,7 +392,7 @@ class VLMBackend(ABC):
         *,
         last_only: bool = True,
     ) -> torch.Tensor:
-        """Run the decoder on new positions, appending to ``cache``; return logits.
+        """Run the decoder on new positions, appending to ``cache``; return float32 logits.
 
         Args:
             inputs_embeds: ``[batch, new, hidden]``.
@@ -179,6 +403,24 @@ class VLMBackend(ABC):
                 otherwise every position (``[batch, new, vocab]``).
         """
 
-    def logits_processors_for_ocr(self) -> list[LogitsProcessor]:
-        """The model's own OCR-mode processors (none by default)."""
-        return []
+
+VLMBackend = DecoderBackend
+"""The name of :class:`DecoderBackend` before generate backends existed (kept for one release)."""
+
+
+class GenerateBackend(Backend):
+    """A model that keeps its own per-request state; the engine runs it one request at a time."""
+
+    kind: ClassVar[BackendKind] = "generate"
+
+    @abstractmethod
+    def start(self, prompt: PreparedPrompt) -> tuple[torch.Tensor, Any]:
+        """Encode the images and the prompt; return the first answer position's logits.
+
+        Returns:
+            Float32 logits ``[vocab]`` and the request's state, handed back to :meth:`step`.
+        """
+
+    @abstractmethod
+    def step(self, state: Any, token_id: int) -> torch.Tensor:
+        """Feed the chosen token; return the next position's float32 logits ``[vocab]``."""

@@ -1,14 +1,15 @@
-"""Model families by configuration: which backend loads a checkpoint.
+"""Model families: which backend loads a checkpoint, and which family a model name belongs to.
 
-A checkpoint's ``config.json`` names its family (``model_type``, or ``architectures``). Each
-family registers a loader here; further backends (Idefics, Florence-2, ...) plug in the same way.
+A checkpoint's ``config.json`` names its family (``model_type``, or ``architectures``); each family
+registers its backend here (:data:`BACKENDS`, :func:`register_backend`). :data:`KNOWN_MODELS` lists
+the published checkpoints by hub id, so that a model served elsewhere (vLLM) can be recognised by
+its name (:func:`family_for_model_name`) and prompted the way its family expects.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +18,33 @@ from mississippi_tools.errors import ConfigError, ModelNotFoundError
 if TYPE_CHECKING:
     import torch
 
-    from mississippi_tools.models.base import VLMBackend
+    from mississippi_tools.models.base import Backend
 
-__all__ = ["BACKENDS", "backend_for_config", "load_backend", "register_backend"]
+__all__ = [
+    "BACKENDS",
+    "GENERIC_FAMILY",
+    "KNOWN_MODELS",
+    "backend_for_config",
+    "family_for_model_name",
+    "load_backend",
+    "register_backend",
+]
+
+#: The family of a model nobody registered (an OpenAI-compatible VLM served elsewhere): plain
+#: chat prompts, no model options.
+GENERIC_FAMILY = "generic"
+
+#: Published checkpoints by hub id -> family.
+KNOWN_MODELS: dict[str, str] = {
+    "h2oai/h2ovl-mississippi-800m": "h2ovl",
+    "h2oai/h2ovl-mississippi-2b": "h2ovl",
+}
+
+#: Name fragments (lower case) that tell a family when the exact hub id is not known, most
+#: specific first (a local path or a served model name such as ``/models/h2ovl-mississippi-2b``).
+_NAME_HINTS: list[tuple[str, str]] = [
+    ("h2ovl", "h2ovl"),
+]
 
 #: ``model_type`` or architecture name -> "module:Class" of a backend with ``from_directory``.
 BACKENDS: dict[str, str] = {
@@ -28,20 +53,44 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def register_backend(key: str, target: str) -> None:
-    """Route checkpoints whose ``model_type`` or architecture is ``key`` to ``module:Class``."""
+def register_backend(
+    key: str,
+    target: str,
+    *,
+    family: str | None = None,
+    hub_ids: tuple[str, ...] = (),
+    name_hints: tuple[str, ...] = (),
+) -> None:
+    """Route checkpoints whose ``model_type`` or architecture is ``key`` to ``module:Class``.
+
+    Args:
+        key: A ``model_type`` or an ``architectures`` entry of the family's ``config.json``.
+        target: ``"package.module:BackendClass"``, imported only when such a checkpoint loads.
+        family: The family's name, for :func:`family_for_model_name`.
+        hub_ids: The family's published checkpoints.
+        name_hints: Lower-case fragments of model names that mean this family.
+    """
     BACKENDS[key] = target
+    if family is not None:
+        KNOWN_MODELS.update(dict.fromkeys(hub_ids, family))
+        _NAME_HINTS[:0] = [(hint, family) for hint in name_hints]
 
 
-def backend_for_config(config: dict[str, Any]) -> Callable[..., VLMBackend]:
+def family_for_model_name(name: str) -> str:
+    """The family a model name or path belongs to, or :data:`GENERIC_FAMILY`."""
+    if name in KNOWN_MODELS:
+        return KNOWN_MODELS[name]
+    lowered = name.lower()
+    return next((family for hint, family in _NAME_HINTS if hint in lowered), GENERIC_FAMILY)
+
+
+def backend_for_config(config: dict[str, Any]) -> type[Backend]:
     """The backend class for a parsed ``config.json``."""
     candidates = [config.get("model_type"), *(config.get("architectures") or [])]
     for key in candidates:
         if isinstance(key, str) and key in BACKENDS:
             module_name, _, class_name = BACKENDS[key].partition(":")
-            backend: Callable[..., VLMBackend] = getattr(
-                importlib.import_module(module_name), class_name
-            )
+            backend: type[Backend] = getattr(importlib.import_module(module_name), class_name)
             return backend
     raise ConfigError(
         f"no backend for model_type {config.get('model_type')!r} / architectures "
@@ -60,7 +109,7 @@ def load_backend(
     local_files_only: bool | None = None,
     allow_pickle: bool = False,
     progress: bool = True,
-) -> VLMBackend:
+) -> Backend:
     """Find, read and load a checkpoint with the backend its config names."""
     from mississippi_tools.models.devices import resolve_attention, resolve_device, resolve_dtype
     from mississippi_tools.models.hub import resolve_model_dir
@@ -80,7 +129,7 @@ def load_backend(
     backend_cls = backend_for_config(config)
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
-    return backend_cls.from_directory(  # type: ignore[attr-defined,no-any-return]
+    return backend_cls.from_directory(
         directory,
         model_id=str(model),
         device=resolved_device,

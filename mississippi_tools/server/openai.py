@@ -175,7 +175,10 @@ class ChatCompletionRequest(_Lenient):
     ignore_eos: bool = False
     mm_processor_kwargs: MMProcessorKwargs | None = None
     # ours
+    options: dict[str, Any] | None = None
+    """Model options (``GET /v1/models`` lists the served model's, e.g. ``max_tiles``)."""
     ocr_mode: bool = False
+    """Same as ``options: {"ocr_mode": true}`` (H2OVL models)."""
     timeout: float | None = Field(default=None, gt=0)
     request_id: str | None = None
 
@@ -377,15 +380,20 @@ async def build_generation_request(
         stop=_stop(body.stop),
         ignore_eos=body.ignore_eos,
     )
+    # vLLM's processor names for H2OVL, and our ocr_mode flag, are spellings of model options.
+    spelled = {
+        "max_tiles": mm.max_dynamic_patch,
+        "use_msac": mm.use_msac,
+        "ocr_mode": body.ocr_mode or None,
+    }
+    options = {k: v for k, v in spelled.items() if v is not None} | (body.options or {})
     return GenerationRequest(
         prompt=conversation.prompt,
         images=images,
         history=conversation.history,
         sampling=sampling,
-        max_tiles=mm.max_dynamic_patch,
-        use_msac=mm.use_msac,
+        options=options,
         json_schema=_json_schema(body),
-        ocr_mode=body.ocr_mode,
         logprobs=body.logprobs,
         timeout=_timeout(body, state),
         request_id=_request_id(body),
@@ -579,20 +587,35 @@ async def list_models(
 ) -> dict[str, Any]:
     """The one model this server runs, OpenAI style (``owned_by`` is ``mississippi-tools``)."""
     state = service_state(request)
-    backend = getattr(vlm.engine, "backend", None)
+    info = vlm.engine.model_info
     card: dict[str, Any] = {
         "id": state.model_name,
         "object": "model",
         "created": int(state.started),
         "owned_by": OWNED_BY,
         "root": vlm.model_id,
+        "max_model_len": info.max_context,
         "mississippi": {
             "engine": vlm.engine.name,
             "supports_grammar": vlm.engine.supports_grammar,
+            "family": info.family,
+            "max_context": info.max_context,
+            "instruction_tuned": info.instruction_tuned,
+            "max_images": info.max_images,
+            "regions": info.regions,
+            "options": [
+                {
+                    "name": o.name,
+                    "type": o.kind.__name__,
+                    "description": o.description,
+                    "minimum": o.minimum,
+                    "maximum": o.maximum,
+                    "choices": list(o.choices),
+                }
+                for o in info.options
+            ],
         },
     }
-    if backend is not None:
-        card["max_model_len"] = backend.max_context
     return {"object": "list", "data": [card]}
 
 

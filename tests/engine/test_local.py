@@ -152,13 +152,48 @@ def test_prompt_longer_than_the_context_is_refused(tiny_engine: LocalEngine) -> 
         tiny_engine.generate(GenerationRequest("x", images=[_image(0, (4000, 500))] * 10))
 
 
-def test_bad_parameters_are_refused_up_front() -> None:
-    with pytest.raises(InvalidInputError, match="max_new_tokens"):
-        SamplingParams(max_new_tokens=0)
-    with pytest.raises(InvalidInputError, match="top_p"):
-        SamplingParams(top_p=0)
-    with pytest.raises(InvalidInputError, match="max_tiles"):
-        GenerationRequest("x", max_tiles=0)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_new_tokens", 0),
+        ("max_new_tokens", 10**9),
+        ("max_new_tokens", 2.5),
+        ("top_p", 0),
+        ("top_p", float("nan")),
+        ("temperature", float("nan")),
+        ("temperature", float("inf")),
+        ("temperature", -1),
+        ("repetition_penalty", float("inf")),
+        ("seed", 2**70),
+        ("seed", -(2**70)),
+        ("top_k", True),
+    ],
+)
+def test_bad_sampling_parameters_are_refused_up_front(field: str, value: object) -> None:
+    with pytest.raises(InvalidInputError, match=field):
+        SamplingParams(**{field: value})  # type: ignore[arg-type]
+
+
+def test_bad_model_options_are_refused_at_submit(tiny_engine: LocalEngine) -> None:
+    with pytest.raises(InvalidInputError, match="max_tiles must be >= 1"):
+        tiny_engine.submit(GenerationRequest("x", images=[_image(1)], options={"max_tiles": 0}))
+    with pytest.raises(InvalidInputError, match="do_image_splitting is not an option of h2ovl"):
+        tiny_engine.submit(GenerationRequest("x", options={"do_image_splitting": True}))
+
+
+def test_max_new_tokens_beyond_the_context_is_refused_naming_it(tiny_engine: LocalEngine) -> None:
+    context = tiny_engine.model_info.max_context
+    with pytest.raises(InvalidInputError, match=f"context of {context} tokens"):
+        tiny_engine.submit(
+            GenerationRequest("x", sampling=SamplingParams(max_new_tokens=context + 1))
+        )
+
+
+def test_former_request_fields_are_deprecated_aliases_of_options() -> None:
+    with pytest.warns(DeprecationWarning, match="options="):
+        request = GenerationRequest("x", max_tiles=2, ocr_mode=True)
+    assert request.options == {"max_tiles": 2, "ocr_mode": True}
+    assert request.max_tiles is None and not request.ocr_mode
 
 
 def test_ignore_eos_gives_exactly_max_new_tokens(tiny_engine: LocalEngine) -> None:

@@ -207,7 +207,7 @@ def test_full_queue_after_retries_is_queue_full(tiny_backend) -> None:  # type: 
     busy = MississippiVLM.from_backend(
         tiny_backend, engine_config=LocalEngineConfig(max_batch_size=1, max_queue_size=1)
     )
-    endless = SamplingParams(max_new_tokens=100_000, ignore_eos=True)
+    endless = SamplingParams(max_new_tokens=10_000, ignore_eos=True)
     try:
         with (
             run_server(quiet_settings(), busy) as live,
@@ -278,8 +278,9 @@ def _loaded(vlm: MississippiVLM) -> Any:
 
 def test_vllm_gets_structured_outputs_tiling_and_token_ids() -> None:
     fake = Scripted("vllm", [httpx.Response(200, json=_completion('{"paid": true}'))])
-    with fake.engine() as engine:
+    with fake.engine(family="h2ovl") as engine:
         assert engine.supports_grammar
+        assert [o.name for o in engine.model_info.options] == ["max_tiles", "use_msac"]
         vlm = MississippiVLM(engine)
         result = vlm.extract_result(IMAGE, {"paid": True}, max_tiles=2)
     (body,) = fake.bodies
@@ -306,7 +307,11 @@ def test_unknown_servers_get_standard_fields_and_parse_repair_retry() -> None:
     )
     with fake.engine() as engine:
         assert not engine.supports_grammar
-        result = MississippiVLM(engine).extract_result(IMAGE, {"paid": True}, max_tiles=3)
+        vlm = MississippiVLM(engine)
+        assert vlm.model_info.family == "generic" and not vlm.model_info.options
+        with pytest.raises(InvalidInputError, match="max_tiles is not an option of generic"):
+            vlm.extract_result(IMAGE, {"paid": True}, max_tiles=3)
+        result = vlm.extract_result(IMAGE, {"paid": True})
     assert result.data == {"paid": False}
     assert result.meta.attempts == 2
     first, retry = fake.bodies

@@ -376,7 +376,7 @@ def test_shutdown_cancels_what_outlives_the_grace_period_with_a_clean_error(make
             target=lambda: results.append(
                 httpx.post(
                     f"{live.url}/v1/chat/completions",
-                    json=_chat_body(image=None, max_tokens=100_000, ignore_eos=True),
+                    json=_chat_body(image=None, max_tokens=10_000, ignore_eos=True),
                     timeout=60,
                 )
             )

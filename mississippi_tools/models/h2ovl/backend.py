@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from mississippi_tools.errors import InvalidInputError
 from mississippi_tools.models.base import (
+    DecoderBackend,
     LogitsProcessor,
+    ModelInfo,
+    ModelOption,
     PreparedImage,
     PreparedPrompt,
-    VLMBackend,
+    validate_options,
 )
 from mississippi_tools.models.compat import decoder_cache_kwargs
 from mississippi_tools.models.h2ovl import processing
@@ -35,17 +38,24 @@ from mississippi_tools.models.precision import (
 )
 
 if TYPE_CHECKING:
-    from mississippi_tools.engine.kv_cache import BatchKVCache
     from mississippi_tools.images import LoadedImage
+    from mississippi_tools.models.kv_cache import BatchKVCache
 
 __all__ = ["H2OVLBackend"]
 
 
-class H2OVLBackend(VLMBackend):
+#: Most tiles one image may be cut into (the original allows any; this bounds a request's cost).
+MAX_TILES_LIMIT = 40
+
+
+class H2OVLBackend(DecoderBackend):
     """A loaded H2OVL-Mississippi checkpoint (800M, 2B or a tiny test model).
 
-    Build it with :meth:`from_directory`; the engine does the rest.
+    Build it with :meth:`from_directory`; the engine does the rest. Options (per request):
+    ``max_tiles``, ``use_msac`` and ``ocr_mode``.
     """
+
+    family: ClassVar[str] = "h2ovl"
 
     def __init__(
         self,
@@ -120,8 +130,40 @@ class H2OVLBackend(VLMBackend):
 
     @property
     def image_token_id(self) -> int:
-        """Id of ``<IMG_CONTEXT>``."""
+        """Id of ``<IMG_CONTEXT>``, whose embeddings the image features replace."""
         return self._image_token_id
+
+    @property
+    def info(self) -> ModelInfo:
+        """Family ``h2ovl``; options ``max_tiles``, ``use_msac``, ``ocr_mode``."""
+        return ModelInfo(
+            model_id=self.model_id,
+            family=self.family,
+            kind=self.kind,
+            max_context=self.max_context,
+            options=(
+                ModelOption(
+                    "max_tiles",
+                    int,
+                    f"most 448-px tiles per image (this model's default: "
+                    f"{self.config.max_dynamic_patch}); more tiles read smaller print, slower",
+                    minimum=1,
+                    maximum=MAX_TILES_LIMIT,
+                ),
+                ModelOption(
+                    "use_msac",
+                    bool,
+                    "multi-scale adaptive cropping, a second tiling pass for a single image "
+                    f"(this model's default: {str(self.config.use_msac).lower()})",
+                ),
+                ModelOption(
+                    "ocr_mode",
+                    bool,
+                    "the original's OCR decoding: no runs of repeated whitespace tokens",
+                ),
+            ),
+            revision=self.revision,
+        )
 
     @property
     def stop_token_ids(self) -> frozenset[int]:
@@ -136,11 +178,13 @@ class H2OVLBackend(VLMBackend):
         images: Sequence[LoadedImage],
         *,
         history: Sequence[tuple[str, str]] = (),
-        max_tiles: int | None = None,
-        use_msac: bool | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> PreparedPrompt:
         """Plan tiles, build the h2ogpt2 prompt and tokenize it exactly as the original does."""
         config = self.config
+        checked = validate_options(options or {}, self.info)
+        max_tiles: int | None = checked.get("max_tiles")
+        use_msac: bool | None = checked.get("use_msac")
         tiles_cap = config.max_dynamic_patch if max_tiles is None else max_tiles
         if not config.dynamic_image_size:
             tiles_cap = 1
@@ -169,6 +213,7 @@ class H2OVLBackend(VLMBackend):
                 PreparedImage(
                     cache_key=key,
                     num_tiles=plan.num_tiles,
+                    num_tokens=plan.num_tiles * config.num_image_token,
                     render=_renderer(image, plan, config.image_size),
                 )
             )
@@ -180,14 +225,30 @@ class H2OVLBackend(VLMBackend):
         prefix = 0
         if prepared:
             prefix = len(ids) - ids[::-1].index(self._image_end_id)
-        return PreparedPrompt(input_ids=ids, images=prepared, prefix_length=prefix)
+        processors: list[LogitsProcessor] = []
+        if checked.get("ocr_mode"):
+            processors.append(OCRWhitespaceProcessor(self.tokenizer))
+        return PreparedPrompt(
+            input_ids=ids, images=prepared, prefix_length=prefix, logits_processors=processors
+        )
 
     # -- compute ------------------------------------------------------------------------------
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected features ``[tiles, 256, hidden]``."""
+    def encode_images(
+        self, rendered: Sequence[Any], *, max_batch_tiles: int = 8
+    ) -> list[torch.Tensor]:
+        """Projected features ``[tiles, 256, hidden]`` per image; tiles of all images batched."""
+        tiles: list[torch.Tensor] = list(rendered)
+        pixels = torch.cat(tiles).to(self.device)
+        step = max(1, max_batch_tiles)
         with torch.inference_mode():
-            return self.model.extract_features(pixel_values)
+            features = torch.cat(
+                [
+                    self.model.extract_features(pixels[i : i + step])
+                    for i in range(0, pixels.shape[0], step)
+                ]
+            )
+        return list(features.split([t.shape[0] for t in tiles]))
 
     def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with the image features in place of ``<IMG_CONTEXT>``."""
@@ -198,7 +259,7 @@ class H2OVLBackend(VLMBackend):
 
     def new_cache(self) -> BatchKVCache:
         """An empty cache with one layer per decoder layer."""
-        from mississippi_tools.engine.kv_cache import BatchKVCache
+        from mississippi_tools.models.kv_cache import BatchKVCache
 
         return BatchKVCache(
             int(self.config.llm_config["num_hidden_layers"]), dtype=self.kv_cache_dtype
@@ -228,10 +289,6 @@ class H2OVLBackend(VLMBackend):
                 hidden = hidden[:, -1]
             logits: torch.Tensor = decoder.lm_head(hidden).float()
         return logits
-
-    def logits_processors_for_ocr(self) -> list[LogitsProcessor]:
-        """The original's OCR mode: no repeated whitespace tokens."""
-        return [OCRWhitespaceProcessor(self.tokenizer)]
 
 
 def _renderer(image: LoadedImage, plan: processing.TilePlan, image_size: int):  # type: ignore[no-untyped-def]

@@ -44,7 +44,7 @@ def test_vision_features_match_the_reference(
 ) -> None:
     weights = reference.load_original(tiny_checkpoint)
     tiles = P.pixel_values(P.render_tiles(_page(), P.plan_tiles(900, 700, max_tiles=4)))
-    ours = tiny_backend.encode_images(tiles)
+    (ours,) = tiny_backend.encode_images([tiles])
     theirs = reference.vision_features(
         weights, tiles, heads=tiny_backend.config.vision_config.num_attention_heads
     )
@@ -55,7 +55,7 @@ def test_vision_features_match_the_reference(
 def _reference_inputs(backend: H2OVLBackend, checkpoint: Path, question: str, image: Image.Image):  # type: ignore[no-untyped-def]
     """Prompt ids and embeddings built the original's way (features over IMG_CONTEXT)."""
     weights = reference.load_original(checkpoint)
-    prepared = backend.prepare(question, [loaded_image(image)], max_tiles=6)
+    prepared = backend.prepare(question, [loaded_image(image)], options={"max_tiles": 6})
     plan = P.plan_tiles(*image.size, max_tiles=6)
     tiles = P.pixel_values(P.render_tiles(image, plan))
     features = reference.vision_features(
@@ -128,7 +128,7 @@ def test_greedy_tokens_match_hf_generate(
         GenerationRequest(
             "Describe.",
             images=[loaded_image(image)],
-            max_tiles=6,
+            options={"max_tiles": 6},
             sampling=SamplingParams(max_new_tokens=24),
         )
     )
@@ -181,6 +181,6 @@ def test_half_precision_keeps_rotary_frequencies_in_float32(
     rotary = backend.model.language_model.model.rotary_emb
     assert rotary.inv_freq.dtype == torch.float32
     assert backend.dtype == getattr(torch, dtype)
-    out = backend.encode_images(P.pixel_values([_page(6, (448, 448))]))
+    (out,) = backend.encode_images([P.pixel_values([_page(6, (448, 448))])])
     assert out.dtype == getattr(torch, dtype)
     assert torch.isfinite(out.float()).all()
