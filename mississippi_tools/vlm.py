@@ -9,13 +9,19 @@ PDF pages (``ocr_batch`` ...), all sharing one implementation per task.
 from __future__ import annotations
 
 import asyncio
-import threading
+import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
+from mississippi_tools.batch import (
+    PageOutcome,
+    PageSelection,
+    aiter_outcomes,
+    iter_outcomes,
+    iter_source_pages,
+)
 from mississippi_tools.engine.base import (
     DEFAULT_MAX_NEW_TOKENS,
     Engine,
@@ -23,47 +29,54 @@ from mississippi_tools.engine.base import (
     GenerationRequest,
     SamplingParams,
 )
-from mississippi_tools.errors import MississippiError
+from mississippi_tools.errors import InvalidInputError, MississippiError
 from mississippi_tools.images import (
     ImageInput,
     ImageLimits,
     LoadedImage,
     count_pages,
-    iter_pages,
     load_image,
 )
 from mississippi_tools.sources import SourcePolicy
-from mississippi_tools.tasks import ask as ask_task
-from mississippi_tools.tasks import chart as chart_task
-from mississippi_tools.tasks import ocr as ocr_task
-from mississippi_tools.tasks import table as table_task
-from mississippi_tools.tasks.base import (
-    OneShotPlan,
-    TaskPlan,
-    arun_plan,
-    confidence_of_span,
-    run_plan,
+from mississippi_tools.tasks.base import RunSettings, TaskContext, TaskPlan, arun_plan, run_plan
+from mississippi_tools.tasks.catalogue import (
+    TaskSpec,
+    all_tasks,
+    check_supported,
+    get_task,
+    tasks_for,
 )
+from mississippi_tools.tasks.extract import DEFAULT_MAX_RETRIES
 
 if TYPE_CHECKING:
     import torch
     from pydantic import BaseModel
 
     from mississippi_tools.engine.local import LocalEngineConfig
-    from mississippi_tools.models.base import VLMBackend
-    from mississippi_tools.structured import SchemaInput
+    from mississippi_tools.models.base import Backend, ModelInfo
+    from mississippi_tools.schema import SchemaInput
+    from mississippi_tools.tasks.ask import Answer
+    from mississippi_tools.tasks.chart import ChartData
     from mississippi_tools.tasks.extract import ExtractionResult
+    from mississippi_tools.tasks.ocr import OCRFormat, OCRResult
+    from mississippi_tools.tasks.table import TableData
 
-__all__ = ["Generation", "MississippiVLM", "PageSelection"]
+__all__ = ["Generation", "MississippiVLM", "PageSelection", "RunOptions"]
 
-T = TypeVar("T")
-PageSelection = str | Sequence[int] | None
-"""Pages of PDFs and multi-page TIFFs: ``"1-3,5"``, ``[1, 2]`` or ``None`` (all)."""
 
-#: New tokens for tasks whose answers are long (OCR, tables, extraction).
-TASK_MAX_NEW_TOKENS = DEFAULT_MAX_NEW_TOKENS
-#: New tokens for short answers (questions).
-ASK_MAX_NEW_TOKENS = 512
+class RunOptions(TypedDict, total=False):
+    """The run settings every task method takes besides its own arguments."""
+
+    page: int | None
+    """The page of a PDF or multi-page TIFF (1-based)."""
+    max_tiles: int | None
+    """H2OVL models: most 448-px tiles per image (a model option; see ``model_info.options``)."""
+    options: Mapping[str, Any] | None
+    """Model-specific options (``model_info.options`` lists the loaded model's)."""
+    max_new_tokens: int | None
+    """Most tokens to generate (default: the task's)."""
+    timeout: float | None
+    """Seconds before each request fails with ``DeadlineExceededError``."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +147,7 @@ class MississippiVLM:
         self.engine = engine
         self.policy = policy or SourcePolicy()
         self.limits = limits or ImageLimits()
+        self._task_context: TaskContext | None = None
 
     # -- construction -------------------------------------------------------------------------
 
@@ -200,7 +214,7 @@ class MississippiVLM:
     @classmethod
     def from_backend(
         cls,
-        backend: VLMBackend,
+        backend: Backend,
         *,
         engine_config: LocalEngineConfig | None = None,
         policy: SourcePolicy | None = None,
@@ -220,6 +234,7 @@ class MississippiVLM:
         model: str | None = None,
         timeout: float = 300.0,
         max_retries: int = 3,
+        family: str | None = None,
         policy: SourcePolicy | None = None,
         limits: ImageLimits | None = None,
     ) -> MississippiVLM:
@@ -231,13 +246,20 @@ class MississippiVLM:
             model: The served model name (default: the first one the service lists).
             timeout: Seconds to wait for one answer.
             max_retries: Retries (with backoff) on 429/503 and connection failures.
+            family: The served model's family (``h2ovl``, ``idefics3`` ...), which decides how
+                tasks are prompted (default: what our server reports, else from the model name).
             policy: Which paths and URLs image arguments may name (checked locally).
             limits: Byte and pixel limits for images.
         """
         from mississippi_tools.engine.remote import RemoteEngine
 
         engine = RemoteEngine(
-            base_url, api_key=api_key, model=model, timeout=timeout, max_retries=max_retries
+            base_url,
+            api_key=api_key,
+            model=model,
+            timeout=timeout,
+            max_retries=max_retries,
+            family=family,
         )
         return cls(engine, policy=policy, limits=limits)
 
@@ -300,22 +322,24 @@ class MississippiVLM:
         stop: Sequence[str],
         json_schema: Mapping[str, Any] | None,
         timeout: float | None,
+        options: Mapping[str, Any] | None,
     ) -> GenerationRequest:
+        sampling = SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+            stop=tuple(stop),
+        )
+        merged = {"max_tiles": max_tiles, "use_msac": use_msac} | dict(options or {})
         return GenerationRequest(
             prompt=prompt,
             images=self._images(images),
             history=list(history),
-            sampling=SamplingParams(
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                repetition_penalty=repetition_penalty,
-                seed=seed,
-                stop=tuple(stop),
-            ),
-            max_tiles=max_tiles,
-            use_msac=use_msac,
+            sampling=sampling,
+            options={k: v for k, v in merged.items() if v is not None},
             json_schema=json_schema,
             timeout=timeout,
         )
@@ -337,6 +361,7 @@ class MississippiVLM:
         stop: Sequence[str] = (),
         json_schema: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> Generation:
         """Ask the model anything; the escape hatch under the tasks.
 
@@ -346,8 +371,8 @@ class MississippiVLM:
             prompt: The question or instruction.
             history: Earlier (question, answer) turns.
             max_new_tokens: Most tokens to generate.
-            max_tiles: Most 448-px tiles per image (the model's default is 6).
-            use_msac: Override multi-scale adaptive cropping (single image).
+            max_tiles: H2OVL: most 448-px tiles per image (same as ``options={"max_tiles": n}``).
+            use_msac: H2OVL: multi-scale adaptive cropping (same as the ``use_msac`` option).
             temperature: 0 for greedy decoding (the default, as the model was published).
             top_p: Nucleus sampling.
             top_k: Top-k sampling (0: off).
@@ -356,12 +381,13 @@ class MississippiVLM:
             stop: Strings that end the answer.
             json_schema: Constrain the answer to JSON valid under this schema.
             timeout: Seconds before the request fails with ``DeadlineExceededError``.
+            options: Model-specific options (``model_info.options`` lists them).
         """
         request = self._generation_request(
             images, prompt, history=history, max_new_tokens=max_new_tokens, max_tiles=max_tiles,
             use_msac=use_msac, temperature=temperature, top_p=top_p, top_k=top_k,
             repetition_penalty=repetition_penalty, seed=seed, stop=stop, json_schema=json_schema,
-            timeout=timeout,
+            timeout=timeout, options=options,
         )  # fmt: skip
         return _generation(self.engine.generate(request))
 
@@ -391,193 +417,303 @@ class MississippiVLM:
         async for delta in self.engine.astream(request):
             yield delta
 
-    # -- task plans (shared by sync, async and batch forms) -------------------------------------
+    # -- tasks: the generic forms ----------------------------------------------------------------
 
-    def _ocr_plan(
+    @property
+    def model_info(self) -> ModelInfo:
+        """The model's family, options and limits (a remote engine asks its server once)."""
+        return self._context().info
+
+    @property
+    def tasks(self) -> list[TaskSpec[Any, Any]]:
+        """The catalogue's tasks this model can do, in catalogue order."""
+        return tasks_for(self.model_info)
+
+    def _context(self) -> TaskContext:
+        if self._task_context is None:
+            self._task_context = TaskContext.for_engine(self.engine)
+        return self._task_context
+
+    def _settings(
         self,
-        image: ImageInput,
-        *,
-        format: ocr_task.OCRFormat = "text",
-        page: int | None = None,
-        max_tiles: int | None = None,
-        confidence: bool = False,
-        max_new_tokens: int = TASK_MAX_NEW_TOKENS,
-        timeout: float | None = None,
-    ) -> TaskPlan[ocr_task.OCRResult]:
-        prompt = ocr_task.build_ocr_prompt(format)
-        loaded = [self.load_image(image, page=page)]
-        request = GenerationRequest(
-            prompt=prompt,
-            images=loaded,
-            sampling=SamplingParams(max_new_tokens=max_new_tokens),
-            max_tiles=max_tiles,
-            ocr_mode=True,
-            logprobs=confidence,
-            timeout=timeout,
-        )
+        max_tiles: int | None,
+        max_new_tokens: int | None,
+        timeout: float | None,
+        options: Mapping[str, Any] | None,
+    ) -> RunSettings:
+        merged = dict(options or {})
+        if max_tiles is not None:
+            merged.setdefault("max_tiles", max_tiles)
+        return RunSettings(max_new_tokens=max_new_tokens, timeout=timeout, options=merged)
 
-        def parse(output: GenerationOutput, meta: Any) -> ocr_task.OCRResult:
-            raw = output.raw_text or output.text
-            return ocr_task.parse_ocr_output(raw, format, _line_confidences(output, raw), meta)
-
-        return OneShotPlan(request, loaded, parse)
-
-    def _chart_plan(
+    def _task_images(
         self,
-        image: ImageInput,
-        *,
-        page: int | None = None,
-        max_tiles: int | None = None,
-        max_new_tokens: int = TASK_MAX_NEW_TOKENS,
-        timeout: float | None = None,
-    ) -> TaskPlan[chart_task.ChartData]:
-        loaded = [self.load_image(image, page=page)]
-        request = GenerationRequest(
-            prompt=chart_task.build_chart_prompt(),
-            images=loaded,
-            sampling=SamplingParams(max_new_tokens=max_new_tokens),
-            max_tiles=max_tiles,
-            json_schema=chart_task.CHART_JSON_SCHEMA if self.engine.supports_grammar else None,
-            timeout=timeout,
-        )
-        return OneShotPlan(
-            request, loaded, lambda out, meta: chart_task.parse_chart_output(out.text, meta)
-        )
-
-    def _table_plan(
-        self,
-        image: ImageInput,
-        *,
-        page: int | None = None,
-        max_tiles: int | None = None,
-        max_new_tokens: int = TASK_MAX_NEW_TOKENS,
-        timeout: float | None = None,
-    ) -> TaskPlan[table_task.TableData]:
-        loaded = [self.load_image(image, page=page)]
-        request = GenerationRequest(
-            prompt=table_task.build_table_prompt(),
-            images=loaded,
-            sampling=SamplingParams(max_new_tokens=max_new_tokens),
-            max_tiles=max_tiles,
-            timeout=timeout,
-        )
-        return OneShotPlan(
-            request, loaded, lambda out, meta: table_task.parse_table_output(out.text, meta)
-        )
-
-    def _ask_plan(
-        self,
+        spec: TaskSpec[Any, Any],
         images: ImageInput | Sequence[ImageInput] | None,
-        question: str,
-        *,
-        history: Sequence[tuple[str, str]] = (),
-        page: int | None = None,
-        max_tiles: int | None = None,
-        max_new_tokens: int = ASK_MAX_NEW_TOKENS,
-        timeout: float | None = None,
-    ) -> TaskPlan[ask_task.Answer]:
-        if isinstance(images, list | tuple):
-            loaded = self._images(images)
-        elif images is None:
-            loaded = []
-        else:
-            loaded = [self.load_image(cast("ImageInput", images), page=page)]
-        request = GenerationRequest(
-            prompt=ask_task.build_ask_prompt(question, len(loaded)),
-            images=loaded,
-            history=list(history),
-            sampling=SamplingParams(max_new_tokens=max_new_tokens),
-            max_tiles=max_tiles,
-            timeout=timeout,
-        )
-        return OneShotPlan(
-            request, loaded, lambda out, meta: ask_task.parse_ask_output(out.text, meta)
-        )
+        page: int | None,
+    ) -> list[LoadedImage]:
+        several = isinstance(images, list | tuple)
+        if spec.images == "one":
+            if images is None or several:
+                given = "no image" if images is None else f"{len(images)} images"  # type: ignore[arg-type]
+                raise InvalidInputError(
+                    f"{spec.name} reads one image, got {given}; for several images or pages "
+                    f"use {spec.name}_batch (or run_batch) with pages="
+                )
+            return [self.load_image(cast("ImageInput", images), page=page)]
+        if images is None:
+            return []
+        if several:
+            return [self.load_image(image) for image in cast("Sequence[ImageInput]", images)]
+        return [self.load_image(cast("ImageInput", images), page=page)]
 
-    def _extract_plan(
+    def _plan(
         self,
-        image: ImageInput,
-        schema: SchemaInput,
+        task: str,
+        images: ImageInput | Sequence[ImageInput] | None,
         *,
-        instructions: str | None = None,
         page: int | None = None,
         max_tiles: int | None = None,
-        confidence: bool = False,
-        max_new_tokens: int = TASK_MAX_NEW_TOKENS,
-        max_retries: int = 2,
+        max_new_tokens: int | None = None,
         timeout: float | None = None,
-    ) -> TaskPlan[ExtractionResult]:
-        from mississippi_tools.tasks.extract import ExtractionPlan
+        options: Mapping[str, Any] | None = None,
+        **arguments: Any,
+    ) -> TaskPlan[Any]:
+        """Check the task, its arguments and settings (cheap) before reading images (costly)."""
+        spec, ctx, args, settings = self._prepare_task(
+            task, arguments, max_tiles, max_new_tokens, timeout, options
+        )
+        return spec.plan(ctx, self._task_images(spec, images, page), args, settings)
 
-        loaded = [self.load_image(image, page=page)]
-        return ExtractionPlan(
-            schema,
-            images=loaded,
-            constrained=self.engine.supports_grammar,
-            instructions=instructions,
-            max_tiles=max_tiles,
-            confidence=confidence,
-            max_new_tokens=max_new_tokens,
-            max_retries=max_retries,
-            timeout=timeout,
+    def _prepare_task(
+        self,
+        task: str,
+        arguments: dict[str, Any],
+        max_tiles: int | None,
+        max_new_tokens: int | None,
+        timeout: float | None,
+        options: Mapping[str, Any] | None,
+    ) -> tuple[TaskSpec[Any, Any], TaskContext, Any, RunSettings]:
+        spec = get_task(task)
+        ctx = self._context()
+        check_supported(spec, ctx.info)
+        args = spec.parse_arguments(arguments)
+        settings = self._settings(max_tiles, max_new_tokens, timeout, options)
+        if settings.max_new_tokens is not None:
+            SamplingParams(max_new_tokens=settings.max_new_tokens)  # bounds checked here, early
+        return spec, ctx, args, settings
+
+    def run(
+        self,
+        task: str,
+        images: ImageInput | Sequence[ImageInput] | None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run any task of the catalogue by name: ``vlm.run("ocr", "scan.png", format="markdown")``.
+
+        Args:
+            task: The task's name (:attr:`tasks` lists what this model can do).
+            images: The image (a list of images, or ``None``, for tasks that take several).
+            kwargs: The task's own arguments, plus the run settings every task takes: ``page``
+                (of a PDF or multi-page TIFF), ``max_tiles``, ``options`` (model options),
+                ``max_new_tokens`` and ``timeout``.
+
+        Raises:
+            UnsupportedTaskError: The loaded model cannot do the task.
+            InvalidInputError: An argument or an image is not usable.
+        """
+        return run_plan(self.engine, self._plan(task, images, **kwargs))
+
+    async def arun(
+        self, task: str, images: ImageInput | Sequence[ImageInput] | None, **kwargs: Any
+    ) -> Any:
+        """Async twin of :meth:`run`."""
+        plan = await asyncio.to_thread(self._plan, task, images, **kwargs)
+        return await arun_plan(self.engine, plan)
+
+    def iter_batch(
+        self,
+        task: str,
+        sources: Iterable[ImageInput],
+        *,
+        pages: PageSelection = None,
+        concurrency: int | None = None,
+        max_tiles: int | None = None,
+        max_new_tokens: int | None = None,
+        timeout: float | None = None,
+        options: Mapping[str, Any] | None = None,
+        **arguments: Any,
+    ) -> Iterator[PageOutcome[Any]]:
+        """Run a task on every image and selected document page; yield each page's outcome.
+
+        Outcomes come in input order, each as soon as it (and those before it) are done; a source
+        that cannot be read, or a page that fails, yields an outcome with its error and the batch
+        goes on. The task, its arguments and settings are checked before any page is read.
+
+        Args:
+            task: The task's name.
+            sources: Images, PDFs, multi-page TIFFs.
+            pages: Which pages of documents: ``"1-3,5"``, ``2``, ``[1, 2]`` or ``None`` (all).
+            concurrency: Pages in flight (default: the engine's batch size, or 8).
+            max_tiles: Model option, as in :meth:`run`.
+            max_new_tokens: As in :meth:`run`.
+            timeout: As in :meth:`run`.
+            options: As in :meth:`run`.
+            arguments: The task's own arguments.
+        """
+        spec, ctx, args, settings = self._prepare_task(
+            task, arguments, max_tiles, max_new_tokens, timeout, options
         )
 
-    # -- tasks, sync ------------------------------------------------------------------------------
+        def run_one(image: LoadedImage) -> Any:
+            return run_plan(self.engine, spec.plan(ctx, [image], args, settings))
+
+        items = iter_source_pages(sources, pages, limits=self.limits, policy=self.policy)
+        return iter_outcomes(run_one, items, concurrency=concurrency or self._concurrency())
+
+    async def aiter_batch(
+        self,
+        task: str,
+        sources: Iterable[ImageInput],
+        *,
+        pages: PageSelection = None,
+        concurrency: int | None = None,
+        max_tiles: int | None = None,
+        max_new_tokens: int | None = None,
+        timeout: float | None = None,
+        options: Mapping[str, Any] | None = None,
+        **arguments: Any,
+    ) -> AsyncIterator[PageOutcome[Any]]:
+        """Async twin of :meth:`iter_batch`."""
+        spec, ctx, args, settings = await asyncio.to_thread(
+            self._prepare_task, task, arguments, max_tiles, max_new_tokens, timeout, options
+        )
+
+        async def run_one(image: LoadedImage) -> Any:
+            plan = await asyncio.to_thread(spec.plan, ctx, [image], args, settings)
+            return await arun_plan(self.engine, plan)
+
+        items = iter_source_pages(sources, pages, limits=self.limits, policy=self.policy)
+        async for outcome in aiter_outcomes(
+            run_one, items, concurrency=concurrency or self._concurrency()
+        ):
+            yield outcome
+
+    def run_batch(
+        self,
+        task: str,
+        sources: Iterable[ImageInput],
+        *,
+        pages: PageSelection = None,
+        progress: bool = False,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Results of a task over every image and page, in input order (see :meth:`iter_batch`).
+
+        Args:
+            task: The task's name.
+            sources: Images, PDFs, multi-page TIFFs.
+            pages: Which pages of documents.
+            progress: Show a progress bar (tqdm) on stderr.
+            return_exceptions: Put a failed page's error in its place instead of raising the
+                first one; a source that cannot be read at all takes one place.
+            kwargs: As for :meth:`iter_batch`.
+        """
+        sources = list(sources)
+        bar = _progress_bar(progress, lambda: self.count_pages(sources, pages))
+        results: list[Any] = []
+        try:
+            for outcome in self.iter_batch(task, sources, pages=pages, **kwargs):
+                if bar is not None:
+                    bar.update(1)
+                if outcome.error is not None and not return_exceptions:
+                    raise outcome.error
+                results.append(outcome.result if outcome.error is None else outcome.error)
+        finally:
+            if bar is not None:
+                bar.close()
+        return results
+
+    async def arun_batch(
+        self,
+        task: str,
+        sources: Iterable[ImageInput],
+        *,
+        pages: PageSelection = None,
+        progress: bool = False,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Async twin of :meth:`run_batch`."""
+        sources = list(sources)
+        bar = (
+            _progress_bar(progress, lambda: self.count_pages(sources, pages)) if progress else None
+        )
+        results: list[Any] = []
+        try:
+            async for outcome in self.aiter_batch(task, sources, pages=pages, **kwargs):
+                if bar is not None:
+                    bar.update(1)
+                if outcome.error is not None and not return_exceptions:
+                    raise outcome.error
+                results.append(outcome.result if outcome.error is None else outcome.error)
+        finally:
+            if bar is not None:
+                bar.close()
+        return results
+
+    def __getattr__(self, name: str) -> Any:
+        """Tasks registered at run time get the same methods as the built-in ones.
+
+        ``vlm.<task>``, ``vlm.a<task>``, ``vlm.<task>_batch`` and ``vlm.a<task>_batch``.
+        """
+        if name.startswith("_"):
+            raise AttributeError(name)
+        forms = (
+            ("a", "_batch", self.arun_batch),
+            ("", "_batch", self.run_batch),
+            ("a", "", self.arun),
+            ("", "", self.run),
+        )
+        for prefix, suffix, method in forms:
+            if name.startswith(prefix) and name.endswith(suffix):
+                task = name[len(prefix) : len(name) - len(suffix)]
+                if task in {spec.name for spec in all_tasks()}:
+                    return functools.partial(method, task)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # -- tasks: named forms (one-liners over run / arun / run_batch / arun_batch) ---------------
 
     def ocr(
         self,
         image: ImageInput,
         *,
-        format: ocr_task.OCRFormat = "text",
-        page: int | None = None,
-        max_tiles: int | None = None,
+        format: OCRFormat = "text",
         confidence: bool = False,
-        max_new_tokens: int = TASK_MAX_NEW_TOKENS,
-        timeout: float | None = None,
-    ) -> ocr_task.OCRResult:
-        """Read the text of an image (the model's OCR mode).
+        **settings: Unpack[RunOptions],
+    ) -> OCRResult:
+        """Read the text of an image (the model's OCR mode where it has one).
 
         Args:
             image: A path, bytes, base64, data URI, PIL image or URL (when allowed).
             format: ``"text"``, ``"markdown"`` (headings, lists, tables) or ``"lines"``.
-            page: The page, for PDFs and multi-page TIFFs.
-            max_tiles: Most 448-px tiles (more tiles read smaller print, slower).
             confidence: Add a per-line confidence from the model's token probabilities.
-            max_new_tokens: Most tokens to generate.
-            timeout: Seconds before the request fails.
+            settings: ``page`` (PDFs, multi-page TIFFs), ``max_tiles``, ``options``,
+                ``max_new_tokens``, ``timeout``.
         """
-        return run_plan(self.engine, self._ocr_plan(
-            image, format=format, page=page, max_tiles=max_tiles, confidence=confidence,
-            max_new_tokens=max_new_tokens, timeout=timeout,
-        ))  # fmt: skip
+        result: OCRResult = self.run("ocr", image, format=format, confidence=confidence, **settings)
+        return result
 
-    def read_chart(
-        self,
-        image: ImageInput,
-        *,
-        page: int | None = None,
-        max_tiles: int | None = None,
-        max_new_tokens: int = TASK_MAX_NEW_TOKENS,
-        timeout: float | None = None,
-    ) -> chart_task.ChartData:
+    def read_chart(self, image: ImageInput, **settings: Unpack[RunOptions]) -> ChartData:
         """Read a chart: title, type, axes with units, and series of (label, value) points."""
-        return run_plan(self.engine, self._chart_plan(
-            image, page=page, max_tiles=max_tiles, max_new_tokens=max_new_tokens, timeout=timeout
-        ))  # fmt: skip
+        result: ChartData = self.run("read_chart", image, **settings)
+        return result
 
-    def read_table(
-        self,
-        image: ImageInput,
-        *,
-        page: int | None = None,
-        max_tiles: int | None = None,
-        max_new_tokens: int = TASK_MAX_NEW_TOKENS,
-        timeout: float | None = None,
-    ) -> table_task.TableData:
+    def read_table(self, image: ImageInput, **settings: Unpack[RunOptions]) -> TableData:
         """Read a table: columns and rows (``to_markdown``, ``to_csv``, ``records``)."""
-        return run_plan(self.engine, self._table_plan(
-            image, page=page, max_tiles=max_tiles, max_new_tokens=max_new_tokens, timeout=timeout
-        ))  # fmt: skip
+        result: TableData = self.run("read_table", image, **settings)
+        return result
 
     def ask(
         self,
@@ -585,16 +721,11 @@ class MississippiVLM:
         question: str,
         *,
         history: Sequence[tuple[str, str]] = (),
-        page: int | None = None,
-        max_tiles: int | None = None,
-        max_new_tokens: int = ASK_MAX_NEW_TOKENS,
-        timeout: float | None = None,
-    ) -> ask_task.Answer:
-        """Answer a question about one image or several (a list)."""
-        return run_plan(self.engine, self._ask_plan(
-            images, question, history=history, page=page, max_tiles=max_tiles,
-            max_new_tokens=max_new_tokens, timeout=timeout,
-        ))  # fmt: skip
+        **settings: Unpack[RunOptions],
+    ) -> Answer:
+        """Answer a question about one image, several (a list), or none."""
+        result: Answer = self.run("ask", images, question=question, history=history, **settings)
+        return result
 
     def extract(
         self, image: ImageInput, schema: SchemaInput, **kwargs: Any
@@ -612,12 +743,9 @@ class MississippiVLM:
         schema: SchemaInput,
         *,
         instructions: str | None = None,
-        page: int | None = None,
-        max_tiles: int | None = None,
         confidence: bool = False,
-        max_new_tokens: int = TASK_MAX_NEW_TOKENS,
-        max_retries: int = 2,
-        timeout: float | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        **settings: Unpack[RunOptions],
     ) -> ExtractionResult:
         """Extract JSON valid under ``schema``, with metadata and optional confidences.
 
@@ -626,46 +754,46 @@ class MississippiVLM:
             schema: A pydantic model class, a JSON Schema dict, or a template dict like
                 ``{"name": "", "date_of_birth": "", "address": ""}`` (types from the values).
             instructions: Extra guidance for the model, added to the prompt.
-            page: The page, for PDFs and multi-page TIFFs.
-            max_tiles: Most 448-px tiles.
             confidence: Add per-field confidences from the model's token probabilities.
-            max_new_tokens: Most tokens to generate.
             max_retries: Retries with the validation error, for engines without grammars.
-            timeout: Seconds before each request fails.
+            settings: ``page``, ``max_tiles``, ``options``, ``max_new_tokens``, ``timeout``.
 
         Raises:
             SchemaError: The schema uses a feature that cannot be guaranteed.
             ExtractionError: No valid output (carries the raw text and the errors).
         """
-        return run_plan(self.engine, self._extract_plan(
-            image, schema, instructions=instructions, page=page, max_tiles=max_tiles,
-            confidence=confidence, max_new_tokens=max_new_tokens, max_retries=max_retries,
-            timeout=timeout,
-        ))  # fmt: skip
+        result: ExtractionResult = self.run(
+            "extract",
+            image,
+            schema=schema,
+            instructions=instructions,
+            confidence=confidence,
+            max_retries=max_retries,
+            **settings,
+        )
+        return result
 
-    # -- tasks, async -----------------------------------------------------------------------------
-
-    async def aocr(self, image: ImageInput, **kwargs: Any) -> ocr_task.OCRResult:
+    async def aocr(self, image: ImageInput, **kwargs: Any) -> OCRResult:
         """Async twin of :meth:`ocr`."""
-        plan = await asyncio.to_thread(self._ocr_plan, image, **kwargs)
-        return await arun_plan(self.engine, plan)
+        result: OCRResult = await self.arun("ocr", image, **kwargs)
+        return result
 
-    async def aread_chart(self, image: ImageInput, **kwargs: Any) -> chart_task.ChartData:
+    async def aread_chart(self, image: ImageInput, **kwargs: Any) -> ChartData:
         """Async twin of :meth:`read_chart`."""
-        plan = await asyncio.to_thread(self._chart_plan, image, **kwargs)
-        return await arun_plan(self.engine, plan)
+        result: ChartData = await self.arun("read_chart", image, **kwargs)
+        return result
 
-    async def aread_table(self, image: ImageInput, **kwargs: Any) -> table_task.TableData:
+    async def aread_table(self, image: ImageInput, **kwargs: Any) -> TableData:
         """Async twin of :meth:`read_table`."""
-        plan = await asyncio.to_thread(self._table_plan, image, **kwargs)
-        return await arun_plan(self.engine, plan)
+        result: TableData = await self.arun("read_table", image, **kwargs)
+        return result
 
     async def aask(
         self, images: ImageInput | Sequence[ImageInput] | None, question: str, **kwargs: Any
-    ) -> ask_task.Answer:
+    ) -> Answer:
         """Async twin of :meth:`ask`."""
-        plan = await asyncio.to_thread(self._ask_plan, images, question, **kwargs)
-        return await arun_plan(self.engine, plan)
+        result: Answer = await self.arun("ask", images, question=question, **kwargs)
+        return result
 
     async def aextract(
         self, image: ImageInput, schema: SchemaInput, **kwargs: Any
@@ -677,197 +805,84 @@ class MississippiVLM:
         self, image: ImageInput, schema: SchemaInput, **kwargs: Any
     ) -> ExtractionResult:
         """Async twin of :meth:`extract_result`."""
-        plan = await asyncio.to_thread(self._extract_plan, image, schema, **kwargs)
-        return await arun_plan(self.engine, plan)
-
-    # -- batch forms ------------------------------------------------------------------------------
+        result: ExtractionResult = await self.arun("extract", image, schema=schema, **kwargs)
+        return result
 
     def ocr_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
-        """:meth:`ocr` over many images and PDF pages (see :meth:`map` for the options)."""
-        return self.map(self._ocr_plan, sources, **kwargs)
+        """:meth:`ocr` over many images and PDF pages (see :meth:`run_batch`)."""
+        return self.run_batch("ocr", sources, **kwargs)
 
     def read_chart_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
         """:meth:`read_chart` over many images and pages."""
-        return self.map(self._chart_plan, sources, **kwargs)
+        return self.run_batch("read_chart", sources, **kwargs)
 
     def read_table_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
         """:meth:`read_table` over many images and pages."""
-        return self.map(self._table_plan, sources, **kwargs)
+        return self.run_batch("read_table", sources, **kwargs)
 
     def extract_batch(
         self, sources: Iterable[ImageInput], schema: SchemaInput, **kwargs: Any
     ) -> list[Any]:
         """:meth:`extract_result` over many images and pages."""
-        return self.map(
-            lambda image, **kw: self._extract_plan(image, schema, **kw), sources, **kwargs
-        )
+        return self.run_batch("extract", sources, schema=schema, **kwargs)
 
     def ask_batch(self, sources: Iterable[ImageInput], question: str, **kwargs: Any) -> list[Any]:
         """:meth:`ask` (one image each) over many images and pages."""
-        return self.map(
-            lambda image, **kw: self._ask_plan(image, question, **kw), sources, **kwargs
-        )
+        return self.run_batch("ask", sources, question=question, **kwargs)
 
     async def aocr_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
         """Async twin of :meth:`ocr_batch`."""
-        return await self.amap(self._ocr_plan, sources, **kwargs)
+        return await self.arun_batch("ocr", sources, **kwargs)
 
     async def aread_chart_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
         """Async twin of :meth:`read_chart_batch`."""
-        return await self.amap(self._chart_plan, sources, **kwargs)
+        return await self.arun_batch("read_chart", sources, **kwargs)
 
     async def aread_table_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
         """Async twin of :meth:`read_table_batch`."""
-        return await self.amap(self._table_plan, sources, **kwargs)
+        return await self.arun_batch("read_table", sources, **kwargs)
 
     async def aextract_batch(
         self, sources: Iterable[ImageInput], schema: SchemaInput, **kwargs: Any
     ) -> list[Any]:
         """Async twin of :meth:`extract_batch`."""
-        return await self.amap(
-            lambda image, **kw: self._extract_plan(image, schema, **kw), sources, **kwargs
-        )
+        return await self.arun_batch("extract", sources, schema=schema, **kwargs)
 
     async def aask_batch(
         self, sources: Iterable[ImageInput], question: str, **kwargs: Any
     ) -> list[Any]:
         """Async twin of :meth:`ask_batch`."""
-        return await self.amap(
-            lambda image, **kw: self._ask_plan(image, question, **kw), sources, **kwargs
-        )
+        return await self.arun_batch("ask", sources, question=question, **kwargs)
+
+    # -- documents ------------------------------------------------------------------------------
 
     def pages(
         self, sources: Iterable[ImageInput], pages: PageSelection = None
     ) -> Iterator[LoadedImage]:
         """Every image, and the selected pages of every PDF or multi-page TIFF, lazily."""
-        for item in self._page_items(sources, pages, capture=False):
-            assert isinstance(item, LoadedImage)
+        for _, item in iter_source_pages(sources, pages, limits=self.limits, policy=self.policy):
+            if isinstance(item, MississippiError):
+                raise item
             yield item
-
-    def _page_items(
-        self, sources: Iterable[ImageInput], pages: PageSelection, *, capture: bool
-    ) -> Iterator[LoadedImage | MississippiError]:
-        """Pages as in :meth:`pages`, optionally with errors in place.
-
-        With ``capture``, a source that cannot be read (or stops being readable part-way)
-        yields its error in its place, and the next source follows.
-        """
-        for source in sources:
-            try:
-                yield from iter_pages(
-                    source, pages=pages, limits=self.limits, policy=self.policy, documents_only=True
-                )
-            except MississippiError as e:
-                if not capture:
-                    raise
-                yield e
 
     def count_pages(self, sources: Iterable[ImageInput], pages: PageSelection = None) -> int:
         """How many images :meth:`pages` yields (for progress bars)."""
         from mississippi_tools.pdf import parse_page_selection
 
+        selection = str(pages) if isinstance(pages, int) and not isinstance(pages, bool) else pages
         total = 0
         for source in sources:
             count = count_pages(source, policy=self.policy)
             total += (
-                len(parse_page_selection(pages, count))
-                if pages is not None and count > 1
+                len(parse_page_selection(selection, count))
+                if selection is not None and count > 1
                 else count
             )
         return total
 
-    def map(
-        self,
-        plan_for: Callable[..., TaskPlan[T]],
-        sources: Iterable[ImageInput],
-        *,
-        pages: PageSelection = None,
-        progress: bool = False,
-        concurrency: int | None = None,
-        return_exceptions: bool = False,
-        **task_kwargs: Any,
-    ) -> list[T | BaseException]:
-        """Run a task over every image and page, concurrently, results in input order.
-
-        Args:
-            plan_for: The task (a ``_…_plan`` method, or any callable returning a plan).
-            sources: Images, PDFs, multi-page TIFFs.
-            pages: Which pages of documents: ``"1-3,5"``, ``[1, 2]`` or ``None`` (all).
-            progress: Show a progress bar (tqdm) on stderr.
-            concurrency: Requests in flight (default: the engine's batch size, or 8).
-            return_exceptions: Put a failed item's exception in its place instead of raising; a
-                source that cannot be read at all takes one place, with its error.
-            task_kwargs: The task's keyword arguments (``format=``, ``max_tiles=`` ...).
-        """
-        sources = list(sources)
-        limit = concurrency or _default_concurrency(self.engine)
-        bar = _progress_bar(progress, lambda: self.count_pages(sources, pages))
-
-        def run_one(item: LoadedImage | MississippiError) -> T:
-            if isinstance(item, MississippiError):
-                raise item
-            return run_plan(self.engine, plan_for(item, **task_kwargs))
-
-        items = self._page_items(sources, pages, capture=return_exceptions)
-        results: list[T | BaseException] = []
-        try:
-            with ThreadPoolExecutor(
-                max_workers=limit, thread_name_prefix="mississippi-batch"
-            ) as pool:
-                for future in _bounded_submit(pool, run_one, items, limit):
-                    try:
-                        results.append(future.result())
-                    except Exception as e:
-                        if not return_exceptions:
-                            raise
-                        results.append(e)
-                    if bar is not None:
-                        bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
-        return results
-
-    async def amap(
-        self,
-        plan_for: Callable[..., TaskPlan[T]],
-        sources: Iterable[ImageInput],
-        *,
-        pages: PageSelection = None,
-        progress: bool = False,
-        concurrency: int | None = None,
-        return_exceptions: bool = False,
-        **task_kwargs: Any,
-    ) -> list[T | BaseException]:
-        """Async twin of :meth:`map`."""
-        sources = list(sources)
-        limit = concurrency or _default_concurrency(self.engine)
-        semaphore = asyncio.Semaphore(limit)
-        images = await asyncio.to_thread(
-            lambda: list(self._page_items(sources, pages, capture=return_exceptions))
-        )
-        bar = _progress_bar(progress, lambda: len(images))
-
-        async def run_one(image: LoadedImage | MississippiError) -> T | BaseException:
-            async with semaphore:
-                try:
-                    if isinstance(image, MississippiError):
-                        raise image
-                    plan = await asyncio.to_thread(plan_for, image, **task_kwargs)
-                    return await arun_plan(self.engine, plan)
-                except Exception as e:
-                    if not return_exceptions:
-                        raise
-                    return e
-                finally:
-                    if bar is not None:
-                        bar.update(1)
-
-        try:
-            return list(await asyncio.gather(*(run_one(image) for image in images)))
-        finally:
-            if bar is not None:
-                bar.close()
+    def _concurrency(self) -> int:
+        config = getattr(self.engine, "config", None)
+        return max(1, int(getattr(config, "max_batch_size", 8)))
 
 
 def _generation(output: GenerationOutput) -> Generation:
@@ -893,6 +908,7 @@ _GENERATION_DEFAULTS: dict[str, Any] = {
     "stop": (),
     "json_schema": None,
     "timeout": None,
+    "options": None,
 }
 
 
@@ -903,49 +919,9 @@ def _generation_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**_GENERATION_DEFAULTS, **kwargs}
 
 
-def _line_confidences(output: GenerationOutput, raw: str) -> list[float] | None:
-    """One confidence per line of ``raw``, from the output's token probabilities."""
-    if output.token_logprobs is None or output.token_texts is None:
-        return None
-    confidences = []
-    position = 0
-    for line in raw.split("\n"):
-        start, end = position, position + len(line)
-        position = end + 1
-        value = confidence_of_span(output.token_texts, output.token_logprobs, start, end)
-        confidences.append(1.0 if value is None else min(1.0, value))
-    return confidences
-
-
-def _default_concurrency(engine: Engine) -> int:
-    config = getattr(engine, "config", None)
-    return max(1, int(getattr(config, "max_batch_size", 8)))
-
-
 def _progress_bar(enabled: bool, total: Callable[[], int]) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
     return tqdm(total=total(), unit="page", desc="mississippi", leave=True)
-
-
-def _bounded_submit(
-    pool: ThreadPoolExecutor,
-    fn: Callable[[LoadedImage | MississippiError], T],
-    items: Iterator[LoadedImage | MississippiError],
-    limit: int,
-) -> Iterator[Future[T]]:
-    """Submit lazily with at most ``limit`` futures pending; yield them in input order.
-
-    Pages are rendered only as slots free up, so a 500-page PDF never sits in memory at once.
-    """
-    pending: list[Future[T]] = []
-    lock = threading.Lock()
-    for item in items:
-        with lock:
-            pending.append(pool.submit(fn, item))
-        if len(pending) >= limit:
-            yield pending.pop(0)
-    while pending:
-        yield pending.pop(0)

@@ -40,9 +40,10 @@ def test_ocr_returns_text_lines_and_metadata(tiny_vlm: MississippiVLM, sample_pn
 def test_ocr_uses_the_pinned_prompt_and_ocr_mode(
     tiny_vlm: MississippiVLM, sample_png: Path
 ) -> None:
-    plan = tiny_vlm._ocr_plan(sample_png)
+    plan = tiny_vlm._plan("ocr", sample_png)
     request = plan.first_request()
-    assert request.prompt == OCR_TEXT_PROMPT and request.ocr_mode and request.json_schema is None
+    assert request.prompt == OCR_TEXT_PROMPT and request.json_schema is None
+    assert request.options == {"ocr_mode": True}
 
 
 def test_ocr_confidence_per_line(tiny_vlm: MississippiVLM, sample_png: Path) -> None:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from mississippi_tools.errors import InvalidInputError
-from mississippi_tools.tasks.results import ResultMetadata, TaskResult
+from mississippi_tools.tasks.base import OneShotPlan, RunSettings, TaskContext, TaskPlan
+from mississippi_tools.tasks.catalogue import TaskSpec
+from mississippi_tools.tasks.results import ResultMetadata, TaskResult, cut_note
 
-__all__ = ["IMAGE_PLACEHOLDER", "Answer", "build_ask_prompt", "parse_ask_output"]
+if TYPE_CHECKING:
+    from mississippi_tools.engine.base import GenerationOutput
+    from mississippi_tools.images import LoadedImage
+
+__all__ = [
+    "IMAGE_PLACEHOLDER",
+    "SPEC",
+    "Answer",
+    "AskArguments",
+    "build_ask_prompt",
+    "parse_ask_output",
+    "render_answer",
+]
 
 IMAGE_PLACEHOLDER: Final = "<image>"
 """Where the engine puts an image's tokens in a prompt."""
@@ -73,3 +89,68 @@ def parse_ask_output(raw: str, meta: ResultMetadata) -> Answer:
         The answer with surrounding whitespace removed; otherwise as generated.
     """
     return Answer(text=raw.strip(), meta=meta)
+
+
+# --------------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------------
+
+
+class AskArguments(BaseModel):
+    """Arguments of the ``ask`` task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(
+        min_length=1,
+        description=(
+            "The question about the image, in plain language, e.g. 'What is the total amount "
+            "due?' or 'Is the form signed?'."
+        ),
+    )
+    history: list[tuple[str, str]] = Field(
+        default_factory=list,
+        description="Earlier (question, answer) turns of this conversation, oldest first.",
+    )
+
+
+def plan_ask(
+    ctx: TaskContext, images: list[LoadedImage], args: AskArguments, settings: RunSettings
+) -> TaskPlan[Answer]:
+    """One request: the question (with InternVL's image prefixes for several images)."""
+    request = ctx.request(
+        "ask",
+        build_ask_prompt(args.question, len(images)),
+        args,
+        images,
+        settings,
+        default_max_new_tokens=SPEC.default_max_new_tokens,
+        history=list(args.history),
+    )
+
+    def parse(output: GenerationOutput, meta: ResultMetadata) -> Answer:
+        return parse_ask_output(output.text, meta)
+
+    return OneShotPlan(request, images, parse)
+
+
+def render_answer(answer: Answer) -> str:
+    """The answer's text, for an LLM."""
+    return (answer.text or "(no answer)") + cut_note(answer.meta)
+
+
+SPEC: TaskSpec[AskArguments, Answer] = TaskSpec(
+    name="ask",
+    title="Ask about images",
+    description=(
+        "Answer a question about one image, several images, or none: what something shows, "
+        "a value on a page, a comparison. Returns the answer as text."
+    ),
+    arguments=AskArguments,
+    result=Answer,
+    plan=plan_ask,
+    render=render_answer,
+    images="many",
+    default_max_new_tokens=512,
+    aliases=("ask_image",),
+)

@@ -11,27 +11,121 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from mississippi_tools.engine.base import Engine, GenerationOutput, GenerationRequest
+from mississippi_tools.engine.base import (
+    Engine,
+    GenerationOutput,
+    GenerationRequest,
+    SamplingParams,
+)
+from mississippi_tools.tasks.dialects import Dialect, dialect_for
 from mississippi_tools.tasks.results import ResultMetadata
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from mississippi_tools.images import LoadedImage
+    from mississippi_tools.models.base import ModelInfo, TokenizerLike
 
 __all__ = [
     "OneShotPlan",
+    "RunSettings",
+    "TaskContext",
     "TaskPlan",
     "arun_plan",
     "confidence_of_span",
+    "line_confidences",
     "metadata_for",
     "run_plan",
 ]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How one task call runs, apart from the task's own arguments (common to every task).
+
+    Attributes:
+        max_new_tokens: Most tokens to generate (``None``: the task's default).
+        timeout: Seconds before each request fails with ``DeadlineExceededError``.
+        options: Model-specific options (``max_tiles`` ...), checked by the model; they win over
+            the options a family's dialect asks for.
+    """
+
+    max_new_tokens: int | None = None
+    timeout: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task's plan may know about the model it runs on.
+
+    Attributes:
+        info: The model's family, options and limits.
+        supports_grammar: Whether the engine constrains answers to a JSON schema.
+        tokenizer: The model's tokenizer, when it runs in this process.
+    """
+
+    info: ModelInfo
+    supports_grammar: bool
+    tokenizer: TokenizerLike | None = None
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> TaskContext:
+        """The context of a task run on ``engine``."""
+        backend = getattr(engine, "backend", None)
+        return cls(
+            info=engine.model_info,
+            supports_grammar=engine.supports_grammar,
+            tokenizer=getattr(backend, "tokenizer", None),
+        )
+
+    @property
+    def dialect(self) -> Dialect:
+        """How the model's family is asked each task."""
+        return dialect_for(self.info.family)
+
+    def request(
+        self,
+        task: str,
+        instruction: str,
+        arguments: BaseModel,
+        images: Sequence[LoadedImage],
+        settings: RunSettings,
+        *,
+        default_max_new_tokens: int,
+        **fields: Any,
+    ) -> GenerationRequest:
+        """The engine request for ``task``: the family's prompt and options, the settings' budget.
+
+        Args:
+            task: The task's name.
+            instruction: The task's plain instruction; the family's dialect may reword it.
+            arguments: The task's arguments (dialects may read them).
+            images: The images, in prompt order.
+            settings: The call's run settings.
+            default_max_new_tokens: New tokens when the settings do not say.
+            fields: Further :class:`GenerationRequest` fields (``history``, ``json_schema``,
+                ``logprobs`` ...).
+        """
+        dialect = self.dialect
+        options = {**dialect.options(task, arguments, self.info), **settings.options}
+        return GenerationRequest(
+            prompt=dialect.prompt(task, instruction, arguments),
+            images=images,
+            sampling=SamplingParams(
+                max_new_tokens=settings.max_new_tokens or default_max_new_tokens
+            ),
+            options=options,
+            timeout=settings.timeout,
+            **fields,
+        )
 
 
 class TaskPlan(Protocol[T_co]):
@@ -133,3 +227,17 @@ def confidence_of_span(
             continue
         weakest = logprob if weakest is None else min(weakest, logprob)
     return None if weakest is None else math.exp(weakest)
+
+
+def line_confidences(output: GenerationOutput, raw: str) -> list[float] | None:
+    """One confidence per line of ``raw``, from the output's token probabilities (when recorded)."""
+    if output.token_logprobs is None or output.token_texts is None:
+        return None
+    confidences = []
+    position = 0
+    for line in raw.split("\n"):
+        start, end = position, position + len(line)
+        position = end + 1
+        value = confidence_of_span(output.token_texts, output.token_logprobs, start, end)
+        confidences.append(1.0 if value is None else min(1.0, value))
+    return confidences

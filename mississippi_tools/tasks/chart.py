@@ -34,12 +34,17 @@ from mississippi_tools.parsing import (
     parse_quantity,
     strip_code_fences,
 )
-from mississippi_tools.tasks.results import ResultMetadata, TaskResult
+from mississippi_tools.tasks.base import OneShotPlan, RunSettings, TaskContext, TaskPlan
+from mississippi_tools.tasks.catalogue import TaskSpec
+from mississippi_tools.tasks.results import ResultMetadata, TaskResult, cut_note
 from mississippi_tools.tasks.table import TableCell, TableData, _parse_table_text, _unique_names
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from mississippi_tools.engine.base import GenerationOutput
+    from mississippi_tools.images import LoadedImage
 
 __all__ = [
     "CHART_JSON_SCHEMA",
@@ -47,12 +52,15 @@ __all__ = [
     "CHART_PROMPT",
     "DEFAULT_PLOT_DPI",
     "DEFAULT_PLOT_SIZE",
+    "SPEC",
     "Axis",
+    "ChartArguments",
     "ChartData",
     "ChartPoint",
     "ChartSeries",
     "build_chart_prompt",
     "parse_chart_output",
+    "render_chart",
 ]
 
 CHART_JSON_TEMPLATE: Final = (
@@ -816,3 +824,65 @@ def parse_chart_output(raw: str, meta: ResultMetadata) -> ChartData:
         notes=parts.notes,
         meta=meta,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------------------
+
+
+class ChartArguments(BaseModel):
+    """Arguments of the ``read_chart`` task (none beyond the image)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def plan_chart(
+    ctx: TaskContext, images: list[LoadedImage], args: ChartArguments, settings: RunSettings
+) -> TaskPlan[ChartData]:
+    """One request for the chart as JSON (grammar-constrained where the engine can)."""
+    request = ctx.request(
+        "read_chart",
+        build_chart_prompt(),
+        args,
+        images,
+        settings,
+        default_max_new_tokens=SPEC.default_max_new_tokens,
+        json_schema=CHART_JSON_SCHEMA if ctx.supports_grammar else None,
+    )
+
+    def parse(output: GenerationOutput, meta: ResultMetadata) -> ChartData:
+        return parse_chart_output(output.text, meta)
+
+    return OneShotPlan(request, images, parse)
+
+
+def render_chart(chart: ChartData) -> str:
+    """Title, type, axes, the data as a Markdown table and any notes, for an LLM."""
+    head = f"Chart: {chart.title or '(untitled)'}"
+    if chart.chart_type:
+        head += f" ({chart.chart_type})"
+    lines = [head]
+    for name, axis in (("x axis", chart.x_axis), ("y axis", chart.y_axis)):
+        label = axis.text() if axis is not None else None
+        if label:
+            lines.append(f"{name}: {label}")
+    text = "\n".join(lines) + "\n\n" + chart.to_markdown().rstrip()
+    if chart.notes:
+        text += "\nNotes: " + "; ".join(chart.notes)
+    return text + cut_note(chart.meta)
+
+
+SPEC: TaskSpec[ChartArguments, ChartData] = TaskSpec(
+    name="read_chart",
+    title="Read a chart",
+    description=(
+        "Read a chart (bar, line, pie, scatter): its title, type, axis labels with units, and "
+        "every data series as (label, value) points. Returns the data as a table."
+    ),
+    arguments=ChartArguments,
+    result=ChartData,
+    plan=plan_chart,
+    render=render_chart,
+    aliases=("chart",),
+)

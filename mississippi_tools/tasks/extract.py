@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 from pydantic import (
@@ -55,8 +55,15 @@ from mississippi_tools.structured import (
     render_template,
     validate,
 )
-from mississippi_tools.tasks.base import arun_plan, metadata_for, run_plan
-from mississippi_tools.tasks.results import TaskResult
+from mississippi_tools.tasks.base import (
+    RunSettings,
+    TaskContext,
+    arun_plan,
+    metadata_for,
+    run_plan,
+)
+from mississippi_tools.tasks.catalogue import TaskSpec
+from mississippi_tools.tasks.results import TaskResult, cut_note
 
 if TYPE_CHECKING:
     from mississippi_tools.images import LoadedImage
@@ -65,11 +72,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "EXTRACT_PROMPT",
+    "SPEC",
+    "ExtractArguments",
     "ExtractionPlan",
     "ExtractionResult",
     "arun_extraction",
     "build_extract_prompt",
     "build_retry_prompt",
+    "render_extraction",
     "run_extraction",
 ]
 
@@ -175,7 +185,8 @@ class ExtractionPlan:
         constrained: Send ``json_schema`` so that the engine constrains the answer (engines with
             ``supports_grammar``).
         instructions: Extra guidance added to the prompt.
-        max_tiles: Most tiles per image.
+        options: Model options for every request (``max_tiles`` ...).
+        rephrase: Turns each prompt into what the model's family is sent (its dialect).
         confidence: Ask for log-probabilities and fill :attr:`ExtractionResult.confidence`.
         max_new_tokens: Most tokens per attempt (default: ``sampling``'s, else the engine
             default).
@@ -199,7 +210,8 @@ class ExtractionPlan:
         images: Sequence[LoadedImage] = (),
         constrained: bool,
         instructions: str | None = None,
-        max_tiles: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        rephrase: Callable[[str], str] | None = None,
         confidence: bool = False,
         max_new_tokens: int | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -213,7 +225,8 @@ class ExtractionPlan:
         self.images = list(images)
         self.constrained = constrained
         self.instructions = instructions
-        self.max_tiles = max_tiles
+        self.options = dict(options or {})
+        self.rephrase = rephrase or (lambda prompt: prompt)
         self.confidence = confidence
         self.max_retries = max_retries
         self.timeout = timeout
@@ -284,10 +297,10 @@ class ExtractionPlan:
 
     def _request(self, prompt: str) -> GenerationRequest:
         return GenerationRequest(
-            prompt=prompt,
+            prompt=self.rephrase(prompt),
             images=self.images,
             sampling=self.sampling,
-            max_tiles=self.max_tiles,
+            options=self.options,
             json_schema=self.schema.json_schema if self.constrained else None,
             logprobs=self.confidence,
             timeout=self.timeout,
@@ -321,9 +334,16 @@ class ExtractionPlan:
         )
 
     def _error(self, reason: str, text: str) -> ExtractionError:
-        details = "; ".join(f"attempt {i}: {e}" for i, e in enumerate(self.errors, start=1))
+        earlier = self.errors[:-1]
+        history = (
+            " Earlier attempts: "
+            + "; ".join(f"attempt {i}: {e}" for i, e in enumerate(earlier, start=1))
+            + "."
+            if earlier
+            else ""
+        )
         return ExtractionError(
-            f"no valid JSON after {self.attempts} attempt(s): {reason}. {details}",
+            f"no valid JSON after {self.attempts} attempt(s): {reason}.{history}",
             raw_text=text,
             errors=self.errors,
             attempts=self.attempts,
@@ -350,3 +370,94 @@ def run_extraction(engine: Engine, plan: ExtractionPlan) -> ExtractionResult:
 async def arun_extraction(engine: Engine, plan: ExtractionPlan) -> ExtractionResult:
     """Async twin of :func:`run_extraction`."""
     return await arun_plan(engine, plan)
+
+
+# --------------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------------
+
+
+class ExtractArguments(BaseModel):
+    """Arguments of the ``extract`` task."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: Annotated[
+        Any,
+        WithJsonSchema(
+            {"anyOf": [{"type": "object"}, {"type": "string"}]},
+        ),
+    ] = Field(
+        alias="schema",
+        description=(
+            "The shape of the JSON to extract. Either a template whose example values give the "
+            'types, e.g. {"name": "", "total": 0.0, "paid": false, "items": [{"description": "", '
+            '"amount": 0.0}]}, or a JSON Schema, e.g. {"type": "object", "properties": {"name": '
+            '{"type": "string"}}, "required": ["name"]}. Every key of a template is returned; a '
+            "value missing from the image comes back as null."
+        ),
+    )
+    instructions: str | None = Field(
+        default=None,
+        description=(
+            "Optional extra guidance, e.g. 'dates as YYYY-MM-DD' or 'amounts without currency "
+            "symbols'."
+        ),
+    )
+    confidence: bool = Field(
+        default=False,
+        description="Also give each value the model's confidence, keyed by JSON pointer.",
+    )
+    max_retries: int = Field(
+        default=DEFAULT_MAX_RETRIES,
+        ge=0,
+        le=5,
+        description="Retries with the validation errors, for engines without a JSON grammar.",
+    )
+
+
+def plan_extract(
+    ctx: TaskContext, images: list[LoadedImage], args: ExtractArguments, settings: RunSettings
+) -> ExtractionPlan:
+    """The extraction conversation: grammar-constrained where the engine can, else retried."""
+    return ExtractionPlan(
+        args.schema_,
+        images=images,
+        constrained=ctx.supports_grammar,
+        instructions=args.instructions,
+        options={**ctx.dialect.options("extract", args, ctx.info), **settings.options},
+        rephrase=lambda prompt: ctx.dialect.prompt("extract", prompt, args),
+        confidence=args.confidence,
+        max_new_tokens=settings.max_new_tokens or SPEC.default_max_new_tokens,
+        max_retries=args.max_retries,
+        timeout=settings.timeout,
+        tokenizer=ctx.tokenizer,
+    )
+
+
+def render_extraction(result: ExtractionResult) -> str:
+    """The extracted JSON (with confidences when asked), for an LLM."""
+    data = (
+        result.data.model_dump(mode="json") if isinstance(result.data, BaseModel) else result.data
+    )
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    if result.confidence:
+        weakest = sorted(result.confidence.items(), key=lambda item: item[1])[:5]
+        text += "\nLeast certain values: " + ", ".join(f"{k} {v:.2f}" for k, v in weakest)
+    return text + cut_note(result.meta)
+
+
+SPEC: TaskSpec[ExtractArguments, ExtractionResult] = TaskSpec(
+    name="extract",
+    title="Extract JSON",
+    description=(
+        "Extract structured data from an image (form, receipt, invoice, ID, business card) as "
+        "JSON valid under the schema or template you give. Use it when you know which fields "
+        "you want."
+    ),
+    arguments=ExtractArguments,
+    result=ExtractionResult,
+    plan=plan_extract,
+    render=render_extraction,
+    aliases=("extract_json",),
+)

@@ -11,22 +11,37 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Final, Literal, get_args
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mississippi_tools.errors import InvalidInputError
-from mississippi_tools.tasks.results import ResultMetadata, TaskResult
+from mississippi_tools.tasks.base import (
+    OneShotPlan,
+    RunSettings,
+    TaskContext,
+    TaskPlan,
+    line_confidences,
+)
+from mississippi_tools.tasks.catalogue import TaskSpec
+from mississippi_tools.tasks.results import ResultMetadata, TaskResult, cut_note
+
+if TYPE_CHECKING:
+    from mississippi_tools.engine.base import GenerationOutput
+    from mississippi_tools.images import LoadedImage
 
 __all__ = [
     "OCR_MARKDOWN_PROMPT",
     "OCR_TEXT_PROMPT",
+    "SPEC",
+    "OCRArguments",
     "OCRFormat",
     "OCRLine",
     "OCRResult",
     "build_ocr_prompt",
     "collapse_spaces",
     "parse_ocr_output",
+    "render_ocr",
 ]
 
 OCRFormat = Literal["text", "markdown", "lines"]
@@ -201,3 +216,68 @@ def _collapse_inner(line: str) -> str:
     """Collapse runs of spaces after the indentation, which Markdown needs for nested lists."""
     indent = len(line) - len(line.lstrip(" "))
     return line[:indent] + collapse_spaces(line[indent:])
+
+
+# --------------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------------
+
+
+class OCRArguments(BaseModel):
+    """Arguments of the ``ocr`` task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: OCRFormat = Field(
+        default="text",
+        description=(
+            "'text' (the default) for plain text, one line per line of the image; 'markdown' to "
+            "keep headings, lists and tables as Markdown; 'lines' for the text with one "
+            "confidence per line (with confidence)."
+        ),
+    )
+    confidence: bool = Field(
+        default=False,
+        description="Also give each line the model's confidence (its weakest token probability).",
+    )
+
+
+def plan_ocr(
+    ctx: TaskContext, images: list[LoadedImage], args: OCRArguments, settings: RunSettings
+) -> TaskPlan[OCRResult]:
+    """One request in the model's OCR mode; the answer parsed into text and lines."""
+    request = ctx.request(
+        "ocr",
+        build_ocr_prompt(args.format),
+        args,
+        images,
+        settings,
+        default_max_new_tokens=SPEC.default_max_new_tokens,
+        logprobs=args.confidence,
+    )
+
+    def parse(output: GenerationOutput, meta: ResultMetadata) -> OCRResult:
+        raw = output.raw_text or output.text
+        return parse_ocr_output(raw, args.format, line_confidences(output, raw), meta)
+
+    return OneShotPlan(request, images, parse)
+
+
+def render_ocr(result: OCRResult) -> str:
+    """The text as an LLM reads it (a note when nothing was found or the answer was cut)."""
+    return (result.text or "(no text found)") + cut_note(result.meta)
+
+
+SPEC: TaskSpec[OCRArguments, OCRResult] = TaskSpec(
+    name="ocr",
+    title="Read the text",
+    description=(
+        "Read all the text of an image or document page (OCR): scans, receipts, forms, "
+        "screenshots, signs. Returns the text line by line, or as Markdown with headings, "
+        "lists and tables."
+    ),
+    arguments=OCRArguments,
+    result=OCRResult,
+    plan=plan_ocr,
+    render=render_ocr,
+)

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FinishReason", "ResultMetadata", "TaskResult"]
+__all__ = ["FinishReason", "ResultMetadata", "TaskResult", "cut_note"]
 
 FinishReason = Literal["stop", "length", "cancelled"]
 """Why generation ended: an end token (``stop``), ``max_new_tokens`` (``length``), or a cancel."""
@@ -63,3 +63,10 @@ class TaskResult(BaseModel):
 
     meta: ResultMetadata
     """How the result was produced."""
+
+
+def cut_note(meta: ResultMetadata) -> str:
+    """A line telling an LLM that an answer was cut at the token limit (empty otherwise)."""
+    if meta.finish_reason == "length":
+        return "\n\n[The answer was cut at the token limit; it may be incomplete.]"
+    return ""

@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mississippi_tools.errors import ExtractionError
 from mississippi_tools.parsing import (
@@ -29,14 +29,23 @@ from mississippi_tools.parsing import (
     parse_json_lenient,
     parse_quantity,
 )
-from mississippi_tools.tasks.results import ResultMetadata, TaskResult
+from mississippi_tools.tasks.base import OneShotPlan, RunSettings, TaskContext, TaskPlan
+from mississippi_tools.tasks.catalogue import TaskSpec
+from mississippi_tools.tasks.results import ResultMetadata, TaskResult, cut_note
+
+if TYPE_CHECKING:
+    from mississippi_tools.engine.base import GenerationOutput
+    from mississippi_tools.images import LoadedImage
 
 __all__ = [
+    "SPEC",
     "TABLE_PROMPT",
+    "TableArguments",
     "TableCell",
     "TableData",
     "build_table_prompt",
     "parse_table_output",
+    "render_table",
 ]
 
 TableCell = str | int | float | None
@@ -673,3 +682,56 @@ def parse_table_output(raw: str, meta: ResultMetadata) -> TableData:
     return TableData(
         title=table.title, columns=table.columns, rows=table.rows, notes=notes, meta=meta
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------------
+
+
+class TableArguments(BaseModel):
+    """Arguments of the ``read_table`` task (none beyond the image)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def plan_table(
+    ctx: TaskContext, images: list[LoadedImage], args: TableArguments, settings: RunSettings
+) -> TaskPlan[TableData]:
+    """One request for the table as Markdown; JSON, HTML and CSV answers parse too."""
+    request = ctx.request(
+        "read_table",
+        build_table_prompt(),
+        args,
+        images,
+        settings,
+        default_max_new_tokens=SPEC.default_max_new_tokens,
+    )
+
+    def parse(output: GenerationOutput, meta: ResultMetadata) -> TableData:
+        return parse_table_output(output.text, meta)
+
+    return OneShotPlan(request, images, parse)
+
+
+def render_table(table: TableData) -> str:
+    """The table as Markdown, with any notes, for an LLM."""
+    text = table.to_markdown().rstrip()
+    if table.notes:
+        text += "\nNotes: " + "; ".join(table.notes)
+    return text + cut_note(table.meta)
+
+
+SPEC: TaskSpec[TableArguments, TableData] = TaskSpec(
+    name="read_table",
+    title="Read a table",
+    description=(
+        "Read a table from an image or document page: its columns and every row, cell by "
+        "cell as shown. Returns the table as Markdown."
+    ),
+    arguments=TableArguments,
+    result=TableData,
+    plan=plan_table,
+    render=render_table,
+    aliases=("table",),
+)

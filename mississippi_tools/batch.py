@@ -1,0 +1,217 @@
+"""A task over many images and document pages: one iterator, used by every surface.
+
+:func:`iter_outcomes` (and :func:`aiter_outcomes`) read each source's pages lazily, run a task on
+each page with a bounded number in flight, and yield one :class:`PageOutcome` per page *in input
+order, as soon as it and every page before it are done*: a long PDF streams page by page, and a
+source that cannot be read (a missing file, a corrupt PDF, a page past the end) yields its error in
+its place while the next source goes on. The CLI, the LangChain loader, the LlamaIndex reader and
+the MCP server all read documents through it; ``MississippiVLM.run_batch`` collects it into a list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from mississippi_tools.errors import MississippiError
+
+if TYPE_CHECKING:
+    from mississippi_tools.images import ImageInput, ImageLimits, LoadedImage
+    from mississippi_tools.sources import SourcePolicy
+
+__all__ = [
+    "DEFAULT_MAX_PAGES",
+    "PageOutcome",
+    "PageSelection",
+    "aiter_outcomes",
+    "describe_source",
+    "iter_outcomes",
+    "iter_source_pages",
+]
+
+R = TypeVar("R")
+
+PageSelection = str | int | Sequence[int] | None
+"""Pages of PDFs and multi-page TIFFs: ``"1-3,5"``, ``"5-"``, ``2``, ``[1, 2]``, ``None`` (all)."""
+
+DEFAULT_MAX_PAGES = 20
+"""Most pages one agent tool call reads (LangChain, LlamaIndex tools, MCP); a larger selection is
+refused with the range to ask for instead."""
+
+
+@dataclass(frozen=True)
+class PageOutcome(Generic[R]):
+    """What a task gave for one image or document page: its result, or why it failed.
+
+    Attributes:
+        index: Position among everything yielded (0-based).
+        source: The input as the caller named it (a path or URL as given; ``bytes``,
+            ``PIL image`` ... for in-memory inputs).
+        page: The 1-based page of a document, ``None`` for a single image.
+        result: The task's result, when it succeeded.
+        error: The error, when it failed (the source could not be read, or the task failed).
+    """
+
+    index: int
+    source: str
+    page: int | None
+    result: R | None = None
+    error: MississippiError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the page has a result."""
+        return self.error is None
+
+    @property
+    def where(self) -> str:
+        """``source`` with its page, for messages (``report.pdf, page 3``)."""
+        return self.source if self.page is None else f"{self.source}, page {self.page}"
+
+
+def describe_source(source: ImageInput) -> str:
+    """How to name ``source`` to a person: the path or URL as given, else its kind."""
+    if isinstance(source, Path):
+        return str(source)
+    if isinstance(source, str):
+        text = source.strip()
+        if text.startswith("data:") or len(text) > 300:
+            return "inline image data"
+        return text
+    if isinstance(source, bytes | bytearray | memoryview):
+        return "bytes"
+    loaded_source = getattr(source, "source", None)
+    if isinstance(loaded_source, str):
+        return loaded_source
+    return "PIL image" if type(source).__module__.startswith("PIL.") else type(source).__name__
+
+
+def iter_source_pages(
+    sources: Iterable[ImageInput],
+    pages: PageSelection,
+    *,
+    limits: ImageLimits,
+    policy: SourcePolicy,
+) -> Iterator[tuple[str, LoadedImage | MississippiError]]:
+    """Every image, and the selected pages of every document, lazily, with its source's name.
+
+    A source that cannot be read, or stops being readable part-way, yields its error in its place
+    (once), and the next source follows.
+    """
+    from mississippi_tools.images import iter_pages
+
+    selection = str(pages) if isinstance(pages, int) and not isinstance(pages, bool) else pages
+    for source in sources:
+        name = describe_source(source)
+        try:
+            for page in iter_pages(
+                source, pages=selection, limits=limits, policy=policy, documents_only=True
+            ):
+                yield name, page
+        except MississippiError as e:
+            yield name, e
+
+
+def iter_outcomes(
+    run: Callable[[LoadedImage], R],
+    items: Iterable[tuple[str, LoadedImage | MississippiError]],
+    *,
+    concurrency: int = 8,
+) -> Iterator[PageOutcome[R]]:
+    """Run ``run`` on every page, ``concurrency`` at a time, yielding outcomes in input order.
+
+    Pages are read only as slots free up, so a 500-page PDF never sits in memory at once. A
+    :class:`MississippiError` from ``run`` becomes that page's outcome; anything else is a bug and
+    propagates (the pages still running are waited for first). Closing the iterator early stops
+    reading pages and waits for the ones in flight.
+    """
+    window: deque[tuple[str, int | None, Future[R] | MississippiError]] = deque()
+    with ThreadPoolExecutor(
+        max_workers=max(1, concurrency), thread_name_prefix="mississippi-batch"
+    ) as pool:
+        index = 0
+        for name, item in items:
+            if isinstance(item, MississippiError):
+                window.append((name, None, item))
+            else:
+                window.append((name, item.page, pool.submit(run, item)))
+            while window and (len(window) > concurrency or _done(window[0][2])):
+                yield _outcome(index, *window.popleft())
+                index += 1
+        while window:
+            yield _outcome(index, *window.popleft())
+            index += 1
+
+
+def _done(pending: Future[Any] | MississippiError) -> bool:
+    return isinstance(pending, MississippiError) or pending.done()
+
+
+def _outcome(
+    index: int, name: str, page: int | None, pending: Future[R] | MississippiError
+) -> PageOutcome[R]:
+    if isinstance(pending, MississippiError):
+        return PageOutcome(index, name, getattr(pending, "page", None), error=pending)
+    try:
+        return PageOutcome(index, name, page, result=pending.result())
+    except MississippiError as e:
+        return PageOutcome(index, name, page, error=e)
+
+
+async def aiter_outcomes(
+    run: Callable[[LoadedImage], Awaitable[R]],
+    items: Iterable[tuple[str, LoadedImage | MississippiError]],
+    *,
+    concurrency: int = 8,
+) -> AsyncIterator[PageOutcome[R]]:
+    """Async twin of :func:`iter_outcomes` (pages are read in a worker thread)."""
+    window: deque[tuple[str, int | None, asyncio.Task[R] | MississippiError]] = deque()
+    source = iter(items)
+    lock = threading.Lock()  # the page iterator is advanced from worker threads, one at a time
+
+    def next_item() -> tuple[str, LoadedImage | MississippiError] | None:
+        with lock:
+            return next(source, None)
+
+    index = 0
+    try:
+        while True:
+            item = await asyncio.to_thread(next_item)
+            if item is None:
+                break
+            name, page = item
+            if isinstance(page, MississippiError):
+                window.append((name, None, page))
+            else:
+                window.append((name, page.page, asyncio.ensure_future(run(page))))
+            while window and (len(window) > concurrency or _adone(window[0][2])):
+                yield await _aoutcome(index, *window.popleft())
+                index += 1
+        while window:
+            yield await _aoutcome(index, *window.popleft())
+            index += 1
+    finally:
+        for _, _, pending in window:
+            if isinstance(pending, asyncio.Task):
+                pending.cancel()
+
+
+def _adone(pending: asyncio.Task[Any] | MississippiError) -> bool:
+    return isinstance(pending, MississippiError) or pending.done()
+
+
+async def _aoutcome(
+    index: int, name: str, page: int | None, pending: asyncio.Task[R] | MississippiError
+) -> PageOutcome[R]:
+    if isinstance(pending, MississippiError):
+        return PageOutcome(index, name, getattr(pending, "page", None), error=pending)
+    try:
+        return PageOutcome(index, name, page, result=await pending)
+    except MississippiError as e:
+        return PageOutcome(index, name, page, error=e)

@@ -1,0 +1,86 @@
+"""Prompt dialects: how each model family is asked each task, so that tasks stay model-neutral.
+
+A task (:mod:`mississippi_tools.tasks`) says *what* it wants in plain instructions ("Read the text
+in the image."). A family's :class:`Dialect` says how that family is asked: the instruction as it
+is (H2OVL, the Idefics chat models), a task token (Florence-2's ``<OCR>``), the model options a task
+wants (H2OVL's OCR decoding), or that the family cannot do the task at all. The chat template
+itself (roles, image tokens) belongs to the model's backend, not here.
+
+Adding a family is one module here with a :class:`Dialect` subclass, plus one entry in
+:data:`DIALECTS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from mississippi_tools.models.base import ModelInfo
+
+__all__ = ["DIALECTS", "Dialect", "dialect_for", "register_dialect"]
+
+
+class Dialect:
+    """How one family is asked each task (the default: the task's instruction, as it is).
+
+    Subclasses set :attr:`family` and override what differs.
+    """
+
+    #: The family this dialect speaks for.
+    family: ClassVar[str] = "generic"
+    #: The tasks the family can do; ``None`` for every instruction task.
+    tasks: ClassVar[frozenset[str] | None] = None
+    #: Published instruction-tuned checkpoints to suggest when a base checkpoint is loaded.
+    instruction_tuned_models: ClassVar[tuple[str, ...]] = ()
+
+    def supports(self, task: str, info: ModelInfo) -> str | None:
+        """``None`` when ``info``'s model can do ``task``, else a sentence saying why not."""
+        if self.tasks is not None and task not in self.tasks:
+            return f"{info.family} models do not do {task}"
+        if not info.instruction_tuned:
+            better = ", ".join(self.instruction_tuned_models) or "an instruction-tuned checkpoint"
+            return (
+                f"{info.model_id} is a pretrained-only checkpoint that continues text but does not "
+                f"follow instructions; load {better} for {task}"
+            )
+        return None
+
+    def prompt(self, task: str, instruction: str, arguments: BaseModel) -> str:
+        """The text sent for ``task`` (default: the task's own instruction)."""
+        return instruction
+
+    def options(self, task: str, arguments: BaseModel, info: ModelInfo) -> dict[str, Any]:
+        """Model options the family wants for ``task`` (default: none)."""
+        return {}
+
+
+#: Family -> ``"module:Class"`` of its dialect (imported on first use).
+DIALECTS: dict[str, str] = {
+    "generic": "mississippi_tools.tasks.dialects:Dialect",
+    "h2ovl": "mississippi_tools.tasks.dialects.h2ovl:H2OVLDialect",
+}
+
+_loaded: dict[str, Dialect] = {}
+
+
+def register_dialect(family: str, target: str) -> None:
+    """Speak to ``family`` with the dialect class at ``"module:Class"``."""
+    DIALECTS[family] = target
+    _loaded.pop(family, None)
+
+
+def dialect_for(family: str) -> Dialect:
+    """The family's dialect; a family without one is spoken to like a generic chat model."""
+    if family not in _loaded:
+        module, _, name = DIALECTS.get(family, DIALECTS["generic"]).partition(":")
+        _loaded[family] = getattr(importlib.import_module(module), name)()
+    return _loaded[family]
+
+
+def known_dialects() -> Mapping[str, Dialect]:
+    """Every registered family's dialect (for "which models can do this task")."""
+    return {family: dialect_for(family) for family in DIALECTS}
