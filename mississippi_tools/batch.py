@@ -30,6 +30,7 @@ __all__ = [
     "PageOutcome",
     "PageSelection",
     "aiter_outcomes",
+    "check_source",
     "describe_source",
     "iter_outcomes",
     "iter_source_pages",
@@ -215,3 +216,31 @@ async def _aoutcome(
         return PageOutcome(index, name, page, result=await pending)
     except MississippiError as e:
         return PageOutcome(index, name, page, error=e)
+
+
+def check_source(source: ImageInput, policy: SourcePolicy) -> None:
+    """Fail now, without reading it, when ``source`` names a file that cannot be read.
+
+    Paths are checked against ``policy`` (existence, roots, file type); an http(s) URL against
+    whether the policy fetches URLs. Other inputs (bytes, base64, data URIs, images) pass: they
+    are checked when decoded.
+
+    Raises:
+        ImageNotFoundError: No file at the path.
+        AccessDeniedError: The path or URL is refused by the policy.
+    """
+    from mississippi_tools.sources import check_url_allowed, resolve_path
+
+    if not isinstance(source, str | Path):
+        return
+    text = str(source).strip()
+    if text[:5].lower() == "data:":
+        return
+    scheme, sep, _ = text.partition("://")
+    if sep and scheme.isalpha():
+        if scheme.lower() in ("http", "https"):
+            check_url_allowed(text, policy)
+        return
+    if len(text) > 300 and not Path(text).exists():  # long inline base64, checked when decoded
+        return
+    resolve_path(source, policy)

@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 unexpected failure; 2 usage error; 3 bad input (unreadable image, page
 out of range, refused path); 4 model not found or not loadable; 5 no valid result (extraction,
 table or chart output that could not be parsed); 6 a remote service failed; 7 missing extra;
-130 interrupted.
+8 some inputs failed (each named on stderr) while the others' results were printed; 130
+interrupted. When every input fails, the code is the first failure's.
 
 Heavy modules are imported inside the commands, so ``--help`` stays fast.
 """
@@ -23,7 +24,7 @@ import typer
 if TYPE_CHECKING:
     from mississippi_tools.vlm import MississippiVLM
 
-__all__ = ["ExitCode", "app", "main"]
+__all__ = ["ExitCode", "build_app", "main"]
 
 
 class ExitCode(IntEnum):
@@ -37,19 +38,9 @@ class ExitCode(IntEnum):
     NO_RESULT = 5
     REMOTE = 6
     MISSING_EXTRA = 7
+    PARTIAL = 8
     INTERRUPTED = 130
 
-
-app = typer.Typer(
-    name="mississippi-tools",
-    help="Read images for AI agents: OCR, charts, tables, JSON extraction and questions "
-    "with H2OVL-Mississippi.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain click help: rendering it with rich costs more than the whole 0.3 s start-up budget.
-    rich_markup_mode=None,
-)
 
 DEFAULT_MODEL = "h2oai/h2ovl-mississippi-800m"
 
@@ -73,10 +64,29 @@ ApiKeyOption = Annotated[
     str | None, typer.Option(help="Bearer token for --remote.", envvar="MISSISSIPPI_API_KEY")
 ]
 PagesOption = Annotated[
-    str | None, typer.Option(help='Pages of PDFs and multi-page TIFFs, e.g. "1-3,5".')
+    str | None, typer.Option(help='Pages of PDFs and multi-page TIFFs, e.g. "2", "1-3,5" or "4-".')
+]
+ModelOptionsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        help="A model option as NAME=VALUE (repeatable), e.g. use_msac=true; "
+        "the model's options are listed by `mississippi-tools info`.",
+    ),
+]
+TimeoutOption = Annotated[
+    float | None, typer.Option(help="Seconds before each page's request fails.", min=0.001)
+]
+FamilyOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --remote: the served model's family (h2ovl, idefics3 ...), when the server "
+        "does not say and the name does not tell."
+    ),
 ]
 MaxTilesOption = Annotated[
-    int | None, typer.Option(help="Most 448-px tiles per image (model default: 6).", min=1, max=40)
+    int | None,
+    typer.Option(help="H2OVL models: most 448-px tiles per image (model default: 6).", min=1),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print results as JSON.")]
 MaxTokensOption = Annotated[int, typer.Option(help="Most tokens to generate.", min=1)]
@@ -92,8 +102,29 @@ def _fail(code: ExitCode, message: str) -> NoReturn:
     raise typer.Exit(int(code))
 
 
+#: How the CLI spells the options that fix errors (see ``mississippi_tools.errors.Remedy``).
+CLI_SPELLING: dict[str, str] = {
+    "allow_urls": "pass --allow-urls",
+    "pages": "pass --pages {value}",
+    "max_new_tokens": "pass --max-new-tokens {value}",
+    "timeout": "pass --timeout {value}",
+    "max_tiles": "pass --max-tiles {value}",
+    "max_bytes": "downscale or split the file",
+    "max_pixels": "downscale the image",
+}
+
+
+def describe_error(error: BaseException) -> str:
+    """An error's message, with its remedy in the CLI's words."""
+    from mississippi_tools.errors import MississippiError
+
+    if isinstance(error, MississippiError):
+        return error.describe(CLI_SPELLING)
+    return str(error)
+
+
 @contextmanager
-def _exit_on_error() -> Iterator[None]:
+def exit_on_error() -> Iterator[None]:
     """Our errors become a one-line message and their exit code; anything else is a bug."""
     from mississippi_tools.errors import MississippiError
 
@@ -102,10 +133,11 @@ def _exit_on_error() -> Iterator[None]:
     except KeyboardInterrupt:
         _fail(ExitCode.INTERRUPTED, "interrupted")
     except MississippiError as e:
-        _fail(_exit_code(e), str(e))
+        _fail(exit_code(e), describe_error(e))
 
 
-def _exit_code(error: BaseException) -> ExitCode:
+def exit_code(error: BaseException) -> ExitCode:
+    """The exit code of an error (see :class:`ExitCode`)."""
     from mississippi_tools import errors
 
     if isinstance(error, errors.MissingDependencyError):
@@ -121,6 +153,80 @@ def _exit_code(error: BaseException) -> ExitCode:
     return ExitCode.FAILURE
 
 
+# The pre-renovation private names, for commands that still use them.
+_exit_on_error = exit_on_error
+_exit_code = exit_code
+
+
+def task_options(default_max_new_tokens: int) -> list[tuple[str, Any, Any]]:
+    """The options every task command takes besides its own, as ``(name, annotation, default)``."""
+    return [
+        ("pages", PagesOption, None),
+        ("max_tiles", MaxTilesOption, None),
+        ("option", ModelOptionsOption, None),
+        ("max_new_tokens", Annotated[int, typer.Option(help="Most tokens to generate.", min=1)],
+         default_max_new_tokens),
+        ("timeout", TimeoutOption, None),
+        ("as_json", JsonOption, False),
+        ("model", ModelOption, DEFAULT_MODEL),
+        ("device", DeviceOption, "auto"),
+        ("dtype", DtypeOption, "auto"),
+        ("remote", RemoteOption, None),
+        ("api_key", ApiKeyOption, None),
+        ("family", FamilyOption, None),
+        ("allow_urls", AllowUrlsOption, False),
+    ]  # fmt: skip
+
+
+def run_settings(common: dict[str, Any]) -> dict[str, Any]:
+    """Take the run settings out of a task command's common option values."""
+    from mississippi_tools.errors import InvalidInputError
+
+    options: dict[str, Any] = {}
+    for item in common.pop("option") or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(
+                f"--option takes NAME=VALUE, got {item!r}", param_hint="--option"
+            )
+        try:
+            options[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key.strip()] = text
+    if options and not all(isinstance(k, str) for k in options):  # pragma: no cover
+        raise InvalidInputError("option names must be text")
+    return {
+        "pages": common.pop("pages"),
+        "max_tiles": common.pop("max_tiles"),
+        "options": options or None,
+        "max_new_tokens": common.pop("max_new_tokens"),
+        "timeout": common.pop("timeout"),
+    }
+
+
+def source_policy(common: dict[str, Any]) -> Any:
+    """The source policy of a command: any local path, URLs only with ``--allow-urls``."""
+    from mississippi_tools.sources import SourcePolicy
+
+    return SourcePolicy(allow_urls=bool(common.get("allow_urls")))
+
+
+def open_vlm(common: dict[str, Any], policy: Any) -> MississippiVLM:
+    """Load the model (or connect to ``--remote``) with a command's model options."""
+    from mississippi_tools.vlm import MississippiVLM
+
+    if common.get("remote"):
+        return MississippiVLM.connect(
+            common["remote"],
+            api_key=common.get("api_key"),
+            family=common.get("family"),
+            policy=policy,
+        )
+    return MississippiVLM.load(
+        common["model"], device=common["device"], dtype=common["dtype"], policy=policy
+    )
+
+
 def _open_vlm(
     *,
     model: str,
@@ -130,253 +236,17 @@ def _open_vlm(
     api_key: str | None,
     allow_urls: bool = False,
 ) -> MississippiVLM:
-    from mississippi_tools.sources import SourcePolicy
-    from mississippi_tools.vlm import MississippiVLM
-
-    policy = SourcePolicy(allow_urls=allow_urls)
-    if remote:
-        return MississippiVLM.connect(remote, api_key=api_key, policy=policy)
-    return MississippiVLM.load(model, device=device, dtype=dtype, policy=policy)
-
-
-def _print_results(results: list[Any], *, as_json: bool, render: Any) -> None:
-    from pydantic import BaseModel
-
-    if as_json:
-        payload = [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in results]
-        typer.echo(
-            json.dumps(payload[0] if len(payload) == 1 else payload, indent=2, ensure_ascii=False)
-        )
-        return
-    for i, result in enumerate(results):
-        meta = getattr(result, "meta", None)
-        if len(results) > 1 and meta is not None:
-            where = meta.source or "input"
-            typer.echo(f"== {where}" + (f" (page {meta.page})" if meta.page else ""))
-        typer.echo(render(result))
-        if i < len(results) - 1:
-            typer.echo("")
+    common = {
+        "model": model,
+        "device": device,
+        "dtype": dtype,
+        "remote": remote,
+        "api_key": api_key,
+        "allow_urls": allow_urls,
+    }
+    return open_vlm(common, source_policy(common))
 
 
-def _run_task(
-    task: str,
-    inputs: list[str],
-    *,
-    model: str,
-    device: str,
-    dtype: str,
-    remote: str | None,
-    api_key: str | None,
-    allow_urls: bool,
-    pages: str | None,
-    as_json: bool,
-    render: Any,
-    **task_kwargs: Any,
-) -> list[Any]:
-    with _exit_on_error():
-        vlm = _open_vlm(
-            model=model,
-            device=device,
-            dtype=dtype,
-            remote=remote,
-            api_key=api_key,
-            allow_urls=allow_urls,
-        )
-        with vlm:
-            batch = getattr(vlm, f"{task}_batch")
-            results = batch(inputs, pages=pages, progress=sys.stderr.isatty(), **task_kwargs)
-    _print_results(results, as_json=as_json, render=render)
-    return list(results)
-
-
-@app.command()
-def ocr(
-    inputs: InputsArgument,
-    format: Annotated[str, typer.Option(help="text, markdown or lines.")] = "text",
-    confidence: Annotated[
-        bool, typer.Option(help="Per-line confidence (with --json or lines).")
-    ] = False,
-    pages: PagesOption = None,
-    max_tiles: MaxTilesOption = None,
-    max_new_tokens: MaxTokensOption = 1024,
-    as_json: JsonOption = False,
-    model: ModelOption = DEFAULT_MODEL,
-    device: DeviceOption = "auto",
-    dtype: DtypeOption = "auto",
-    remote: RemoteOption = None,
-    api_key: ApiKeyOption = None,
-    allow_urls: AllowUrlsOption = False,
-) -> None:
-    """Read the text of images and PDF pages."""
-    if format not in ("text", "markdown", "lines"):
-        _fail(ExitCode.USAGE, f"--format must be text, markdown or lines, not {format!r}")
-
-    def render(result: Any) -> str:
-        if format == "lines":
-            return "\n".join(
-                line.text if line.confidence is None else f"{line.confidence:.2f}\t{line.text}"
-                for line in result.lines
-            )
-        return str(result.text)
-
-    _run_task(
-        "ocr", inputs, model=model, device=device, dtype=dtype, remote=remote, api_key=api_key,
-        allow_urls=allow_urls, pages=pages, as_json=as_json, render=render, format=format,
-        confidence=confidence, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
-    )  # fmt: skip
-
-
-@app.command()
-def chart(
-    inputs: InputsArgument,
-    plot: Annotated[
-        Path | None, typer.Option(help="Re-draw the extracted data into this PNG (plot extra).")
-    ] = None,
-    csv: Annotated[bool, typer.Option("--csv", help="Print the data as CSV.")] = False,
-    pages: PagesOption = None,
-    max_tiles: MaxTilesOption = None,
-    max_new_tokens: MaxTokensOption = 1024,
-    as_json: JsonOption = False,
-    model: ModelOption = DEFAULT_MODEL,
-    device: DeviceOption = "auto",
-    dtype: DtypeOption = "auto",
-    remote: RemoteOption = None,
-    api_key: ApiKeyOption = None,
-    allow_urls: AllowUrlsOption = False,
-) -> None:
-    """Read charts: title, type, axes and data points."""
-    results = _run_task(
-        "read_chart", inputs, model=model, device=device, dtype=dtype, remote=remote,
-        api_key=api_key, allow_urls=allow_urls, pages=pages, as_json=as_json,
-        render=lambda r: r.to_csv() if csv else r.to_markdown(), max_tiles=max_tiles,
-        max_new_tokens=max_new_tokens,
-    )  # fmt: skip
-    if plot is not None:
-        for i, result in enumerate(results):
-            target = (
-                plot if len(results) == 1 else plot.with_name(f"{plot.stem}-{i + 1}{plot.suffix}")
-            )
-            with _exit_on_error():
-                result.plot(target)
-            typer.echo(f"plot written to {target}", err=True)
-
-
-@app.command()
-def table(
-    inputs: InputsArgument,
-    csv: Annotated[bool, typer.Option("--csv", help="Print the table as CSV.")] = False,
-    pages: PagesOption = None,
-    max_tiles: MaxTilesOption = None,
-    max_new_tokens: MaxTokensOption = 1024,
-    as_json: JsonOption = False,
-    model: ModelOption = DEFAULT_MODEL,
-    device: DeviceOption = "auto",
-    dtype: DtypeOption = "auto",
-    remote: RemoteOption = None,
-    api_key: ApiKeyOption = None,
-    allow_urls: AllowUrlsOption = False,
-) -> None:
-    """Read tables: columns and rows."""
-    _run_task(
-        "read_table", inputs, model=model, device=device, dtype=dtype, remote=remote,
-        api_key=api_key, allow_urls=allow_urls, pages=pages, as_json=as_json,
-        render=lambda r: r.to_csv() if csv else r.to_markdown(), max_tiles=max_tiles,
-        max_new_tokens=max_new_tokens,
-    )  # fmt: skip
-
-
-@app.command()
-def extract(
-    inputs: InputsArgument,
-    schema: Annotated[
-        Path,
-        typer.Option(
-            help='JSON file: a JSON Schema, or a template like {"name": "", "total": 0}.',
-            exists=True,
-            dir_okay=False,
-        ),
-    ],
-    instructions: Annotated[str | None, typer.Option(help="Extra guidance for the model.")] = None,
-    confidence: Annotated[bool, typer.Option(help="Per-field confidence (with --json).")] = False,
-    pages: PagesOption = None,
-    max_tiles: MaxTilesOption = None,
-    max_new_tokens: MaxTokensOption = 1024,
-    as_json: JsonOption = True,
-    model: ModelOption = DEFAULT_MODEL,
-    device: DeviceOption = "auto",
-    dtype: DtypeOption = "auto",
-    remote: RemoteOption = None,
-    api_key: ApiKeyOption = None,
-    allow_urls: AllowUrlsOption = False,
-) -> None:
-    """Extract JSON valid under a schema (always valid with the local engine)."""
-    try:
-        loaded_schema = json.loads(schema.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        _fail(ExitCode.BAD_INPUT, f"cannot read the schema {schema}: {e}")
-    if not isinstance(loaded_schema, dict):
-        _fail(ExitCode.BAD_INPUT, f"the schema in {schema} must be a JSON object")
-
-    def payload(result: Any) -> Any:
-        data = result.data
-        data = data.model_dump(mode="json") if hasattr(data, "model_dump") else data
-        if not as_json:
-            return json.dumps(data, indent=2, ensure_ascii=False)
-        body = {"data": data, "meta": result.meta.model_dump(mode="json")}
-        if result.confidence is not None:
-            body["confidence"] = result.confidence
-        return body
-
-    with _exit_on_error():
-        vlm = _open_vlm(
-            model=model,
-            device=device,
-            dtype=dtype,
-            remote=remote,
-            api_key=api_key,
-            allow_urls=allow_urls,
-        )
-        with vlm:
-            results = vlm.extract_batch(
-                inputs, loaded_schema, pages=pages, progress=sys.stderr.isatty(),
-                instructions=instructions, confidence=confidence, max_tiles=max_tiles,
-                max_new_tokens=max_new_tokens,
-            )  # fmt: skip
-    payloads = [payload(r) for r in results]
-    if as_json:
-        typer.echo(
-            json.dumps(
-                payloads[0] if len(payloads) == 1 else payloads, indent=2, ensure_ascii=False
-            )
-        )
-    else:
-        typer.echo("\n\n".join(payloads))
-
-
-@app.command()
-def ask(
-    inputs: InputsArgument,
-    question: Annotated[str, typer.Option("--question", "-q", help="The question.")],
-    pages: PagesOption = None,
-    max_tiles: MaxTilesOption = None,
-    max_new_tokens: MaxTokensOption = 512,
-    as_json: JsonOption = False,
-    model: ModelOption = DEFAULT_MODEL,
-    device: DeviceOption = "auto",
-    dtype: DtypeOption = "auto",
-    remote: RemoteOption = None,
-    api_key: ApiKeyOption = None,
-    allow_urls: AllowUrlsOption = False,
-) -> None:
-    """Ask a question about each image or page."""
-    _run_task(
-        "ask", inputs, model=model, device=device, dtype=dtype, remote=remote, api_key=api_key,
-        allow_urls=allow_urls, pages=pages, as_json=as_json, render=lambda r: r.text,
-        question=question, max_tiles=max_tiles, max_new_tokens=max_new_tokens,
-    )  # fmt: skip
-
-
-@app.command()
 def generate(
     args: Annotated[
         list[str],
@@ -421,7 +291,6 @@ def generate(
                 typer.echo(vlm.generate(images or None, prompt, **kwargs).text)
 
 
-@app.command()
 def download(
     model: Annotated[str, typer.Argument(help="Hub id to download.")] = DEFAULT_MODEL,
     revision: Annotated[str | None, typer.Option(help="Branch, tag or commit.")] = None,
@@ -441,7 +310,6 @@ def download(
     typer.echo(str(path))
 
 
-@app.command()
 def serve(
     host: Annotated[
         str | None,
@@ -522,7 +390,6 @@ def serve(
         run_server(settings)
 
 
-@app.command("build-checkpoint")
 def build_checkpoint(
     directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint.")],
     size: Annotated[str, typer.Option(help="tiny (tests, demos) or 800m (benchmarks).")] = "tiny",
@@ -547,10 +414,90 @@ def build_checkpoint(
     typer.echo(str(path))
 
 
+def info(
+    model: ModelOption = DEFAULT_MODEL,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    remote: RemoteOption = None,
+    api_key: ApiKeyOption = None,
+    family: FamilyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Say what a model is: its family, context, options and the tasks it can do."""
+    common = {
+        "model": model,
+        "device": device,
+        "dtype": dtype,
+        "remote": remote,
+        "api_key": api_key,
+        "family": family,
+    }
+    with exit_on_error():
+        vlm = open_vlm(common, source_policy(common))
+        with vlm:
+            described = vlm.model_info
+            tasks = [spec.name for spec in vlm.tasks]
+    options = [
+        {"name": o.name, "type": o.kind.__name__, "description": o.description}
+        for o in described.options
+    ]
+    if as_json:
+        payload = {
+            "model": described.model_id,
+            "family": described.family,
+            "max_context": described.max_context,
+            "options": options,
+            "tasks": tasks,
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(f"model: {described.model_id} ({described.family})")
+    typer.echo(f"context: {described.max_context} tokens")
+    typer.echo(f"tasks: {', '.join(tasks) or 'none'}")
+    typer.echo("options:" if options else "options: none")
+    for option in options:
+        typer.echo(f"  {option['name']} ({option['type']}): {option['description']}")
+
+
+def build_app() -> typer.Typer:
+    """The CLI: one command per task of the catalogue, then the service and model commands.
+
+    Built from the catalogue each time, so tasks registered before the call appear too.
+    """
+    from mississippi_tools.cli_tasks import add_task_commands
+    from mississippi_tools.tasks.catalogue import all_tasks
+
+    cli = typer.Typer(
+        name="mississippi-tools",
+        help="Read images for AI agents: OCR, charts, tables, JSON extraction and questions, "
+        "with H2OVL-Mississippi and other vision-language models.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        # Plain click help: rendering it with rich costs more than the whole start-up budget.
+        rich_markup_mode=None,
+    )
+    add_task_commands(cli, all_tasks())
+    cli.command()(generate)
+    cli.command()(info)
+    cli.command()(serve)
+    cli.command()(download)
+    cli.command("build-checkpoint")(build_checkpoint)
+    return cli
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` is built on first use (importing the task catalogue only then)."""
+    if name == "app":
+        globals()["app"] = value = build_app()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        build_app()()
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)
         sys.exit(int(ExitCode.INTERRUPTED))

@@ -31,15 +31,21 @@ refused path a ``PermissionError``, a missing extra an ``ImportError``)::
         ├── RemoteConnectionError (ConnectionError)
         └── RemoteStatusError                   an HTTP error status, with its stable error code
 
-Messages state what was wrong, the offending value or numbers, and what to do about it.
+Messages state what was wrong, the offending value or numbers, and what to do about it. Where the
+fix is an option the caller can set (enable URLs, choose pages, allow a directory), the error
+carries a :class:`Remedy` naming that option, and each surface spells it its own way: the Python
+API's ``str(error)`` says ``SourcePolicy(allow_urls=True)``, the CLI says ``--allow-urls``, the MCP
+server its own flag (:meth:`MississippiError.describe`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "PYTHON_SPELLING",
     "AccessDeniedError",
     "CheckpointError",
     "ConfigError",
@@ -60,6 +66,7 @@ __all__ = [
     "PDFError",
     "PromptTooLongError",
     "QueueFullError",
+    "Remedy",
     "RemoteConnectionError",
     "RemoteError",
     "RemoteStatusError",
@@ -69,18 +76,62 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class Remedy:
+    """A fix the caller can apply by setting an option; each surface spells the option its way.
+
+    Attributes:
+        option: The option's name on the Python API (``allow_urls``, ``pages``,
+            ``allowed_roots``, ``max_new_tokens`` ...).
+        value: A value to try, as text (``"1-3"``), when there is a sensible one.
+    """
+
+    option: str
+    value: str | None = None
+
+
+#: How the Python API spells each remedy (``{value}`` is the suggested value).
+PYTHON_SPELLING: Mapping[str, str] = {
+    "allow_urls": "SourcePolicy(allow_urls=True)",
+    "allowed_roots": "SourcePolicy(allowed_roots=[...]) with the file's directory",
+    "pages": "page={value} (one page), or pages='{value}' in the batch forms",
+    "max_new_tokens": "max_new_tokens={value}",
+    "timeout": "timeout={value}",
+    "max_bytes": "ImageLimits(max_bytes={value})",
+    "max_pixels": "ImageLimits(max_pixels={value})",
+}
+
+
+def spell_remedy(remedy: Remedy, spelling: Mapping[str, str]) -> str | None:
+    """``remedy`` in a surface's words, or ``None`` when the surface has no such option."""
+    template = spelling.get(remedy.option)
+    if template is None:
+        return None
+    return template.replace("{value}", remedy.value or "...")
+
+
 class MississippiError(Exception):
     """Base class of every error raised on purpose by mississippi-tools.
 
     Attributes:
         code: A stable, machine-readable error code (used in HTTP error bodies and MCP results).
+        message: What was wrong and what to do, in words that hold on every surface.
+        remedy: The option that fixes it, when there is one (see :meth:`describe`).
     """
 
     code: str = "internal_error"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, remedy: Remedy | None = None) -> None:
         self.message = message
+        self.remedy = remedy
+        super().__init__(self.describe(PYTHON_SPELLING))
+
+    def describe(self, spelling: Mapping[str, str] | Callable[[Remedy], str | None]) -> str:
+        """The message with the remedy spelled for one surface (``spelling``: option -> words)."""
+        if self.remedy is None:
+            return self.message
+        words = spelling(self.remedy) if callable(spelling) else spell_remedy(self.remedy, spelling)
+        return self.message if not words else f"{self.message} ({words})"
 
 
 class InvalidInputError(MississippiError, ValueError):
@@ -98,8 +149,10 @@ class ImageError(InvalidInputError):
 
     code = "invalid_image"
 
-    def __init__(self, message: str, *, source: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, source: str | None = None, remedy: Remedy | None = None
+    ) -> None:
+        super().__init__(message, remedy=remedy)
         self.source = source
 
 
@@ -120,8 +173,10 @@ class ImageNotFoundError(InvalidInputError, FileNotFoundError):
 
     code = "image_not_found"
 
-    def __init__(self, message: str, *, path: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, path: str | None = None, remedy: Remedy | None = None
+    ) -> None:
+        super().__init__(message, remedy=remedy)
         self.path = path
 
 
@@ -136,9 +191,14 @@ class ImageFetchError(InvalidInputError):
     code = "image_fetch_failed"
 
     def __init__(
-        self, message: str, *, url: str | None = None, status_code: int | None = None
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status_code: int | None = None,
+        remedy: Remedy | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, remedy=remedy)
         self.url = url
         self.status_code = status_code
 
@@ -158,8 +218,10 @@ class SchemaError(InvalidInputError):
 
     code = "unsupported_schema"
 
-    def __init__(self, message: str, *, path: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, path: str | None = None, remedy: Remedy | None = None
+    ) -> None:
+        super().__init__(message, remedy=remedy)
         self.path = path
 
 
@@ -263,8 +325,10 @@ class GenerationError(MississippiError):
 
     code = "generation_error"
 
-    def __init__(self, message: str, *, request_id: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, request_id: str | None = None, remedy: Remedy | None = None
+    ) -> None:
+        super().__init__(message, remedy=remedy)
         self.request_id = request_id
 
 

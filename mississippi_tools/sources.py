@@ -37,6 +37,7 @@ from mississippi_tools.errors import (
     ImageNotFoundError,
     ImageTooLargeError,
     InvalidInputError,
+    Remedy,
 )
 
 if TYPE_CHECKING:
@@ -377,6 +378,20 @@ def _check_scheme(url: httpx.URL) -> None:
         )
 
 
+def check_url_allowed(url: str, policy: SourcePolicy) -> None:
+    """Refuse ``url`` when ``policy`` does not fetch URLs (the remedy names the option).
+
+    Raises:
+        AccessDeniedError: URLs are disabled.
+    """
+    if not policy.allow_urls:
+        raise AccessDeniedError(
+            f"fetching URLs is disabled, so {_short(url)} was not read; download the image and "
+            "pass its bytes or path, or enable URL fetching",
+            remedy=Remedy("allow_urls"),
+        )
+
+
 def fetch_url(
     url: str, policy: SourcePolicy | None = None, *, max_bytes: int | None = None
 ) -> bytes:
@@ -400,12 +415,7 @@ def fetch_url(
             redirects, a timeout, or a connection or protocol failure.
     """
     policy = policy or _DEFAULT_POLICY
-    if not policy.allow_urls:
-        raise AccessDeniedError(
-            f"fetching URLs is disabled, so {_short(url)} was not read; enable it with "
-            "SourcePolicy(allow_urls=True) (the service setting for URL inputs), or download "
-            "the image and pass its bytes or path"
-        )
+    check_url_allowed(url, policy)
     import httpx  # lazy: importing httpx costs ~130 ms
 
     cap = policy.url_max_bytes if max_bytes is None else min(max_bytes, policy.url_max_bytes)

@@ -30,9 +30,10 @@ def test_ocr_json_with_pages(tiny_checkpoint: Path) -> None:
         tiny_checkpoint, "ocr", str(PDF), "--pages", "2-3", "--json", tokens=3
     )
     assert code == ExitCode.OK, err
-    results = json.loads(out)
-    assert [r["meta"]["page"] for r in results] == [2, 3]
-    assert all(r["meta"]["new_tokens"] == 3 for r in results)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["source"], line["page"]) for line in lines] == [(str(PDF), 2), (str(PDF), 3)]
+    assert [line["result"]["meta"]["page"] for line in lines] == [2, 3]
+    assert all(line["result"]["meta"]["new_tokens"] == 3 for line in lines)
 
 
 def test_ocr_lines_with_confidence(tiny_checkpoint: Path, sample_png: Path) -> None:
@@ -69,9 +70,12 @@ def test_extract_with_a_schema_file(
     args = ("extract", str(sample_png), "--schema", str(schema))
     code, out, err = on_model(tiny_checkpoint, *args, tokens=64)
     assert code == ExitCode.OK, err
-    body = json.loads(out)
-    assert isinstance(body["data"]["paid"], bool) and body["data"]["status"] in ("open", "closed")
-    assert body["meta"]["attempts"] == 1
+    data = json.loads(out)  # the data alone, as pretty JSON
+    assert isinstance(data["paid"], bool) and data["status"] in ("open", "closed")
+    code, out, err = on_model(tiny_checkpoint, *args, "--json", tokens=64)
+    assert code == ExitCode.OK, err
+    (line,) = [json.loads(text) for text in out.splitlines()]
+    assert line["result"]["data"] == data and line["result"]["meta"]["attempts"] == 1
 
 
 def test_ask_and_generate(tiny_checkpoint: Path, sample_png: Path) -> None:
@@ -109,7 +113,52 @@ def test_unreadable_schema_is_bad_input(
     schema = tmp_path / "schema.json"
     schema.write_text("{not json")
     code, _, err = on_model(tiny_checkpoint, "extract", str(sample_png), "--schema", str(schema))
-    assert code == ExitCode.BAD_INPUT and "cannot read the schema" in err
+    assert code == ExitCode.BAD_INPUT
+    assert "--schema" in err and "is not valid JSON (" in err and "not json" not in err
+
+
+def test_inline_schema_json_and_old_command_names(
+    scripted_checkpoint: Path, sample_png: Path
+) -> None:
+    args = ("extract", str(sample_png), "--schema", '{"total": 0}')
+    code, out, err = on_model(scripted_checkpoint, *args, tokens=64)
+    assert code == ExitCode.OK, err
+    assert set(json.loads(out)) == {"total"}  # the grammar writes compact JSON, not the script
+    for old, new in (("chart", "read-chart"), ("table", "read-table")):
+        assert invoke(old, "--help")[1] == invoke(new, "--help")[1].replace(new, old)
+
+
+def test_missing_inputs_are_reported_before_any_model_loads(
+    tmp_path: Path, sample_png: Path
+) -> None:
+    nowhere = str(tmp_path / "no-such-model")  # loading it would fail with a model error
+    code, out, err = invoke("ocr", "missing.png", str(tmp_path / "gone.pdf"), "--model", nowhere)
+    assert code == ExitCode.BAD_INPUT
+    assert "missing.png" in err and "gone.pdf" in err and out == ""
+
+
+def test_a_mixed_batch_prints_each_result_and_names_each_failure(
+    scripted_checkpoint: Path, sample_png: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    inputs = [str(sample_png), "missing.png", str(broken), str(PDF), str(sample_png)]
+    code, out, err = on_model(scripted_checkpoint, "ask", *inputs, "-q", "Total?", "--json")
+    assert code == ExitCode.PARTIAL
+    lines = [json.loads(text) for text in out.splitlines()]
+    assert [(line["source"], line["page"]) for line in lines if "result" in line] == [
+        (str(sample_png), None),
+        (str(PDF), 1),
+        (str(PDF), 2),
+        (str(PDF), 3),
+        (str(sample_png), None),
+    ]
+    failed = {line["source"]: line["error"]["code"] for line in lines if "error" in line}
+    assert failed == {"missing.png": "image_not_found", str(broken): "image_decode_error"}
+    assert "error: missing.png:" in err and f"error: {broken}:" in err
+    code, out, _ = on_model(scripted_checkpoint, "ask", *inputs, "-q", "Total?")
+    assert code == ExitCode.PARTIAL
+    assert out.count('{"total": 5}') == 5 and f"== {PDF}, page 2" in out
 
 
 def test_missing_model_offline_is_a_model_error(

@@ -1,0 +1,393 @@
+"""The CLI's task commands, generated from the task catalogue.
+
+Each task of :mod:`mississippi_tools.tasks.catalogue` becomes ``mississippi-tools <task> INPUTS``
+(underscores written as dashes: ``read-chart``; former names stay as hidden aliases). Its options
+are the task's own arguments (from its arguments model: names, types, defaults and help), the run
+settings every task takes (``--pages``, ``--max-tiles``, ``--option``, ``--max-new-tokens``,
+``--timeout``) and the model options (``--model`` or ``--remote`` ...). A task may add CLI-only
+presentation options (``--csv``, ``--plot``) through a :class:`Presenter`.
+
+What a user sees:
+
+- inputs are checked before the model loads: a missing file or a refused path is reported at once,
+  and when no input is readable the command stops without loading anything;
+- each page's result (or error, naming the file and page) comes out as soon as it is done, in input
+  order; ``--json`` writes one JSON object per line;
+- the exit code says whether everything worked (0), some inputs failed (:attr:`ExitCode.PARTIAL`),
+  or all failed (the code of the first error).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
+
+import typer
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
+
+    from mississippi_tools.batch import PageOutcome
+    from mississippi_tools.errors import MississippiError
+    from mississippi_tools.tasks.catalogue import TaskSpec
+    from mississippi_tools.vlm import MississippiVLM
+
+__all__ = ["PRESENTERS", "Presenter", "add_task_commands", "cli_name"]
+
+
+@dataclass(frozen=True)
+class Presenter:
+    """How the CLI shows one task's results, beyond the catalogue's text rendering.
+
+    Attributes:
+        options: CLI-only options, as ``(name, annotation, default)``.
+        text: The printed text of a result, given the CLI-only option values (default: the
+            catalogue's rendering).
+        after: Called with each result, its outcome and the option values (writes files); may
+            return a line for stderr.
+    """
+
+    options: tuple[tuple[str, Any, Any], ...] = ()
+    text: Callable[[Any, dict[str, Any]], str] | None = None
+    after: Callable[[Any, PageOutcome[Any], dict[str, Any]], str | None] | None = None
+
+
+def _ocr_text(result: Any, extras: dict[str, Any]) -> str:
+    if result.format != "lines":
+        return str(result.text)
+    return "\n".join(
+        line.text if line.confidence is None else f"{line.confidence:.2f}\t{line.text}"
+        for line in result.lines
+    )
+
+
+def _table_text(result: Any, extras: dict[str, Any]) -> str:
+    return str(result.to_csv() if extras.get("csv") else result.to_markdown())
+
+
+def _numbered(path: Path, outcome: PageOutcome[Any]) -> Path:
+    """``path`` for the first result, ``stem-N.suffix`` for the N-th."""
+    if outcome.index == 0:
+        return path
+    return path.with_name(f"{path.stem}-{outcome.index + 1}{path.suffix}")
+
+
+def _plot(result: Any, outcome: PageOutcome[Any], extras: dict[str, Any]) -> str | None:
+    target = extras.get("plot")
+    if target is None:
+        return None
+    path = _numbered(Path(target), outcome)
+    result.plot(path)
+    return f"plot of {outcome.where} written to {path}"
+
+
+_CSV_OPTION = (
+    "csv",
+    Annotated[bool, typer.Option("--csv", help="Print the data as CSV.")],
+    False,
+)
+
+#: Presentation extras of the built-in tasks (other tasks print the catalogue's rendering).
+PRESENTERS: dict[str, Presenter] = {
+    "ocr": Presenter(text=_ocr_text),
+    "read_chart": Presenter(
+        options=(
+            _CSV_OPTION,
+            (
+                "plot",
+                Annotated[
+                    Path | None,
+                    typer.Option(help="Re-draw the data into this PNG (needs the plot extra)."),
+                ],
+                None,
+            ),
+        ),
+        text=_table_text,
+        after=_plot,
+    ),
+    "read_table": Presenter(options=(_CSV_OPTION,), text=_table_text),
+    "extract": Presenter(
+        text=lambda result, extras: json.dumps(_jsonable(result.data), indent=2, ensure_ascii=False)
+    ),
+}
+
+
+def cli_name(name: str) -> str:
+    """A task or argument name as the CLI spells it (dashes for underscores)."""
+    return name.replace("_", "-")
+
+
+# ------------------------------------------------------------------------------------------------
+# Options from the task's arguments model
+# ------------------------------------------------------------------------------------------------
+
+_SHORT_FLAGS = {"question": "-q"}
+
+
+def _is_scalar(annotation: Any) -> bool:
+    return annotation in (str, int, float, bool)
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    if get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) == 1 and len(members) < len(get_args(annotation)):
+            return members[0], True
+    return annotation, False
+
+
+@dataclass(frozen=True)
+class _ArgumentOption:
+    """One task argument as a CLI option, and how its text becomes the argument's value."""
+
+    parameter: inspect.Parameter
+    field_name: str
+    convert: Callable[[Any], Any] = field(default=lambda value: value)
+
+
+def _argument_option(name: str, info: FieldInfo) -> _ArgumentOption:
+    spelled = info.alias or name
+    flag = f"--{cli_name(spelled)}"
+    names = [flag, *([_SHORT_FLAGS[spelled]] if spelled in _SHORT_FLAGS else [])]
+    annotation, optional = _unwrap_optional(info.annotation)
+    required = info.is_required()
+    help_text = info.description or ""
+    convert: Callable[[Any], Any] = lambda value: value  # noqa: E731
+    option: Any
+    if annotation is bool:
+        option = typer.Option(f"{flag}/--no-{cli_name(spelled)}", help=help_text)
+        python_type: Any = bool
+    elif get_origin(annotation) is Literal or _is_scalar(annotation):
+        option = typer.Option(*names, help=help_text)
+        python_type = annotation
+    else:  # objects and lists: JSON text, or a JSON file
+        option = typer.Option(*names, help=f"{help_text} (JSON text, or a .json file)")
+        python_type = str
+        convert = _json_option(flag)
+    if optional or not required:
+        python_type = python_type | None
+    default = inspect.Parameter.empty if required else _cli_default(info)
+    parameter = inspect.Parameter(
+        f"arg_{name}",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[python_type, option],
+        default=default,
+    )
+    return _ArgumentOption(parameter, name, convert)
+
+
+def _cli_default(info: FieldInfo) -> Any:
+    default = info.get_default(call_default_factory=True)
+    return default if default is None or _is_scalar(type(default)) else None
+
+
+def _json_option(flag: str) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        from mississippi_tools.errors import InvalidInputError
+
+        path = Path(value)
+        if path.suffix.lower() == ".json" or (len(value) < 4096 and path.is_file()):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as e:
+                raise InvalidInputError(f"{flag}: cannot read {value}: {e.strerror}") from None
+            where = str(path)
+        else:
+            text, where = value, "the value"
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidInputError(
+                f"{flag}: {where} is not valid JSON ({e.msg} at line {e.lineno}, column "
+                f"{e.colno}); pass a JSON object or a .json file"
+            ) from None
+
+    return convert
+
+
+# ------------------------------------------------------------------------------------------------
+# The command
+# ------------------------------------------------------------------------------------------------
+
+
+def add_task_commands(app: typer.Typer, specs: Iterable[TaskSpec[Any, Any]]) -> None:
+    """Add one command per task to ``app`` (aliases hidden)."""
+    for spec in specs:
+        command = _task_command(spec)
+        app.command(cli_name(spec.name), help=spec.description)(command)
+        for alias in spec.aliases:
+            app.command(cli_name(alias), hidden=True, help=spec.description)(command)
+
+
+def _task_command(spec: TaskSpec[Any, Any]) -> Callable[..., None]:
+    from mississippi_tools import cli
+
+    presenter = PRESENTERS.get(spec.name, Presenter())
+    arguments = [_argument_option(name, info) for name, info in spec.arguments.model_fields.items()]
+    extras = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d)
+        for name, a, d in presenter.options
+    ]
+    common = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d)
+        for name, a, d in cli.task_options(spec.default_max_new_tokens)
+    ]
+    inputs = inspect.Parameter(
+        "inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=cli.InputsArgument
+    )
+    parameters = [inputs, *(a.parameter for a in arguments), *extras, *common]
+
+    def command(**values: Any) -> None:
+        task_args: dict[str, Any] = {}
+        with cli.exit_on_error():
+            for argument in arguments:
+                value = argument.convert(values.pop(argument.parameter.name))
+                if value is not None:
+                    task_args[argument.field_name] = value
+        extra_values = {p.name: values.pop(p.name) for p in extras}
+        run_task(spec, values.pop("inputs"), task_args, extra_values, presenter, values)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = spec.description
+    command.__name__ = spec.name
+    return command
+
+
+def run_task(
+    spec: TaskSpec[Any, Any],
+    inputs: list[str],
+    task_args: dict[str, Any],
+    extras: dict[str, Any],
+    presenter: Presenter,
+    common: dict[str, Any],
+) -> None:
+    """Check the inputs, load the model, and print each page's outcome as it comes."""
+    from mississippi_tools import cli
+
+    as_json = bool(common.pop("as_json"))
+    settings = cli.run_settings(common)
+    with cli.exit_on_error():
+        spec.parse_arguments(task_args)  # argument errors before anything is loaded
+        policy = cli.source_policy(common)
+        early = _unreadable_inputs(inputs, policy)
+    for source, error in early.items():
+        _print_error(source, None, error, as_json=as_json)
+    readable = [source for source in inputs if source not in early]
+    if not readable:
+        first = next(iter(early.values()))
+        raise typer.Exit(int(cli.exit_code(first)))
+    failures: list[MississippiError] = list(early.values())
+    printed = 0
+    with cli.exit_on_error():
+        vlm = cli.open_vlm(common, policy)
+    with vlm, cli.exit_on_error():
+        bar = _progress(vlm, readable, settings.get("pages"))
+        try:
+            outcomes = vlm.iter_batch(spec.name, readable, **settings, **task_args)
+            for outcome in outcomes:
+                if bar is not None:
+                    bar.update(1)
+                if outcome.error is not None:
+                    failures.append(outcome.error)
+                    _print_error(outcome.source, outcome.page, outcome.error, as_json=as_json)
+                    continue
+                _print_result(
+                    spec,
+                    outcome,
+                    presenter,
+                    extras,
+                    as_json=as_json,
+                    first=not printed,
+                    headed=len(inputs) > 1 or outcome.page is not None,
+                )
+                printed += 1
+                if presenter.after is not None:
+                    note = presenter.after(outcome.result, outcome, extras)
+                    if note:
+                        typer.echo(note, err=True)
+        finally:
+            if bar is not None:
+                bar.close()
+    if failures:
+        code = cli.ExitCode.PARTIAL if printed else cli.exit_code(failures[0])
+        raise typer.Exit(int(code))
+
+
+def _unreadable_inputs(inputs: list[str], policy: Any) -> dict[str, MississippiError]:
+    """Inputs that name a file that is missing, unreadable or refused (no model needed)."""
+    from mississippi_tools.errors import MississippiError
+    from mississippi_tools.batch import check_source
+
+    found: dict[str, MississippiError] = {}
+    for source in inputs:
+        try:
+            check_source(source, policy)
+        except MississippiError as e:
+            found[source] = e
+    return found
+
+
+def _progress(vlm: MississippiVLM, inputs: list[str], pages: Any) -> Any:
+    if not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    try:
+        total = vlm.count_pages(inputs, pages)
+    except Exception:  # a count that fails is reported by the run itself
+        total = None
+    return tqdm(total=total, unit="page", desc="mississippi", leave=False)
+
+
+def _print_result(
+    spec: TaskSpec[Any, Any],
+    outcome: PageOutcome[Any],
+    presenter: Presenter,
+    extras: dict[str, Any],
+    *,
+    as_json: bool,
+    first: bool,
+    headed: bool,
+) -> None:
+    result = outcome.result
+    if as_json:
+        line = {"source": outcome.source, "page": outcome.page, "result": _jsonable(result)}
+        typer.echo(json.dumps(line, ensure_ascii=False))
+        return
+    text = presenter.text(result, extras) if presenter.text else spec.render(result)
+    if not first:
+        typer.echo("")
+    if headed:
+        typer.echo(f"== {outcome.where}")
+    typer.echo(text)
+
+
+def _print_error(source: str, page: int | None, error: MississippiError, *, as_json: bool) -> None:
+    from mississippi_tools import cli
+
+    where = source if page is None else f"{source}, page {page}"
+    message = cli.describe_error(error)
+    if as_json:
+        line = {
+            "source": source,
+            "page": page,
+            "error": {"code": error.code, "message": message},
+        }
+        typer.echo(json.dumps(line, ensure_ascii=False))
+    typer.echo(f"error: {where}: {message}", err=True)
+
+
+def _jsonable(value: Any) -> Any:
+    from pydantic import BaseModel
+
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
