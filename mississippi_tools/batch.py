@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from mississippi_tools.errors import MississippiError
+from mississippi_tools.errors import InvalidInputError, MississippiError, Remedy
 
 if TYPE_CHECKING:
     from mississippi_tools.images import ImageInput, ImageLimits, LoadedImage
@@ -42,8 +42,9 @@ PageSelection = str | int | Sequence[int] | None
 """Pages of PDFs and multi-page TIFFs: ``"1-3,5"``, ``"5-"``, ``2``, ``[1, 2]``, ``None`` (all)."""
 
 DEFAULT_MAX_PAGES = 20
-"""Most pages one agent tool call reads (LangChain, LlamaIndex tools, MCP); a larger selection is
-refused with the range to ask for instead."""
+"""Most pages read from one document by default, on every surface (API batch forms, CLI, loaders,
+readers, agent tools, MCP); a larger selection is refused up front, naming the pages to ask for
+and the option that raises the limit. ``0`` means no limit."""
 
 
 @dataclass(frozen=True)
@@ -99,11 +100,13 @@ def iter_source_pages(
     *,
     limits: ImageLimits,
     policy: SourcePolicy,
+    max_pages: int = DEFAULT_MAX_PAGES,
 ) -> Iterator[tuple[str, LoadedImage | MississippiError]]:
     """Every image, and the selected pages of every document, lazily, with its source's name.
 
     A source that cannot be read, or stops being readable part-way, yields its error in its place
-    (once), and the next source follows.
+    (once), and the next source follows. A document whose selection has more than ``max_pages``
+    pages yields an error naming the limit instead of any page (``0``: no limit).
     """
     from mississippi_tools.images import iter_pages
 
@@ -111,12 +114,40 @@ def iter_source_pages(
     for source in sources:
         name = describe_source(source)
         try:
+            if max_pages:
+                _check_page_count(source, name, selection, policy, max_pages)
             for page in iter_pages(
                 source, pages=selection, limits=limits, policy=policy, documents_only=True
             ):
                 yield name, page
         except MississippiError as e:
             yield name, e
+
+
+def _check_page_count(
+    source: ImageInput,
+    name: str,
+    selection: str | Sequence[int] | None,
+    policy: SourcePolicy,
+    max_pages: int,
+) -> None:
+    from mississippi_tools.images import count_pages
+    from mississippi_tools.pdf import parse_page_selection
+
+    if not isinstance(source, str | Path | bytes | bytearray | memoryview):
+        return  # an image in memory has one page
+    count = count_pages(source, policy=policy)
+    selected = (
+        count
+        if selection is None or count <= 1
+        else len(parse_page_selection(selection, count, what=name))
+    )
+    if selected > max_pages:
+        raise InvalidInputError(
+            f"{name} has {selected} pages to read and at most {max_pages} are read from one "
+            f"document; choose pages 1-{max_pages} (then the rest), or raise the limit",
+            remedy=Remedy("max_pages", str(selected)),
+        )
 
 
 def iter_outcomes(
@@ -127,7 +158,8 @@ def iter_outcomes(
 ) -> Iterator[PageOutcome[R]]:
     """Run ``run`` on every page, ``concurrency`` at a time, yielding outcomes in input order.
 
-    Pages are read only as slots free up, so a 500-page PDF never sits in memory at once. A
+    A page is read only when one of the ``concurrency`` slots is free, so a 500-page PDF never
+    sits in memory at once and nothing is read ahead of its turn. A
     :class:`MississippiError` from ``run`` becomes that page's outcome; anything else is a bug and
     propagates (the pages still running are waited for first). Closing the iterator early stops
     reading pages and waits for the ones in flight.
@@ -142,7 +174,7 @@ def iter_outcomes(
                 window.append((name, None, item))
             else:
                 window.append((name, item.page, pool.submit(run, item)))
-            while window and (len(window) > concurrency or _done(window[0][2])):
+            while window and (len(window) >= concurrency or _done(window[0][2])):
                 yield _outcome(index, *window.popleft())
                 index += 1
         while window:
@@ -191,7 +223,7 @@ async def aiter_outcomes(
                 window.append((name, None, page))
             else:
                 window.append((name, page.page, asyncio.ensure_future(run(page))))
-            while window and (len(window) > concurrency or _adone(window[0][2])):
+            while window and (len(window) >= concurrency or _adone(window[0][2])):
                 yield await _aoutcome(index, *window.popleft())
                 index += 1
         while window:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from mississippi_tools import batch
+
 if TYPE_CHECKING:
     from mississippi_tools.vlm import MississippiVLM
 
@@ -66,6 +68,10 @@ ApiKeyOption = Annotated[
 PagesOption = Annotated[
     str | None, typer.Option(help='Pages of PDFs and multi-page TIFFs, e.g. "2", "1-3,5" or "4-".')
 ]
+MaxPagesOption = Annotated[
+    int,
+    typer.Option(help="Most pages read from one document (0: no limit).", min=0),
+]
 ModelOptionsOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -109,6 +115,7 @@ CLI_SPELLING: dict[str, str] = {
     "max_new_tokens": "pass --max-new-tokens {value}",
     "timeout": "pass --timeout {value}",
     "max_tiles": "pass --max-tiles {value}",
+    "max_pages": "pass --max-pages {value}",
     "max_bytes": "downscale or split the file",
     "max_pixels": "downscale the image",
 }
@@ -162,6 +169,7 @@ def task_options(default_max_new_tokens: int) -> list[tuple[str, Any, Any]]:
     """The options every task command takes besides its own, as ``(name, annotation, default)``."""
     return [
         ("pages", PagesOption, None),
+        ("max_pages", MaxPagesOption, batch.DEFAULT_MAX_PAGES),
         ("max_tiles", MaxTilesOption, None),
         ("option", ModelOptionsOption, None),
         ("max_new_tokens", Annotated[int, typer.Option(help="Most tokens to generate.", min=1)],
@@ -197,6 +205,7 @@ def run_settings(common: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInputError("option names must be text")
     return {
         "pages": common.pop("pages"),
+        "max_pages": common.pop("max_pages"),
         "max_tiles": common.pop("max_tiles"),
         "options": options or None,
         "max_new_tokens": common.pop("max_new_tokens"),

@@ -128,7 +128,8 @@ def cli_name(name: str) -> str:
 # Options from the task's arguments model
 # ------------------------------------------------------------------------------------------------
 
-_SHORT_FLAGS = {"question": "-q"}
+#: Other spellings of task arguments on the command line (short flags, former names).
+_OPTION_ALIASES: dict[str, tuple[str, ...]] = {"question": ("-q",), "json_schema": ("--schema",)}
 
 
 def _is_scalar(annotation: Any) -> bool:
@@ -155,7 +156,7 @@ class _ArgumentOption:
 def _argument_option(name: str, info: FieldInfo) -> _ArgumentOption:
     spelled = info.alias or name
     flag = f"--{cli_name(spelled)}"
-    names = [flag, *([_SHORT_FLAGS[spelled]] if spelled in _SHORT_FLAGS else [])]
+    names = [flag, *_OPTION_ALIASES.get(spelled, ())]
     annotation, optional = _unwrap_optional(info.annotation)
     required = info.is_required()
     help_text = info.description or ""
@@ -325,8 +326,8 @@ def run_task(
 
 def _unreadable_inputs(inputs: list[str], policy: Any) -> dict[str, MississippiError]:
     """Inputs that name a file that is missing, unreadable or refused (no model needed)."""
-    from mississippi_tools.errors import MississippiError
     from mississippi_tools.batch import check_source
+    from mississippi_tools.errors import MississippiError
 
     found: dict[str, MississippiError] = {}
     for source in inputs:

@@ -94,7 +94,8 @@ class Remedy:
 PYTHON_SPELLING: Mapping[str, str] = {
     "allow_urls": "SourcePolicy(allow_urls=True)",
     "allowed_roots": "SourcePolicy(allowed_roots=[...]) with the file's directory",
-    "pages": "page={value} (one page), or pages='{value}' in the batch forms",
+    "pages": "pages='{value}' in the batch forms (run_batch, ocr_batch ...), or page=N for one",
+    "max_pages": "max_pages={value}",
     "max_new_tokens": "max_new_tokens={value}",
     "timeout": "timeout={value}",
     "max_bytes": "ImageLimits(max_bytes={value})",
@@ -125,6 +126,15 @@ class MississippiError(Exception):
         self.message = message
         self.remedy = remedy
         super().__init__(self.describe(PYTHON_SPELLING))
+
+    def rephrased(self, message: str) -> MississippiError:
+        """A copy of this error (same type, code, remedy and attributes) with another message."""
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.__cause__, clone.__traceback__ = self.__cause__, self.__traceback__
+        clone.message = message
+        clone.args = (clone.describe(PYTHON_SPELLING),)
+        return clone
 
     def describe(self, spelling: Mapping[str, str] | Callable[[Remedy], str | None]) -> str:
         """The message with the remedy spelled for one surface (``spelling``: option -> words)."""

@@ -20,6 +20,7 @@ Policy refusals raise :class:`~mississippi_tools.errors.AccessDeniedError` (a ``
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -376,6 +377,17 @@ def _check_scheme(url: httpx.URL) -> None:
             f"URL {_short(str(url))} uses the scheme {url.scheme!r}; only http and https are "
             "fetched; download the file and pass its path or bytes"
         )
+
+
+def agent_policy(
+    base: SourcePolicy, *, allowed_roots: Iterable[str | os.PathLike[str]] | None = None
+) -> SourcePolicy:
+    """The policy of a tool an agent calls: ``base`` with ``allowed_roots`` when given."""
+    if allowed_roots is None:
+        return base
+    return dataclasses.replace(
+        base, allowed_roots=tuple(Path(os.fsdecode(r)) for r in allowed_roots)
+    )
 
 
 def check_url_allowed(url: str, policy: SourcePolicy) -> None:

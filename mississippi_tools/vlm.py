@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from mississippi_tools.batch import (
+    DEFAULT_MAX_PAGES,
     PageOutcome,
     PageSelection,
     aiter_outcomes,
@@ -537,6 +538,7 @@ class MississippiVLM:
         sources: Iterable[ImageInput],
         *,
         pages: PageSelection = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
         concurrency: int | None = None,
         max_tiles: int | None = None,
         max_new_tokens: int | None = None,
@@ -554,6 +556,8 @@ class MississippiVLM:
             task: The task's name.
             sources: Images, PDFs, multi-page TIFFs.
             pages: Which pages of documents: ``"1-3,5"``, ``2``, ``[1, 2]`` or ``None`` (all).
+            max_pages: Most pages read from one document; a document with more selected pages
+                yields an error naming the limit (0: no limit).
             concurrency: Pages in flight (default: the engine's batch size, or 8).
             max_tiles: Model option, as in :meth:`run`.
             max_new_tokens: As in :meth:`run`.
@@ -568,7 +572,9 @@ class MississippiVLM:
         def run_one(image: LoadedImage) -> Any:
             return run_plan(self.engine, spec.plan(ctx, [image], args, settings))
 
-        items = iter_source_pages(sources, pages, limits=self.limits, policy=self.policy)
+        items = iter_source_pages(
+            sources, pages, limits=self.limits, policy=self.policy, max_pages=max_pages
+        )
         return iter_outcomes(run_one, items, concurrency=concurrency or self._concurrency())
 
     async def aiter_batch(
@@ -577,6 +583,7 @@ class MississippiVLM:
         sources: Iterable[ImageInput],
         *,
         pages: PageSelection = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
         concurrency: int | None = None,
         max_tiles: int | None = None,
         max_new_tokens: int | None = None,
@@ -593,7 +600,9 @@ class MississippiVLM:
             plan = await asyncio.to_thread(spec.plan, ctx, [image], args, settings)
             return await arun_plan(self.engine, plan)
 
-        items = iter_source_pages(sources, pages, limits=self.limits, policy=self.policy)
+        items = iter_source_pages(
+            sources, pages, limits=self.limits, policy=self.policy, max_pages=max_pages
+        )
         async for outcome in aiter_outcomes(
             run_one, items, concurrency=concurrency or self._concurrency()
         ):
@@ -728,30 +737,30 @@ class MississippiVLM:
         return result
 
     def extract(
-        self, image: ImageInput, schema: SchemaInput, **kwargs: Any
+        self, image: ImageInput, json_schema: SchemaInput, **kwargs: Any
     ) -> BaseModel | dict[str, Any]:
-        """Extract data valid under ``schema`` (see :meth:`extract_result` for the arguments).
+        """Extract data valid under ``json_schema`` (see :meth:`extract_result` for arguments).
 
         Returns:
             An instance of the pydantic model, or a dict valid under the JSON Schema / template.
         """
-        return self.extract_result(image, schema, **kwargs).data
+        return self.extract_result(image, json_schema, **kwargs).data
 
     def extract_result(
         self,
         image: ImageInput,
-        schema: SchemaInput,
+        json_schema: SchemaInput,
         *,
         instructions: str | None = None,
         confidence: bool = False,
         max_retries: int = DEFAULT_MAX_RETRIES,
         **settings: Unpack[RunOptions],
     ) -> ExtractionResult:
-        """Extract JSON valid under ``schema``, with metadata and optional confidences.
+        """Extract JSON valid under ``json_schema``, with metadata and optional confidences.
 
         Args:
             image: The image.
-            schema: A pydantic model class, a JSON Schema dict, or a template dict like
+            json_schema: A pydantic model class, a JSON Schema dict, or a template dict like
                 ``{"name": "", "date_of_birth": "", "address": ""}`` (types from the values).
             instructions: Extra guidance for the model, added to the prompt.
             confidence: Add per-field confidences from the model's token probabilities.
@@ -765,7 +774,7 @@ class MississippiVLM:
         result: ExtractionResult = self.run(
             "extract",
             image,
-            schema=schema,
+            json_schema=json_schema,
             instructions=instructions,
             confidence=confidence,
             max_retries=max_retries,
@@ -796,16 +805,18 @@ class MississippiVLM:
         return result
 
     async def aextract(
-        self, image: ImageInput, schema: SchemaInput, **kwargs: Any
+        self, image: ImageInput, json_schema: SchemaInput, **kwargs: Any
     ) -> BaseModel | dict[str, Any]:
         """Async twin of :meth:`extract`."""
-        return (await self.aextract_result(image, schema, **kwargs)).data
+        return (await self.aextract_result(image, json_schema, **kwargs)).data
 
     async def aextract_result(
-        self, image: ImageInput, schema: SchemaInput, **kwargs: Any
+        self, image: ImageInput, json_schema: SchemaInput, **kwargs: Any
     ) -> ExtractionResult:
         """Async twin of :meth:`extract_result`."""
-        result: ExtractionResult = await self.arun("extract", image, schema=schema, **kwargs)
+        result: ExtractionResult = await self.arun(
+            "extract", image, json_schema=json_schema, **kwargs
+        )
         return result
 
     def ocr_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
@@ -821,10 +832,10 @@ class MississippiVLM:
         return self.run_batch("read_table", sources, **kwargs)
 
     def extract_batch(
-        self, sources: Iterable[ImageInput], schema: SchemaInput, **kwargs: Any
+        self, sources: Iterable[ImageInput], json_schema: SchemaInput, **kwargs: Any
     ) -> list[Any]:
         """:meth:`extract_result` over many images and pages."""
-        return self.run_batch("extract", sources, schema=schema, **kwargs)
+        return self.run_batch("extract", sources, json_schema=json_schema, **kwargs)
 
     def ask_batch(self, sources: Iterable[ImageInput], question: str, **kwargs: Any) -> list[Any]:
         """:meth:`ask` (one image each) over many images and pages."""
@@ -843,10 +854,10 @@ class MississippiVLM:
         return await self.arun_batch("read_table", sources, **kwargs)
 
     async def aextract_batch(
-        self, sources: Iterable[ImageInput], schema: SchemaInput, **kwargs: Any
+        self, sources: Iterable[ImageInput], json_schema: SchemaInput, **kwargs: Any
     ) -> list[Any]:
         """Async twin of :meth:`extract_batch`."""
-        return await self.arun_batch("extract", sources, schema=schema, **kwargs)
+        return await self.arun_batch("extract", sources, json_schema=json_schema, **kwargs)
 
     async def aask_batch(
         self, sources: Iterable[ImageInput], question: str, **kwargs: Any

@@ -114,7 +114,7 @@ def test_unreadable_schema_is_bad_input(
     schema.write_text("{not json")
     code, _, err = on_model(tiny_checkpoint, "extract", str(sample_png), "--schema", str(schema))
     assert code == ExitCode.BAD_INPUT
-    assert "--schema" in err and "is not valid JSON (" in err and "not json" not in err
+    assert "--json-schema" in err and "is not valid JSON (" in err and "not json" not in err
 
 
 def test_inline_schema_json_and_old_command_names(

@@ -24,6 +24,8 @@ from langchain_mississippi.tools import (  # noqa: E402
     MississippiExtractTool,
     MississippiOCRTool,
     MississippiTableTool,
+    MississippiTaskTool,
+    tool_class,
 )
 
 
@@ -45,6 +47,8 @@ __all__ = [
     "MississippiImageLoader",
     "MississippiOCRTool",
     "MississippiTableTool",
+    "MississippiTaskTool",
     "MississippiToolkit",
     "__version__",
+    "tool_class",
 ]

@@ -3,37 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.tools import BaseTool, BaseToolkit
 from pydantic import BaseModel, ConfigDict, Field
 
-from langchain_mississippi.tools import (
-    DEFAULT_MAX_PAGES,
-    MississippiAskTool,
-    MississippiChartTool,
-    MississippiExtractTool,
-    MississippiOCRTool,
-    MississippiTableTool,
-)
-from mississippi_tools.vlm import MississippiVLM
+from langchain_mississippi.tools import DEFAULT_MAX_PAGES, tool_class
+from mississippi_tools import MississippiVLM
+from mississippi_tools.tasks.catalogue import get_task
 
-__all__ = ["DEFAULT_MODEL", "MississippiToolkit", "ToolName"]
+__all__ = ["DEFAULT_MODEL", "MississippiToolkit"]
 
 DEFAULT_MODEL = "h2oai/h2ovl-mississippi-800m"
 """The model :meth:`MississippiToolkit.load` loads by default."""
 
-ToolName = Literal["ocr", "chart", "table", "extract", "ask"]
-"""The tools a toolkit can hold, in the order :meth:`MississippiToolkit.get_tools` returns them."""
-
-_ORDER: tuple[ToolName, ...] = ("ocr", "chart", "table", "extract", "ask")
-
 
 class MississippiToolkit(BaseToolkit):
-    """OCR, chart, table, JSON extraction and question tools sharing one H2OVL-Mississippi model.
+    """One tool per task the model can do (OCR, charts, tables, JSON, questions ...), one model.
 
     The tools share ``vlm``: one model in this process (:meth:`load`) or one connection to a
-    running service or vLLM (:meth:`connect`). Options set here apply to every tool.
+    running service or vLLM (:meth:`connect`). They are the task catalogue's tasks that this
+    model can do (``vlm.tasks``), in catalogue order. Options set here apply to every tool.
 
     Setup:
         .. code-block:: bash
@@ -73,14 +63,17 @@ class MississippiToolkit(BaseToolkit):
 
     vlm: MississippiVLM
     """The model every tool uses."""
-    include: list[ToolName] | None = None
-    """Which tools :meth:`get_tools` returns (default: all five)."""
+    include: list[str] | None = None
+    """Which tasks :meth:`get_tools` returns, by task name (default: every task the model can
+    do; former names such as ``chart`` are accepted)."""
     allowed_roots: list[Path] | None = None
     """Directories image paths must stay inside; ``None`` keeps ``vlm.policy``'s roots."""
     allow_urls: bool | None = None
     """Fetch http(s) image URLs; ``None`` keeps ``vlm.policy``'s setting (off by default)."""
     max_tiles: int | None = None
-    """Most 448-px tiles per image (the model's default when ``None``)."""
+    """H2OVL models: most 448-px tiles per image (the model's default when ``None``)."""
+    options: dict[str, Any] | None = None
+    """Other model options (``vlm.model_info.options`` lists them)."""
     max_new_tokens: int | None = None
     """Most tokens generated per page (each task's default when ``None``)."""
     timeout: float | None = None
@@ -89,6 +82,8 @@ class MississippiToolkit(BaseToolkit):
     """Most pages one tool call reads."""
     extraction_schema: type[BaseModel] | dict[str, Any] | None = None
     """Fix the extract tool's schema; ``None`` lets the calling model pass one per call."""
+    concurrency: int | None = Field(default=None, ge=1)
+    """Pages in flight for a page range (default: the engine's batch size)."""
 
     @classmethod
     def load(
@@ -133,31 +128,23 @@ class MississippiToolkit(BaseToolkit):
         return cls(vlm=MississippiVLM.connect(base_url, api_key=api_key, model=model), **options)
 
     def get_tools(self) -> list[BaseTool]:
-        """The tools, all over :attr:`vlm`, in the order ocr, chart, table, extract, ask."""
+        """One tool per task the model can do (``include`` narrows them), in catalogue order."""
         common: dict[str, Any] = {
             "vlm": self.vlm,
             "allowed_roots": self.allowed_roots,
             "allow_urls": self.allow_urls,
             "max_tiles": self.max_tiles,
+            "options": self.options,
             "max_new_tokens": self.max_new_tokens,
             "timeout": self.timeout,
             "max_pages": self.max_pages,
+            "concurrency": self.concurrency,
         }
-        wanted = set(self.include if self.include is not None else _ORDER)
+        wanted = None if self.include is None else {get_task(n).name for n in self.include}
         tools: list[BaseTool] = []
-        for name in _ORDER:
-            if name not in wanted:
+        for spec in self.vlm.tasks:
+            if wanted is not None and spec.name not in wanted:
                 continue
-            if name == "ocr":
-                tools.append(MississippiOCRTool(**common))
-            elif name == "chart":
-                tools.append(MississippiChartTool(**common))
-            elif name == "table":
-                tools.append(MississippiTableTool(**common))
-            elif name == "extract":
-                tools.append(
-                    MississippiExtractTool(**common, extraction_schema=self.extraction_schema)
-                )
-            else:
-                tools.append(MississippiAskTool(**common))
+            extra = {"extraction_schema": self.extraction_schema} if spec.name == "extract" else {}
+            tools.append(tool_class(spec.name)(**common, **extra))
         return tools

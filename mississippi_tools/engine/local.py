@@ -269,9 +269,7 @@ class LocalEngine(Engine):
                 if prepared.images
                 else "no images"
             )
-            fewer_tiles = (
-                ", or a lower max_tiles" if self.backend.info.option("max_tiles") else ""
-            )
+            fewer_tiles = ", or a lower max_tiles" if self.backend.info.option("max_tiles") else ""
             raise PromptTooLongError(
                 f"the prompt is {len(prepared.input_ids)} tokens ({images}); the model's context "
                 f"is {context}. Send fewer images or a shorter question or history{fewer_tiles}"

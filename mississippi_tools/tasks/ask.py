@@ -143,8 +143,10 @@ SPEC: TaskSpec[AskArguments, Answer] = TaskSpec(
     name="ask",
     title="Ask about images",
     description=(
-        "Answer a question about one image, several images, or none: what something shows, "
-        "a value on a page, a comparison. Returns the answer as text."
+        "Ask a question about an image or a PDF page and get a short answer from a local "
+        "vision model: what is shown, what a sign or label says, whether a form is signed, "
+        "which bar is highest. For the full text use ocr; for exact numbers from a chart or "
+        "table use read_chart or read_table."
     ),
     arguments=AskArguments,
     result=Answer,

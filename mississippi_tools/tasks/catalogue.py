@@ -15,13 +15,13 @@ Adding a task is one module (its arguments model, result type, plan and renderin
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from mississippi_tools.errors import InvalidInputError, UnsupportedTaskError
+from mississippi_tools.errors import InvalidInputError, MississippiError, UnsupportedTaskError
 from mississippi_tools.tasks.dialects import dialect_for, known_dialects
 from mississippi_tools.tasks.results import TaskResult
 
@@ -69,6 +69,8 @@ class TaskSpec(Generic[A, R]):
         families: Only these model families can do it (``None``: any family whose dialect
             does).
         aliases: Former names, still accepted for one release.
+        describe_fixed: Words for a tool description when a tool fixes some arguments (e.g. the
+            JSON shape an extraction tool always returns).
     """
 
     name: str
@@ -82,6 +84,7 @@ class TaskSpec(Generic[A, R]):
     default_max_new_tokens: int = 1024
     families: frozenset[str] | None = None
     aliases: tuple[str, ...] = field(default=())
+    describe_fixed: Callable[[Mapping[str, Any]], str] | None = None
 
     def parse_arguments(self, values: dict[str, Any]) -> A:
         """The task's arguments from keyword values, or :class:`InvalidInputError` naming each fix.
@@ -91,6 +94,10 @@ class TaskSpec(Generic[A, R]):
         try:
             return self.arguments.model_validate(values)
         except ValidationError as e:
+            for error in e.errors(include_url=False):
+                cause = (error.get("ctx") or {}).get("error")
+                if isinstance(cause, MississippiError):
+                    raise cause from None  # our own typed error, raised by a validator
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in error['loc']) or 'arguments'}: {error['msg']}"
                 for error in e.errors(include_url=False)

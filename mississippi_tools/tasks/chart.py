@@ -877,8 +877,11 @@ SPEC: TaskSpec[ChartArguments, ChartData] = TaskSpec(
     name="read_chart",
     title="Read a chart",
     description=(
-        "Read a chart (bar, line, pie, scatter): its title, type, axis labels with units, and "
-        "every data series as (label, value) points. Returns the data as a table."
+        "Read the numbers behind a chart or graph (bar, line, pie, scatter, area) in an image "
+        "or a PDF page, running locally. Returns the title, chart type and axis units, and the "
+        "data as a Markdown table: one row per label (x value), one column per series. Use it "
+        "to answer questions that need the plotted values. For plain text use ocr; for a "
+        "printed table use read_table."
     ),
     arguments=ChartArguments,
     result=ChartData,

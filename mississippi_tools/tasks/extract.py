@@ -35,6 +35,7 @@ from pydantic import (
     SerializeAsAny,
     SkipValidation,
     WithJsonSchema,
+    field_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
@@ -55,6 +56,7 @@ from mississippi_tools.structured import (
     render_template,
     validate,
 )
+from mississippi_tools.tasks.arguments import JSONObject
 from mississippi_tools.tasks.base import (
     RunSettings,
     TaskContext,
@@ -380,15 +382,17 @@ async def arun_extraction(engine: Engine, plan: ExtractionPlan) -> ExtractionRes
 class ExtractArguments(BaseModel):
     """Arguments of the ``extract`` task."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
-    schema_: Annotated[
-        Any,
+    json_schema: Annotated[
+        JSONObject,
         WithJsonSchema(
-            {"anyOf": [{"type": "object"}, {"type": "string"}]},
+            {
+                "anyOf": [{"type": "object"}, {"type": "string"}],
+                "description": "A JSON Schema or a template (an object; or that object as JSON).",
+            }
         ),
     ] = Field(
-        alias="schema",
         description=(
             "The shape of the JSON to extract. Either a template whose example values give the "
             'types, e.g. {"name": "", "total": 0.0, "paid": false, "items": [{"description": "", '
@@ -415,13 +419,19 @@ class ExtractArguments(BaseModel):
         description="Retries with the validation errors, for engines without a JSON grammar.",
     )
 
+    @field_validator("json_schema")
+    @classmethod
+    def _supported(cls, value: Any) -> Any:
+        normalize_schema(value)  # a SchemaError now, not once per page
+        return value
+
 
 def plan_extract(
     ctx: TaskContext, images: list[LoadedImage], args: ExtractArguments, settings: RunSettings
 ) -> ExtractionPlan:
     """The extraction conversation: grammar-constrained where the engine can, else retried."""
     return ExtractionPlan(
-        args.schema_,
+        args.json_schema,
         images=images,
         constrained=ctx.supports_grammar,
         instructions=args.instructions,
@@ -451,13 +461,18 @@ SPEC: TaskSpec[ExtractArguments, ExtractionResult] = TaskSpec(
     name="extract",
     title="Extract JSON",
     description=(
-        "Extract structured data from an image (form, receipt, invoice, ID, business card) as "
-        "JSON valid under the schema or template you give. Use it when you know which fields "
-        "you want."
+        "Extract specific fields from an image or a PDF page as JSON (forms, invoices, "
+        "receipts, ID cards, business cards, labels), running locally. The answer always "
+        "matches the requested JSON shape; fields not found in the image are null. Use it when "
+        "you need named values rather than all the text."
     ),
     arguments=ExtractArguments,
     result=ExtractionResult,
     plan=plan_extract,
     render=render_extraction,
     aliases=("extract_json",),
+    describe_fixed=lambda fixed: (
+        "The answer always has this shape:\n"
+        + render_template(normalize_schema(fixed["json_schema"]))
+    ),
 )

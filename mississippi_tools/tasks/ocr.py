@@ -272,9 +272,11 @@ SPEC: TaskSpec[OCRArguments, OCRResult] = TaskSpec(
     name="ocr",
     title="Read the text",
     description=(
-        "Read all the text of an image or document page (OCR): scans, receipts, forms, "
-        "screenshots, signs. Returns the text line by line, or as Markdown with headings, "
-        "lists and tables."
+        "Read all the text in an image, a scanned document or a PDF page (OCR, runs locally). "
+        "Use it to transcribe receipts, invoices, letters, screenshots, forms and signs. "
+        "Returns the text, one line per line of the image; format='markdown' keeps headings, "
+        "lists and tables. For chart data, table rows, specific fields as JSON, or questions "
+        "about the picture, use read_chart, read_table, extract or ask instead."
     ),
     arguments=OCRArguments,
     result=OCRResult,

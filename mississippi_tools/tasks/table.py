@@ -726,8 +726,10 @@ SPEC: TaskSpec[TableArguments, TableData] = TaskSpec(
     name="read_table",
     title="Read a table",
     description=(
-        "Read a table from an image or document page: its columns and every row, cell by "
-        "cell as shown. Returns the table as Markdown."
+        "Read a table (invoice lines, price lists, spreadsheets, timetables, statements) from "
+        "an image or a PDF page, running locally. Returns it as a Markdown table with its "
+        "column names and every row as printed. For charts use read_chart; for running text "
+        "use ocr; for a few named fields use extract."
     ),
     arguments=TableArguments,
     result=TableData,

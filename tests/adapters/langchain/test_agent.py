@@ -56,7 +56,7 @@ def inbox(tmp_path: Path) -> Path:
 
 def script(outside: Path) -> Iterator[AIMessage]:
     yield call("mississippi_ocr", "ocr-1", image="invoice.png")
-    yield call("mississippi_table", "table-1", image="invoice.png")
+    yield call("mississippi_read_table", "table-1", image="invoice.png")
     yield call("mississippi_ocr", "missing-1", image="invoce.png")  # a typo
     yield call("mississippi_ocr", "refused-1", image=str(outside))
     yield call("mississippi_extract", "extract-1", image="invoice.png", json_schema={"total": 0})
@@ -127,7 +127,7 @@ async def test_agent_loop_async(scripted_vlm: MississippiVLM, inbox: Path) -> No
     turns = iter(
         [
             call("mississippi_ask", "ask-1", image="invoice.png", question="What is the total?"),
-            call("mississippi_chart", "chart-1", image="../secret.png"),
+            call("mississippi_read_chart", "chart-1", image="../secret.png"),
             AIMessage(content="done"),
         ]
     )

@@ -18,11 +18,13 @@ from mississippi_tools import (
     MississippiVLM,
     TableData,
 )
+from mississippi_tools.tasks.chart import render_chart
 from tests.support import SCRIPTED_ANSWER
 
 from .conftest import THREE_PAGES_PDF, draw_image
 
 FAST: dict[str, Any] = {"max_tiles": 1, "max_new_tokens": 16}
+META = {"model": "m", "engine": "local"}
 BAD_INPUTS = THREE_PAGES_PDF.parent
 
 
@@ -49,12 +51,14 @@ def test_folder_gives_one_document_per_page_in_order(
     assert first.metadata == {
         "source": str(image_folder / "a.png"),
         "page": 1,
-        "mode": "ocr",
+        "task": "ocr",
         "model": scripted_vlm.model_id,
         "tiles": first.metadata["tiles"],
+        "result": first.metadata["result"],
     }
     assert first.metadata["tiles"] >= 1
-    assert all(d.metadata["mode"] == "ocr" for d in documents)
+    assert first.metadata["result"]["text"] == SCRIPTED_ANSWER
+    assert all(d.metadata["task"] == "ocr" for d in documents)
 
 
 def test_recursive_glob_and_page_selection(
@@ -96,17 +100,18 @@ def test_chart_mode_puts_the_table_in_the_text_and_the_data_in_metadata(
 
     [document] = loader.load()
 
-    chart = ChartData.model_validate(document.metadata["chart"])
-    assert document.page_content == chart.to_markdown().rstrip()
-    assert document.page_content.startswith("| label |")
-    assert document.metadata["mode"] == "chart"
+    chart = ChartData.model_validate({**document.metadata["result"], "meta": META})
+    assert document.page_content == render_chart(chart)
+    assert chart.to_markdown().rstrip() in document.page_content
+    assert document.metadata["task"] == "read_chart"
 
 
 def test_table_and_extract_modes(scripted_vlm: MississippiVLM, image_folder: Path) -> None:
     [table_doc] = MississippiImageLoader(
         image_folder / "a.png", vlm=scripted_vlm, mode="table", **FAST
     ).load()
-    assert TableData.model_validate(table_doc.metadata["table"]).records() == [{"total": 5}]
+    table = TableData.model_validate({**table_doc.metadata["result"], "meta": META})
+    assert table.records() == [{"total": 5}]
     assert table_doc.page_content == "| total |\n| --- |\n| 5 |"
 
     loader = MississippiImageLoader(
@@ -123,7 +128,7 @@ def test_table_and_extract_modes(scripted_vlm: MississippiVLM, image_folder: Pat
     for document in documents:
         data = json.loads(document.page_content)
         assert set(data) == {"total", "page"}
-        assert document.metadata["data"] == data
+        assert document.metadata["result"]["data"] == data
         assert document.metadata["total"] == data["total"]
         assert document.metadata["page"] == 1  # a field named like our keys stays in "data"
 
@@ -193,12 +198,12 @@ def test_pages_the_model_cannot_answer_follow_the_policy(
 
 
 def test_lazy_load_streams(scripted_vlm: MississippiVLM, tmp_path: Path) -> None:
-    """With batch_size=1 a file is read only when its turn comes: one deleted after the first
+    """With concurrency=1 a file is read only when its turn comes: one deleted after the first
     Document has been yielded is reported missing, not read earlier."""
     for name in ("a.png", "b.png", "c.png"):
         draw_image(tmp_path / name, name)
     documents = MississippiImageLoader(
-        tmp_path, vlm=scripted_vlm, batch_size=1, on_error="continue", **FAST
+        tmp_path, vlm=scripted_vlm, concurrency=1, on_error="continue", **FAST
     ).lazy_load()
 
     assert "error" not in next(documents).metadata
@@ -211,7 +216,7 @@ def test_lazy_load_streams(scripted_vlm: MississippiVLM, tmp_path: Path) -> None
 async def test_alazy_load_matches_lazy_load(
     scripted_vlm: MississippiVLM, image_folder: Path
 ) -> None:
-    loader = MississippiImageLoader(image_folder, vlm=scripted_vlm, batch_size=2, **FAST)
+    loader = MississippiImageLoader(image_folder, vlm=scripted_vlm, concurrency=2, **FAST)
 
     documents = [d async for d in loader.alazy_load()]
 
@@ -232,10 +237,12 @@ def test_progress_bar(
     ("options", "message"),
     [
         ({"mode": "pdf"}, "unknown mode 'pdf'"),
-        ({"mode": "extract"}, 'mode="extract" needs a schema'),
-        ({"mode": "ocr", "schema": {"a": ""}}, "only used with mode"),
+        ({"mode": "extract"}, 'the extract task needs arguments={"json_schema": ...}'),
+        ({"task": "extract"}, 'the extract task needs arguments={"json_schema": ...}'),
+        ({"mode": "ocr", "schema": {"a": ""}}, "json_schema: Extra inputs are not permitted"),
+        ({"task": "ocr", "arguments": {"format": "pdf"}}, "format: Input should be"),
+        ({"task": "summarise"}, "no task called 'summarise'"),
         ({"on_error": "ignore"}, "unknown on_error 'ignore'"),
-        ({"batch_size": 0}, "batch_size must be at least 1"),
     ],
 )
 def test_invalid_options(

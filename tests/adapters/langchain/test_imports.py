@@ -16,8 +16,10 @@ EXPECTED_ALL = [
     "MississippiImageLoader",
     "MississippiOCRTool",
     "MississippiTableTool",
+    "MississippiTaskTool",
     "MississippiToolkit",
     "__version__",
+    "tool_class",
 ]
 
 ROOT = Path(__file__).parents[3]

@@ -20,7 +20,6 @@ from langchain_mississippi import (
     MississippiTableTool,
     MississippiToolkit,
 )
-from langchain_mississippi.tools import ExtractInput, FixedSchemaExtractInput
 from mississippi_tools import (
     Answer,
     ChartData,
@@ -29,6 +28,7 @@ from mississippi_tools import (
     OCRResult,
     TableData,
 )
+from mississippi_tools.tasks.chart import render_chart
 from tests.support import SCRIPTED_ANSWER
 
 from .conftest import THREE_PAGES_PDF, tool_call
@@ -104,8 +104,8 @@ def test_too_many_pages_are_refused_with_a_smaller_range(scripted_vlm: Mississip
 
     assert message.status == "error"
     assert message.content == (
-        "too_many_pages: pages '1-3' selects 3 pages; this tool reads at most 2 per call; ask "
-        "for a smaller range such as '1-2' and call again for the rest"
+        f"invalid_input: {THREE_PAGES_PDF} has 3 pages to read and at most 2 are read from one "
+        "document; choose pages 1-2 (then the rest), or raise the limit"
     )
 
 
@@ -116,7 +116,7 @@ def test_pages_outside_the_document(scripted_vlm: MississippiVLM) -> None:
 
     assert message.status == "error"
     assert message.content == (
-        "invalid_input: page 7 is out of range: the document has 3 pages; pick pages 1-3"
+        f"invalid_input: page 7 is out of range: {THREE_PAGES_PDF} has 3 pages; pick pages 1-3"
     )
 
 
@@ -199,7 +199,9 @@ def test_invalid_arguments_are_explained(scripted_vlm: MississippiVLM, sample_pn
 
     assert message.status == "error"
     assert isinstance(message.content, str)
-    assert message.content.startswith("invalid_arguments: format: Input should be 'text' or")
+    assert message.content.startswith(
+        "invalid_arguments: format: Input should be 'text', 'markdown' or 'lines'"
+    )
     assert message.content.endswith("fix these arguments and call the tool again")
 
 
@@ -230,7 +232,7 @@ def test_schema_fixed_as_a_pydantic_model(scripted_vlm: MississippiVLM, sample_p
 
     message = run(tool, image=str(sample_png))
 
-    assert tool.args_schema is FixedSchemaExtractInput
+    assert "json_schema" not in tool.tool_call_schema.model_json_schema()["properties"]
     assert '"number": ""' in tool.description
     assert isinstance(message.artifact, ExtractionResult)
     assert isinstance(message.artifact.data, Invoice)
@@ -251,11 +253,12 @@ def test_schema_per_call(scripted_vlm: MississippiVLM, sample_png: Path) -> None
     broken = run(tool, image=str(sample_png), json_schema="{not json")
     unsupported = run(tool, image=str(sample_png), json_schema={"type": "object", "not": {}})
 
-    assert tool.args_schema is ExtractInput
+    assert "json_schema" in tool.tool_call_schema.model_json_schema()["properties"]
     assert as_dict.content == as_text.content
     assert set(json.loads(str(as_dict.content))) == {"approved"}
     assert str(missing.content).startswith("invalid_arguments: json_schema: Field required")
-    assert str(broken.content).startswith("invalid_arguments: json_schema is not valid JSON")
+    assert str(broken.content).startswith("invalid_arguments: json_schema: ")
+    assert "is a string but not valid JSON (" in str(broken.content)
     assert str(unsupported.content).startswith("unsupported_schema: ")
 
 
@@ -286,8 +289,8 @@ def test_toolkit_tools_share_one_model_and_the_options(
     ]
     assert [t.name for t in tools] == [
         "mississippi_ocr",
-        "mississippi_chart",
-        "mississippi_table",
+        "mississippi_read_chart",
+        "mississippi_read_table",
         "mississippi_extract",
         "mississippi_ask",
     ]
@@ -298,7 +301,7 @@ def test_toolkit_tools_share_one_model_and_the_options(
         assert tool.allowed_roots == [tmp_path]
         assert (tool.max_tiles, tool.max_pages) == (2, 4)
         assert tool.response_format == "content_and_artifact"
-    assert tools[3].args_schema is FixedSchemaExtractInput
+    assert "json_schema" not in tools[3].tool_call_schema.model_json_schema()["properties"]
     only = MississippiToolkit(vlm=scripted_vlm, include=["ask", "ocr"]).get_tools()
     assert [t.name for t in only] == ["mississippi_ocr", "mississippi_ask"]
 
@@ -320,4 +323,5 @@ def test_chart_content(scripted_vlm: MississippiVLM, sample_png: Path) -> None:
 
     chart = message.artifact
     assert isinstance(chart, ChartData)
-    assert message.content == f"Chart type: {chart.chart_type}\n{chart.to_markdown().rstrip()}"
+    assert message.content == render_chart(chart)
+    assert message.content.startswith(f"Chart: {chart.title or '(untitled)'}")
