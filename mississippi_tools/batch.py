@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_PAGES",
+    "NamedSource",
     "PageOutcome",
     "PageSelection",
     "aiter_outcomes",
@@ -45,6 +46,19 @@ DEFAULT_MAX_PAGES = 20
 """Most pages read from one document by default, on every surface (API batch forms, CLI, loaders,
 readers, agent tools, MCP); a larger selection is refused up front, naming the pages to ask for
 and the option that raises the limit. ``0`` means no limit."""
+
+
+@dataclass(frozen=True)
+class NamedSource:
+    """An input with the name to report it by (bytes read from a remote filesystem, say).
+
+    Attributes:
+        name: What outcomes and errors call it (``s3://bucket/scan.pdf``).
+        data: The input itself.
+    """
+
+    name: str
+    data: ImageInput
 
 
 @dataclass(frozen=True)
@@ -77,8 +91,10 @@ class PageOutcome(Generic[R]):
         return self.source if self.page is None else f"{self.source}, page {self.page}"
 
 
-def describe_source(source: ImageInput) -> str:
+def describe_source(source: ImageInput | NamedSource) -> str:
     """How to name ``source`` to a person: the path or URL as given, else its kind."""
+    if isinstance(source, NamedSource):
+        return source.name
     if isinstance(source, Path):
         return str(source)
     if isinstance(source, str):
@@ -95,7 +111,7 @@ def describe_source(source: ImageInput) -> str:
 
 
 def iter_source_pages(
-    sources: Iterable[ImageInput],
+    sources: Iterable[ImageInput | NamedSource],
     pages: PageSelection,
     *,
     limits: ImageLimits,
@@ -111,8 +127,9 @@ def iter_source_pages(
     from mississippi_tools.images import iter_pages
 
     selection = str(pages) if isinstance(pages, int) and not isinstance(pages, bool) else pages
-    for source in sources:
-        name = describe_source(source)
+    for given in sources:
+        name = describe_source(given)
+        source = given.data if isinstance(given, NamedSource) else given
         try:
             if max_pages:
                 _check_page_count(source, name, selection, policy, max_pages)
