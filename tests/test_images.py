@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -547,6 +548,80 @@ def test_pillow_warnings_do_not_escape() -> None:
     assert isinstance(Image.open(io.BytesIO(data)).info["transparency"], bytes)
     loaded = load_image(data)  # pytest turns warnings into errors
     assert loaded.image.getpixel((1, 0)) == BLUE
+
+
+_WARNINGS_SCRIPT = """
+import sys, threading, warnings
+from mississippi_tools.images import load_image
+
+def old_api():
+    warnings.warn("old_api is deprecated", FutureWarning, stacklevel=1)
+
+def mine():
+    warnings.warn("a warning of the application", UserWarning, stacklevel=1)
+
+def decode_all():
+    for path in sys.argv[1:]:
+        load_image(path)
+
+old_api()
+for _ in range(20):
+    decode_all()
+    old_api()
+    mine()
+
+def work():
+    for _ in range(10):
+        decode_all()
+        old_api()
+
+threads = [threading.Thread(target=work) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print("done")
+"""
+
+
+def test_other_warnings_are_shown_once_across_decodes(tmp_path: Path) -> None:
+    # Files that make Pillow warn: a palette with tRNS bytes (convert), a corrupt EXIF block.
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([*RED, *BLUE] + [0] * 762)
+    (tmp_path / "palette.png").write_bytes(encode(palette, "PNG", transparency=bytes([0, 128])))
+    corrupt_exif = encode(Image.new("RGB", (4, 4)), "JPEG", exif=b"Exif\x00\x00II*\x00\xff\xff")
+    (tmp_path / "exif.jpg").write_bytes(corrupt_exif)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _WARNINGS_SCRIPT,
+            str(tmp_path / "palette.png"),
+            str(tmp_path / "exif.jpg"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "done"
+    # Python's default: each warning shown once per place; decoding must not make it forget.
+    assert done.stderr.count("FutureWarning: old_api is deprecated") == 1, done.stderr
+    assert done.stderr.count("UserWarning: a warning of the application") == 1, done.stderr
+    assert "PIL" not in done.stderr  # Pillow's own warnings about the files are not printed
+
+
+def test_pillow_filter_comes_back_after_other_code_resets_the_filters() -> None:
+    image = Image.new("P", (2, 1))
+    image.putpalette([*RED, *BLUE] + [0] * 762)
+    image.putpixel((1, 0), 1)
+    data = encode(image, "PNG", transparency=bytes([0, 128]))
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.simplefilter("error")  # what an application or a test runner may do
+        assert load_image(data).image.getpixel((1, 0)) == BLUE
+        with pytest.warns(UserWarning, match="not from Pillow"):
+            warnings.warn("not from Pillow", UserWarning, stacklevel=1)
 
 
 # --------------------------------------------------------------------------------------------
