@@ -76,7 +76,8 @@ class MississippiToolkit(BaseToolkit):
     include: list[ToolName] | None = None
     """Which tools :meth:`get_tools` returns (default: all five)."""
     allowed_roots: list[Path] | None = None
-    """Directories image paths must stay inside; ``None`` keeps ``vlm.policy``'s roots."""
+    """Directories image paths must stay inside; ``None`` keeps ``vlm.policy``'s roots, or,
+    when those allow any path, the current directory only."""
     allow_urls: bool | None = None
     """Fetch http(s) image URLs; ``None`` keeps ``vlm.policy``'s setting (off by default)."""
     max_tiles: int | None = None

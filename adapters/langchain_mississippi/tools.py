@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from mississippi_tools.errors import InvalidInputError, MississippiError
 from mississippi_tools.pdf import parse_page_selection
+from mississippi_tools.sources import agent_policy
 from mississippi_tools.vlm import MississippiVLM
 
 __all__ = [
@@ -191,8 +192,9 @@ class _MississippiTool(BaseTool):
     vlm: MississippiVLM
     """The model, in this process or behind a service; tools of a toolkit share one."""
     allowed_roots: list[Path] | None = None
-    """Directories image paths must stay inside; ``None`` keeps ``vlm.policy``'s roots.
-    Relative paths start at the first root."""
+    """Directories image paths must stay inside; ``None`` keeps ``vlm.policy``'s roots, or,
+    when those allow any path, the current directory (:func:`~mississippi_tools.sources.
+    agent_policy`). Relative paths start at the first root."""
     allow_urls: bool | None = None
     """Fetch http(s) image URLs; ``None`` keeps ``vlm.policy``'s setting (off by default)."""
     max_tiles: int | None = None
@@ -215,12 +217,11 @@ class _MississippiTool(BaseTool):
     @model_validator(mode="after")
     def _set_up(self) -> Self:
         self._reader = self.vlm
-        changes: dict[str, Any] = {}
-        if self.allowed_roots is not None:
-            changes["allowed_roots"] = tuple(self.allowed_roots)
+        policy = agent_policy(self.vlm.policy, allowed_roots=self.allowed_roots, tool=self.name)
+        changes: dict[str, Any] = {"allowed_roots": policy.allowed_roots}
         if self.allow_urls is not None:
             changes["allow_urls"] = self.allow_urls
-        if changes:
+        if dataclasses.replace(self.vlm.policy, **changes) != self.vlm.policy:
             policy = dataclasses.replace(self.vlm.policy, **changes)
             # The same engine (and model) under this tool's policy.
             self._reader = MississippiVLM(self.vlm.engine, policy=policy, limits=self.vlm.limits)
