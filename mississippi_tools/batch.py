@@ -154,11 +154,12 @@ def _check_page_count(
     if not isinstance(source, str | Path | bytes | bytearray | memoryview):
         return  # an image in memory has one page
     count = count_pages(source, policy=policy)
-    selected = (
-        count
-        if selection is None or count <= 1
-        else len(parse_page_selection(selection, count, what=name))
-    )
+    selected = count
+    if selection is not None and count > 1:
+        try:
+            selected = len(parse_page_selection(selection, count, what=name))
+        except InvalidInputError:
+            return  # a bad selection: the pages themselves say what is wrong with it
     if selected > max_pages:
         raise InvalidInputError(
             f"{name} has {selected} pages to read and at most {max_pages} are read from one "

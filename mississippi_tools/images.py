@@ -10,9 +10,13 @@ What is accepted and how it is decoded:
 - **Formats**: PNG, JPEG, GIF, WEBP, BMP, TIFF and PDF, recognised by their magic numbers, not by
   file names. Only those Pillow plugins are used. Anything else (SVG, HTML, text, HEIC, ZIP...)
   raises :class:`~mississippi_tools.errors.ImageDecodeError` saying what the data looks like.
-- **Limits** (:class:`ImageLimits`): inputs over ``max_bytes`` are refused before decoding, and
-  images whose header declares more than ``max_pixels`` pixels are refused before their pixels
-  are decoded, so a small file declaring a huge image (a decompression bomb) costs nothing.
+- **Limits** (:class:`ImageLimits`), all checked from headers before any pixel is decoded, so
+  that a small file that would cost far more to decode than its size suggests (a decode bomb)
+  costs next to nothing: inputs over ``max_bytes``; images declaring more than ``max_pixels``
+  pixels or a side longer than ``max_side``; progressive JPEGs with more than ``max_jpeg_scans``
+  scans (each scan walks the whole image again); documents with more than ``max_pages`` pages
+  (a TIFF's pages are counted by walking its directory chain, stopping past the limit); PDFs
+  with a stream that inflates past ``max_pdf_stream_bytes`` (see :mod:`mississippi_tools.pdf`).
   Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``, twice which it refuses outright) still
   applies underneath; raise it too to accept larger images.
 - **Orientation**: the EXIF orientation tag is applied (the same transpositions as
@@ -32,8 +36,14 @@ What is accepted and how it is decoded:
   pixels give the same hash whatever the file format.
 
 Decoding never lets a foreign exception escape: whatever Pillow raises on a corrupt file becomes
-``ImageDecodeError`` (with the original as ``__cause__``). Decoding holds a module-wide lock
-(Pillow's warnings are silenced during it, which needs the process-wide warning filters).
+``ImageDecodeError`` (with the original as ``__cause__``). Decodes run in parallel: no lock is
+held. Pillow's warnings about the files it reads (a corrupt EXIF block, an image over its own
+pixel guard, a malformed MPO or APNG) are not printed: a warning filter for ``UserWarning`` and
+``DecompressionBombWarning`` raised inside the ``PIL`` package is installed once, and put back
+in front only if other code moved it. Nothing else about the process's warnings changes.
+
+Errors never quote the contents of what was read: a file that is not an image is described by
+its kind (text, JSON, HTML, a ZIP archive...), never by its bytes.
 """
 
 from __future__ import annotations
@@ -45,8 +55,8 @@ import io
 import math
 import os
 import re
+import struct
 import sys
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -65,6 +75,7 @@ from mississippi_tools.errors import (
     PDFError,
 )
 from mississippi_tools.pdf import (
+    DEFAULT_MAX_PDF_STREAM_BYTES,
     DEFAULT_PDF_DPI,
     PDFDocument,
     _parse_page_selection,
@@ -75,7 +86,11 @@ from mississippi_tools.sources import DEFAULT_MAX_BYTES, SourcePolicy, fetch_url
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_JPEG_SCANS",
+    "DEFAULT_MAX_PAGES",
+    "DEFAULT_MAX_PDF_STREAM_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_SIDE",
     "SUPPORTED_FORMATS",
     "ImageInput",
     "ImageLimits",
@@ -89,6 +104,19 @@ __all__ = [
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest ``width * height`` decoded by default (an 8000x8000 image)."""
+
+DEFAULT_MAX_SIDE = 32_768
+"""Longest side accepted by default, in pixels. A 64,000,000 x 1 image is within the pixel limit
+but makes every later resize allocate gigabytes; no camera or scanner makes such a side."""
+
+DEFAULT_MAX_JPEG_SCANS = 40
+"""Most full-size JPEG scans decoded by default (see :attr:`ImageLimits.max_jpeg_scans`).
+Encoders write 1 scan (baseline) or about 10 (progressive: 14 when each colour component of a
+scan counts); each scan walks every block of the image again, so a file repeating a tiny scan
+thousands of times takes minutes to decode."""
+
+DEFAULT_MAX_PAGES = 10_000
+"""Most pages a document (PDF or multi-page TIFF) may have by default."""
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "PDF")
 """Formats accepted, as reported in :attr:`LoadedImage.format`."""
@@ -129,10 +157,15 @@ _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_\-\s]+=*\s*")
 _BASE64_MIN_CHARS = 64  # shorter strings are taken as paths without trying base64
 _HASH_STRIP_BYTES = 4 * 1024 * 1024
 _PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
-
-# Pillow warns through the process-wide warning filters; silencing them (so that a corrupt EXIF
-# block or an oversized header is handled here, not printed) must not race with other threads.
-_DECODE_LOCK = threading.RLock()
+# Any JPEG marker but the ones inside entropy-coded data (stuffed 0xFF00, restarts 0xFFD0-D7);
+# leading 0xFF fill bytes are allowed.
+_JPEG_MARKER = re.compile(rb"\xff+([\xc0-\xcf\xd9-\xfe])")
+_JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
+_BMP_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)  # BITMAPCOREHEADER ... BITMAPV5HEADER
+# Where Pillow's warnings about a file it reads come from; see _ensure_pillow_filters.
+_PILLOW_MODULES = r"PIL(\.|$)"
+_PILLOW_WARNINGS: tuple[type[Warning], ...] = (UserWarning, Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)
@@ -149,9 +182,28 @@ class ImageLimits:
     max_pixels: int = DEFAULT_MAX_PIXELS
     """Largest ``width * height``, read from the header before decoding; also caps rendered PDF
     pages (rendered at a lower resolution rather than refused)."""
+    max_side: int = DEFAULT_MAX_SIDE
+    """Longest width or height, read from the header before decoding; also caps rendered PDF
+    pages (rendered at a lower resolution rather than refused)."""
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
+    """Most scans in a JPEG of ``max_pixels`` pixels, counted from its markers before decoding;
+    a scan counts once per colour component it holds, and a smaller image may have
+    proportionally more (the work, scans times pixels, is what is bounded)."""
+    max_pages: int = DEFAULT_MAX_PAGES
+    """Most pages in a PDF or a multi-page TIFF (counted lazily: stops past the limit)."""
+    max_pdf_stream_bytes: int = DEFAULT_MAX_PDF_STREAM_BYTES
+    """Largest inflated size of a PDF stream other than an image (page contents, forms; fonts
+    may be four times larger), checked before PDFium parses the document."""
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels"):
+        for name in (
+            "max_bytes",
+            "max_pixels",
+            "max_side",
+            "max_jpeg_scans",
+            "max_pages",
+            "max_pdf_stream_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(
@@ -250,9 +302,9 @@ def load_image(
     fmt = sniff_format(data, source=label)
     if fmt == "PDF":
         check_dpi(dpi)
-        with PDFDocument(data, source=_shown(label)) as document:
+        with _pdf(data, label, limits) as document:
             number = page or _only_page(document.page_count, label, "PDF")
-            rendered = document.render(number, dpi=dpi, max_pixels=limits.max_pixels)
+            rendered = _render(document, number, dpi, limits)
         with _decoding(label):
             rgb = _to_rgb(rendered)
         return _loaded(rgb, label, "PDF", number)
@@ -314,7 +366,7 @@ def iter_pages(
     fmt = sniff_format(data, source=label)
     if fmt == "PDF":
         check_dpi(dpi)
-        document = PDFDocument(data, source=_shown(label))
+        document = _pdf(data, label, limits)
         try:
             selected = _select(pages, document.page_count, f"PDF {_shown(label)}", PDFError)
         except BaseException:
@@ -346,7 +398,7 @@ def count_pages(
     data, label = _read_input(source, limits, policy)
     fmt = sniff_format(data, source=label)
     if fmt == "PDF":
-        with PDFDocument(data, source=_shown(label)) as document:
+        with _pdf(data, label, limits) as document:
             return document.page_count
     if fmt != "TIFF":
         return 1
@@ -361,14 +413,7 @@ def is_document(data: bytes | bytearray | memoryview) -> bool:
     fmt = _sniff(raw)
     if fmt == "PDF":
         return True
-    if fmt != "TIFF":
-        return False
-    try:
-        opened, count = _open(raw, fmt, "bytes", _DEFAULT_LIMITS)
-    except MississippiError:
-        return False
-    opened.close()
-    return count > 1
+    return fmt == "TIFF" and _tiff_page_count(raw, stop_after=2) > 1
 
 
 def sniff_format(data: bytes, *, source: str = "bytes") -> str:
@@ -555,6 +600,8 @@ def _decode_data_uri(uri: str, limits: ImageLimits) -> bytes:
 def _sniff(data: bytes) -> str | None:
     for magic, fmt in _MAGIC:
         if data.startswith(magic):
+            if fmt == "BMP" and not _is_bmp(data):
+                continue  # text that happens to start with "BM"
             return fmt
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
@@ -563,8 +610,17 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
+def _is_bmp(data: bytes) -> bool:
+    """Whether ``data``, which starts with ``BM``, has a BMP info header size where it should."""
+    return len(data) >= 18 and int.from_bytes(data[14:18], "little") in _BMP_HEADER_SIZES
+
+
 def _describe(data: bytes) -> tuple[str, str]:
-    """What unsupported ``data`` looks like, and what to do about it."""
+    """What unsupported ``data`` looks like, and what to do about it.
+
+    The description names a kind of data, never a byte of it: the data may be a file the caller
+    should not have been able to read (a credentials file an agent was tricked into naming).
+    """
     head = data[:1024]
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith(b"<") and b"<svg" in text:
@@ -577,8 +633,7 @@ def _describe(data: bytes) -> tuple[str, str]:
     if text.startswith(b"<"):
         return "XML or other markup", "pass the image itself, not a document describing it"
     if data[4:8] == b"ftyp":
-        brand = data[8:12].decode("latin-1")
-        return f"an ISO media file (brand {brand!r}: HEIC, AVIF or video)", "convert it to PNG/JPEG"
+        return "an ISO media file (HEIC, AVIF or video)", "convert it to PNG/JPEG"
     if data.startswith(b"PK\x03\x04"):
         return "a ZIP archive (DOCX, XLSX, ODT...)", "export the page as PDF or PNG"
     if data.startswith(b"\x1f\x8b"):
@@ -594,9 +649,8 @@ def _describe(data: bytes) -> tuple[str, str]:
     if sample and all(char.isprintable() or char in "\t\r\n" for char in sample):
         if sample.lstrip().startswith(("{", "[")):
             return "JSON text", "pass the image file, not JSON about it"
-        snippet = " ".join(sample.split())[:40]
-        return f"text ({snippet!r})", "pass the image file's bytes, not text"
-    return f"unknown binary data starting with {data[:8].hex(' ')}", "convert it to PNG or JPEG"
+        return "text", "pass the image file's bytes, not text"
+    return "binary data of an unknown format", "convert it to PNG or JPEG"
 
 
 # --------------------------------------------------------------------------------------------
@@ -604,49 +658,86 @@ def _describe(data: bytes) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
+def _ensure_pillow_filters() -> None:
+    """Keep Pillow's warnings about the files it reads from being printed.
+
+    The filters (``ignore`` for ``UserWarning`` and ``DecompressionBombWarning`` raised inside
+    the ``PIL`` package) are inserted once, and again only when other code has put filters in
+    front of them or removed them (``warnings.catch_warnings`` on exit, a test runner, an
+    application's ``simplefilter("error")``). Any change to the filters makes Python forget
+    which warnings it has shown once, so this touches them as rarely as possible and never
+    saves or restores the rest: unlike ``warnings.catch_warnings``, it is safe from any thread
+    and leaves the other libraries' warnings as they were.
+    """
+    filters = warnings.filters
+    if len(filters) >= len(_PILLOW_WARNINGS) and all(
+        entry[0] == "ignore"
+        and entry[2] is category
+        and entry[3] is not None
+        and entry[3].pattern == _PILLOW_MODULES
+        for entry, category in zip(filters, _PILLOW_WARNINGS, strict=False)
+    ):
+        return
+    for category in reversed(_PILLOW_WARNINGS):  # each goes in front: the first ends first
+        warnings.filterwarnings("ignore", category=category, module=_PILLOW_MODULES)
+
+
+_ensure_pillow_filters()
+
+
 @contextmanager
 def _decoding(label: str, limits: ImageLimits = _DEFAULT_LIMITS) -> Iterator[None]:
-    """Serialize decoding, silence Pillow's warnings, and map any decoder failure to ours."""
-    with _DECODE_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF, malformed MPO/APNG...
-        try:
-            yield
-        except MississippiError:
-            raise
-        except Image.DecompressionBombError as e:
-            declared = _PIL_BOMB_PIXELS.search(str(e))
-            pixels = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
-            raise ImageTooLargeError(
-                f"{_shown(label)} declares {pixels}; the limit is {limits.max_pixels:,} pixels "
-                f"and Pillow refuses over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} outright; it was "
-                "refused before decoding (a possible decompression bomb); downscale the image, "
-                "or raise ImageLimits(max_pixels=...) and PIL.Image.MAX_IMAGE_PIXELS",
-                source=label,
-            ) from None
-        except MemoryError:
-            raise ImageTooLargeError(
-                f"{_shown(label)} ran out of memory while decoding; downscale the image or "
-                "lower ImageLimits(max_pixels=...)",
-                source=label,
-            ) from None
-        except Exception as e:
-            raise ImageDecodeError(
-                f"{_shown(label)} cannot be decoded: {type(e).__name__}: {e}; the file is "
-                "truncated or corrupt; re-export or re-download it",
-                source=label,
-            ) from e
+    """Keep Pillow's warnings unprinted, and map any decoder failure to our errors."""
+    _ensure_pillow_filters()
+    try:
+        yield
+    except MississippiError:
+        raise
+    except Image.DecompressionBombError as e:
+        declared = _PIL_BOMB_PIXELS.search(str(e))
+        pixels = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
+        raise ImageTooLargeError(
+            f"{_shown(label)} declares {pixels}; the limit is {limits.max_pixels:,} pixels "
+            f"and Pillow refuses over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} outright; it was "
+            "refused before decoding (a possible decompression bomb); downscale the image, "
+            "or raise ImageLimits(max_pixels=...) and PIL.Image.MAX_IMAGE_PIXELS",
+            source=label,
+        ) from None
+    except MemoryError:
+        raise ImageTooLargeError(
+            f"{_shown(label)} ran out of memory while decoding; downscale the image or "
+            "lower ImageLimits(max_pixels=...)",
+            source=label,
+        ) from None
+    except Exception as e:
+        raise ImageDecodeError(
+            f"{_shown(label)} cannot be decoded: {type(e).__name__}: {_decoder_message(e)}; "
+            "the file is truncated or corrupt; re-export or re-download it",
+            source=label,
+        ) from e
+
+
+def _decoder_message(error: Exception) -> str:
+    """Pillow's message, without the bytes some messages quote (``b'...'``), shortened."""
+    text = re.sub(r"""b(['"]).*?(?<!\\)\1""", "<bytes>", str(error))
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _open(data: bytes, fmt: str, label: str, limits: ImageLimits) -> tuple[Image.Image, int]:
-    """Open ``data`` (header only), check its declared size, and count its pages.
+    """Open ``data`` (header only), check its declared size and cost, and count its pages.
 
     Animations (GIF, WEBP, APNG) count as one image; only a TIFF has pages.
     """
+    count = 1
+    if fmt == "TIFF":
+        count = _tiff_page_count(data, stop_after=limits.max_pages + 1)
+        _check_page_count(count, label, "TIFF", limits)
+    elif fmt == "JPEG":
+        _check_jpeg_scans(data, label, limits)
     with _decoding(label, limits):
         image = Image.open(io.BytesIO(data), formats=_PIL_FORMATS[fmt])
         _check_pixels(image.size, label, limits)
-        return image, int(getattr(image, "n_frames", 1)) if fmt == "TIFF" else 1
+        return image, count
 
 
 def _check_pixels(size: tuple[int, int], label: str, limits: ImageLimits) -> None:
@@ -658,6 +749,106 @@ def _check_pixels(size: tuple[int, int], label: str, limits: ImageLimits) -> Non
             "bombs); downscale the image or raise ImageLimits(max_pixels=...)",
             source=label,
         )
+    if max(width, height) > limits.max_side:
+        raise ImageTooLargeError(
+            f"{_shown(label)} is {width}x{height} pixels; the longest side may be "
+            f"{limits.max_side:,} pixels (checked before decoding: such a strip would take "
+            "gigabytes to resize); crop or downscale the image, or raise "
+            "ImageLimits(max_side=...)",
+            source=label,
+        )
+
+
+def _check_page_count(count: int, label: str, fmt: str, limits: ImageLimits) -> None:
+    if count > limits.max_pages:
+        pages = f"{count:,} pages" if fmt == "PDF" else "more pages (counting stopped there)"
+        raise ImageTooLargeError(
+            f"{_shown(label)} is a {fmt} with {pages}; the limit is {limits.max_pages:,} "
+            "pages; split the document, or raise ImageLimits(max_pages=...)",
+            source=label,
+        )
+
+
+def _check_jpeg_scans(data: bytes, label: str, limits: ImageLimits) -> None:
+    """Refuse a JPEG whose scans would walk its pixels more than ``limits`` allow.
+
+    Each scan costs a pass over every block of each colour component it holds; the passes may
+    add up to ``max_jpeg_scans`` for an image of ``max_pixels`` pixels, proportionally more for
+    a smaller one. Only the first image is counted (an MPO's further pictures are never
+    decoded). Segments are skipped by their lengths and entropy-coded data by a search for the
+    next marker, so this reads each byte at most once, in C.
+    """
+    allowed = limits.max_jpeg_scans
+    passes = 0
+    position = 2  # after SOI
+    while True:
+        marker = _JPEG_MARKER.search(data, position)
+        if marker is None or marker.group(1)[0] == _JPEG_EOI:
+            return
+        code, start = marker.group(1)[0], marker.end()
+        if code in _JPEG_SOF and start + 7 <= len(data):
+            height, width = struct.unpack_from(">HH", data, start + 3)
+            allowed = limits.max_jpeg_scans * max(1, limits.max_pixels // max(1, width * height))
+        elif code == _JPEG_SOS and start + 3 <= len(data):
+            passes += data[start + 2]  # the number of components in the scan
+            if passes > allowed:
+                break
+        position = start + max(2, int.from_bytes(data[start : start + 2], "big"))
+    raise ImageTooLargeError(
+        f"{_shown(label)} is a JPEG whose scans pass over its pixels more than {allowed:,} "
+        f"times (one pass per colour component of each scan; encoders need at most about 20, "
+        f"and {limits.max_jpeg_scans} are allowed at {limits.max_pixels:,} pixels, more for "
+        "smaller images); decoding it would take far longer than its size suggests; re-encode "
+        "it as a baseline JPEG or PNG, or raise ImageLimits(max_jpeg_scans=...)",
+        source=label,
+    )
+
+
+def _tiff_page_count(data: bytes, *, stop_after: int) -> int:
+    """Pages of a TIFF, counted by walking its chain of directories; at most ``stop_after``.
+
+    Follows the chain as Pillow does (a directory seen before ends it), reading only each
+    directory's entry count and next-directory offset: a few bytes a page, where Pillow would
+    parse every tag of every page. A chain pointing outside the data counts the page it points
+    to (Pillow fails on that page, which is then a decode error).
+    """
+    little = data[:2] == b"II"
+    order = "<" if little else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")  # BigTIFF: 8-byte counts and offsets
+    count_format, offset_format = (f"{order}Q", f"{order}Q") if big else (f"{order}H", f"{order}I")
+    entry_size = 20 if big else 12
+    count_size = struct.calcsize(count_format)
+    offset_size = struct.calcsize(offset_format)
+    first = 8 if big else 4
+    if len(data) < first + offset_size:
+        return 1
+    (offset,) = struct.unpack_from(offset_format, data, first)
+    seen: set[int] = set()
+    pages = 0
+    while offset and offset not in seen and pages < stop_after:
+        seen.add(offset)
+        pages += 1
+        if offset + count_size > len(data):
+            break
+        (entries,) = struct.unpack_from(count_format, data, offset)
+        next_at = offset + count_size + entries * entry_size
+        if next_at + offset_size > len(data):
+            break
+        (offset,) = struct.unpack_from(offset_format, data, next_at)
+    return max(pages, 1)
+
+
+def _pdf(data: bytes, label: str, limits: ImageLimits) -> PDFDocument:
+    """Open a PDF under ``limits``: its streams checked, its page count within ``max_pages``."""
+    document = PDFDocument(data, source=_shown(label), max_stream_bytes=limits.max_pdf_stream_bytes)
+    if document.page_count > limits.max_pages:
+        document.close()
+        _check_page_count(document.page_count, label, "PDF", limits)
+    return document
+
+
+def _render(document: PDFDocument, number: int, dpi: int, limits: ImageLimits) -> Image.Image:
+    return document.render(number, dpi=dpi, max_pixels=limits.max_pixels, max_side=limits.max_side)
 
 
 def _decode(
@@ -793,7 +984,7 @@ def _iter_pdf(
 ) -> Iterator[LoadedImage]:
     with document:
         for number in selected:
-            rendered = document.render(number, dpi=dpi, max_pixels=limits.max_pixels)
+            rendered = _render(document, number, dpi, limits)
             with _decoding(label):
                 rgb = _to_rgb(rendered)
             yield _loaded(rgb, label, "PDF", number)

@@ -6,32 +6,54 @@ pypdfium2 is imported only when a PDF is actually read; without it, reading a PD
 ``--pages`` option.
 
 Pages are rendered at :data:`DEFAULT_PDF_DPI` (``scale = dpi / 72``). A page whose rendering would
-exceed the pixel limit is rendered at the largest scale that fits, and a log record notes it,
-rather than failing: a poster-sized page is still readable at lower resolution.
+exceed the pixel or side limit is rendered at the largest scale that fits, and a log record notes
+it, rather than failing: a poster-sized page is still readable at lower resolution.
+
+Before PDFium sees a document, :func:`check_streams` measures how far each of its streams
+inflates (in bounded chunks, discarding the output), because PDFium inflates and parses a page's
+content stream whole when the page is loaded: 3 MB of deflated zeros become 3 GiB in memory,
+and 13 MB of drawing operators take seconds and hundreds of megabytes to parse. A stream other
+than an image inflating past ``max_stream_bytes`` (fonts: four times that), or all of them
+together past 32 times that, is refused with
+:class:`~mississippi_tools.errors.ImageTooLargeError`. Images are left to PDFium, which decodes
+them line by line within their declared size. The filters measured are FlateDecode, LZWDecode,
+RunLengthDecode, ASCIIHexDecode and ASCII85Decode, also chained; an encrypted stream cannot be
+measured and is left to PDFium.
 
 PDFium is not thread-safe, so every call into it holds one module-wide lock; renders from
-several threads run one at a time.
+several threads run one at a time. The stream check runs before and outside that lock, and
+image decoding (:mod:`mississippi_tools.images`) never takes it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import math
 import re
 import threading
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mississippi_tools.errors import InvalidInputError, MissingDependencyError, PDFError
+from mississippi_tools.errors import (
+    ImageTooLargeError,
+    InvalidInputError,
+    MissingDependencyError,
+    PDFError,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "DEFAULT_MAX_PDF_STREAM_BYTES",
     "DEFAULT_PDF_DPI",
     "MAX_PDF_DPI",
     "PDFDocument",
     "check_dpi",
+    "check_streams",
     "is_pdf",
     "parse_page_selection",
     "pdf_page_count",
@@ -42,6 +64,21 @@ DEFAULT_PDF_DPI = 200
 
 MAX_PDF_DPI = 1200
 """Highest ``dpi`` accepted."""
+
+DEFAULT_MAX_PDF_STREAM_BYTES = 16 * 1024 * 1024
+"""Largest inflated PDF stream other than an image or a font, by default. PDFium parsed a 13 MB
+content stream of drawing operators in 0.7 s and 400 MB; real pages hold far less."""
+
+_FONT_STREAM_FACTOR = 4  # embedded fonts (CJK fonts reach 16-20 MB) may be this much larger
+_TOTAL_STREAM_FACTOR = 32  # all measured streams of a document together
+_DICT_WINDOW = 4096  # how far before "stream" a stream's dictionary is looked for
+_OUT_CHUNK = 1 << 18  # bytes produced per step when measuring
+_IN_CHUNK = 1 << 14  # compressed bytes fed per step
+_STREAM_START = re.compile(rb">>\s*stream(?:\r\n|\n|\r)")
+_FILTER_ENTRY = re.compile(rb"/Filter\s*(\[[^\]]*\]|/[A-Za-z0-9]+)")
+_NAME = re.compile(rb"/([A-Za-z0-9]+)")
+_IMAGE_STREAM = re.compile(rb"/Subtype\s*/Image\b")
+_FONT_STREAM = re.compile(rb"/Length[123]\b|/Subtype\s*/(?:Type1C|CIDFontType0C|OpenType)\b")
 
 _PDF_MAGIC = b"%PDF-"
 _SNIFF_WINDOW = 1024  # the PDF header may follow some junk; readers look in the first 1 KiB
@@ -160,9 +197,11 @@ class PDFDocument:
     Args:
         data: The PDF file's bytes.
         source: How to name the PDF in errors and logs (a path, ``"bytes"``).
+        max_stream_bytes: Largest inflated stream; see :func:`check_streams`.
 
     Raises:
         PDFError: The PDF is corrupt, encrypted, or has no pages.
+        ImageTooLargeError: A stream inflates past the limits of :func:`check_streams`.
         MissingDependencyError: pypdfium2 is not installed.
 
     Example:
@@ -170,9 +209,16 @@ class PDFDocument:
         ...     first = pdf.render(1, max_pixels=64_000_000)
     """
 
-    def __init__(self, data: bytes, *, source: str = "bytes") -> None:
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        source: str = "bytes",
+        max_stream_bytes: int = DEFAULT_MAX_PDF_STREAM_BYTES,
+    ) -> None:
         pdfium = _pdfium()
         self.source = source
+        check_streams(data, max_stream_bytes=max_stream_bytes, source=source)
         try:
             with _PDFIUM_LOCK:
                 self._document: Any = pdfium.PdfDocument(data)
@@ -205,7 +251,14 @@ class PDFDocument:
             with _PDFIUM_LOCK:
                 document.close()
 
-    def render(self, page: int, *, dpi: int = DEFAULT_PDF_DPI, max_pixels: int) -> Image.Image:
+    def render(
+        self,
+        page: int,
+        *,
+        dpi: int = DEFAULT_PDF_DPI,
+        max_pixels: int,
+        max_side: int | None = None,
+    ) -> Image.Image:
         """Render one page.
 
         Args:
@@ -213,6 +266,7 @@ class PDFDocument:
             dpi: Rendering resolution, 1 to :data:`MAX_PDF_DPI`.
             max_pixels: Largest rendered ``width * height``; a bigger page is rendered at the
                 largest scale that fits (and a warning is logged).
+            max_side: Longest rendered side, likewise; ``None`` for no limit but ``max_pixels``.
 
         Returns:
             The rendered page as a PIL image (RGB).
@@ -222,8 +276,10 @@ class PDFDocument:
             InvalidInputError: ``dpi`` is out of range.
         """
         check_dpi(dpi)
-        if max_pixels < 1:
-            raise InvalidInputError(f"max_pixels must be at least 1, got {max_pixels}")
+        if max_pixels < 1 or (max_side is not None and max_side < 1):
+            raise InvalidInputError(
+                f"max_pixels and max_side must be at least 1, got {max_pixels} and {max_side}"
+            )
         if self._document is None:
             raise PDFError(f"PDF {self.source} is closed; open it again to render pages")
         _check_page(page, self.page_count, what=f"PDF {self.source}", error=PDFError)
@@ -238,11 +294,11 @@ class PDFDocument:
                         f"page {page} of PDF {self.source} has an empty size "
                         f"({width_pt:g}x{height_pt:g} pt); repair or re-export the PDF"
                     )
-                scale = _render_scale(width_pt, height_pt, dpi, max_pixels)
+                scale = _render_scale(width_pt, height_pt, dpi, max_pixels, max_side)
                 if scale < dpi / 72:
                     logger.warning(
                         "page %d of PDF %s is %gx%g pt; rendering it at %.1f dpi instead of %d "
-                        "to stay within max_pixels=%d",
+                        "to stay within max_pixels=%d and max_side=%s",
                         page,
                         self.source,
                         width_pt,
@@ -250,6 +306,7 @@ class PDFDocument:
                         scale * 72,
                         dpi,
                         max_pixels,
+                        max_side,
                     )
                 # to_pil() may share the bitmap's buffer: copy so that the image owns its
                 # pixels, and leave the bitmap to pypdfium2 (closing it can free that buffer).
@@ -290,13 +347,226 @@ def check_dpi(dpi: int) -> None:
         )
 
 
-def _render_scale(width_pt: float, height_pt: float, dpi: int, max_pixels: int) -> float:
-    """``dpi / 72``, lowered so that the rendered page stays within ``max_pixels``."""
+def _render_scale(
+    width_pt: float, height_pt: float, dpi: int, max_pixels: int, max_side: int | None = None
+) -> float:
+    """``dpi / 72``, lowered so that the rendered page stays within ``max_pixels``/``max_side``."""
+    longest = max_side if max_side is not None else math.inf
+
+    def fits(scale: float) -> bool:
+        width, height = math.ceil(width_pt * scale), math.ceil(height_pt * scale)
+        return width * height <= max_pixels and max(width, height) <= longest
+
     scale = dpi / 72
-    if math.ceil(width_pt * scale) * math.ceil(height_pt * scale) <= max_pixels:
+    if fits(scale):
         return scale
-    fitted = math.sqrt(max_pixels / (width_pt * height_pt))
-    # pdfium rounds sizes up: shave the scale until ceil(w*s) * ceil(h*s) fits.
-    while math.ceil(width_pt * fitted) * math.ceil(height_pt * fitted) > max_pixels:
+    fitted = min(math.sqrt(max_pixels / (width_pt * height_pt)), longest / max(width_pt, height_pt))
+    # pdfium rounds sizes up: shave the scale until the rounded size fits.
+    while not fits(fitted):
         fitted *= 0.999
     return fitted
+
+
+# --------------------------------------------------------------------------------------------
+# Stream sizes, measured before PDFium parses anything
+# --------------------------------------------------------------------------------------------
+
+
+class _Overflow(Exception):
+    """A measured stream went past its limit."""
+
+
+def check_streams(
+    data: bytes, *, max_stream_bytes: int = DEFAULT_MAX_PDF_STREAM_BYTES, source: str = "bytes"
+) -> None:
+    """Refuse a PDF whose streams would inflate past the limits when PDFium reads them.
+
+    Every stream except images is measured: its filters are applied in chunks of at most
+    256 KiB whose output is counted and dropped, and measuring stops as soon as a limit is
+    passed, so the check costs at most about ``32 * max_stream_bytes`` bytes of inflation and
+    no more memory than one chunk.
+
+    Args:
+        data: The PDF file's bytes.
+        max_stream_bytes: Largest inflated stream other than an image or a font (fonts: four
+            times this); all measured streams together may inflate to 32 times this.
+        source: How to name the PDF in errors.
+
+    Raises:
+        ImageTooLargeError: A stream, or all of them together, inflate past the limits.
+    """
+    total_limit = _TOTAL_STREAM_FACTOR * max_stream_bytes
+    total = 0
+    for match in _STREAM_START.finditer(data):
+        head = data[max(0, match.start() - _DICT_WINDOW) : match.start() + 2]
+        opened = head.rfind(b"obj")
+        dictionary = head[opened:] if opened >= 0 else head
+        if _IMAGE_STREAM.search(dictionary):
+            continue  # PDFium decodes images line by line, within their declared size
+        limit = max_stream_bytes * (_FONT_STREAM_FACTOR if _FONT_STREAM.search(dictionary) else 1)
+        limit = min(limit, total_limit - total)
+        try:
+            total += _inflated_size(data, match.end(), _filter_names(dictionary), limit)
+        except _Overflow:
+            where = f"the stream at byte {match.end():,}"
+            if limit < max_stream_bytes:
+                raise ImageTooLargeError(
+                    f"PDF {source}: its streams inflate to more than {total_limit:,} bytes in "
+                    f"all ({where} passed the total); PDFium would hold them in memory; split "
+                    "the document, or raise ImageLimits(max_pdf_stream_bytes=...)",
+                    source=source,
+                ) from None
+            raise ImageTooLargeError(
+                f"PDF {source}: {where} inflates to more than {limit:,} bytes; PDFium would "
+                "hold and parse all of it at once (a decompression bomb, or a page far beyond "
+                "ordinary content); re-export or rasterize the page, or raise "
+                "ImageLimits(max_pdf_stream_bytes=...)",
+                source=source,
+            ) from None
+
+
+def _filter_names(dictionary: bytes) -> list[bytes]:
+    entry = _FILTER_ENTRY.search(dictionary)
+    return [] if entry is None else _NAME.findall(entry.group(1))
+
+
+def _inflated_size(data: bytes, start: int, filters: list[bytes], limit: int) -> int:
+    """Bytes the stream starting at ``start`` decodes to; :class:`_Overflow` past ``limit``.
+
+    Decoding stops at the first filter it cannot apply, counting the bytes before it.
+    """
+    end = data.find(b"endstream", start)
+    raw = memoryview(data)[start : end if end >= 0 else len(data)]
+    chunks: Iterator[bytes | memoryview] = (
+        raw[i : i + _IN_CHUNK] for i in range(0, len(raw), _IN_CHUNK)
+    )
+    for name in filters:
+        decoder = _DECODERS.get(name)
+        if decoder is None:
+            break
+        chunks = _capped(decoder(chunks), limit)
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _Overflow
+    return size
+
+
+def _capped(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """``chunks``, raising :class:`_Overflow` once they add up to more than ``limit``."""
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _Overflow
+        yield chunk
+
+
+def _flate(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes]:
+    inflater = zlib.decompressobj()
+    try:
+        for chunk in chunks:
+            pending: bytes | memoryview = chunk
+            while pending and not inflater.eof:
+                yield inflater.decompress(pending, _OUT_CHUNK)
+                pending = inflater.unconsumed_tail
+            if inflater.eof:
+                return
+    except zlib.error:
+        return  # PDFium keeps what inflated before the damage; so does the count
+
+
+def _whole(chunks: Iterator[bytes | memoryview], end: bytes) -> bytes:
+    """The chunks joined, up to ``end``, without whitespace (ASCII filters; they shrink data)."""
+    text = b"".join(bytes(chunk) for chunk in chunks)
+    cut = text.find(end)
+    return re.sub(rb"\s+", b"", text if cut < 0 else text[:cut])
+
+
+def _ascii_hex(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes]:
+    digits = _whole(chunks, b">")
+    try:
+        yield binascii.unhexlify(digits + b"0" * (len(digits) % 2))
+    except binascii.Error:
+        return
+
+
+def _ascii_85(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes]:
+    try:
+        yield base64.a85decode(_whole(chunks, b"~>"))
+    except ValueError:
+        return
+
+
+def _run_length(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes]:
+    data = b"".join(bytes(chunk) for chunk in chunks)  # at most the file's size
+    out = bytearray()
+    position = 0
+    while position < len(data):
+        code = data[position]
+        if code == 128:  # end of data
+            break
+        if code < 128:
+            out += data[position + 1 : position + 2 + code]
+            position += code + 2
+        else:
+            out += data[position + 1 : position + 2] * (257 - code)
+            position += 2
+        if len(out) >= _OUT_CHUNK:
+            yield bytes(out)
+            out.clear()
+    yield bytes(out)
+
+
+def _lzw(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes]:
+    """LZW as PDF writes it (MSB first, early change), yielding what each step decodes."""
+    data = b"".join(bytes(chunk) for chunk in chunks)
+    table: list[bytes] = [bytes([i]) for i in range(256)] + [b"", b""]
+    width, buffer, bits, previous = 9, 0, 0, b""
+    out = bytearray()
+    for byte in data:
+        buffer = (buffer << 8) | byte
+        bits += 8
+        while bits >= width:
+            bits -= width
+            code = (buffer >> bits) & ((1 << width) - 1)
+            if code == 256:  # clear table
+                del table[258:]
+                width, previous = 9, b""
+                continue
+            if code == 257:  # end of data
+                yield bytes(out)
+                return
+            if code < len(table):
+                entry = table[code]
+            elif code == len(table) and previous:
+                entry = previous + previous[:1]
+            else:
+                yield bytes(out)
+                return  # corrupt
+            out += entry
+            if previous and len(table) < 4096:
+                table.append(previous + entry[:1])
+            previous = entry
+            if len(table) + 1 >= (1 << width) and width < 12:
+                width += 1
+            if len(out) >= _OUT_CHUNK:
+                yield bytes(out)
+                out.clear()
+        buffer &= (1 << bits) - 1
+    yield bytes(out)
+
+
+_DECODERS: dict[bytes, Callable[[Iterator[bytes | memoryview]], Iterator[bytes]]] = {
+    b"FlateDecode": _flate,
+    b"Fl": _flate,
+    b"LZWDecode": _lzw,
+    b"LZW": _lzw,
+    b"RunLengthDecode": _run_length,
+    b"RL": _run_length,
+    b"ASCIIHexDecode": _ascii_hex,
+    b"AHx": _ascii_hex,
+    b"ASCII85Decode": _ascii_85,
+    b"A85": _ascii_85,
+}

@@ -16,6 +16,13 @@ An agent decides which path or URL to read, so every read goes through a :class:
   byte cap and the whole fetch has one deadline. Proxy settings from the environment are ignored.
 
 Policy refusals raise :class:`~mississippi_tools.errors.AccessDeniedError` (a ``PermissionError``).
+
+**Agents**: the default policy (any path) suits code that names its own files. Where an agent (an
+LLM) names the path, as in the LangChain tools and the LlamaIndex tool spec, :func:`agent_policy`
+applies instead: unless roots are given, only the current working directory. A document the agent
+reads may carry a prompt injection asking it to read ``~/.aws/credentials``; errors never quote a
+file's contents, but a tool should not open such files at all. A tool built with the filesystem
+root as a root may read anything, and :class:`UnrestrictedPathsWarning` says so, once per process.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import ipaddress
 import os
 import socket
 import stat
+import threading
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +59,8 @@ __all__ = [
     "FORBIDDEN_PREFIXES",
     "MAX_REDIRECTS",
     "SourcePolicy",
+    "UnrestrictedPathsWarning",
+    "agent_policy",
     "fetch_url",
     "read_path",
     "resolve_path",
@@ -120,6 +131,69 @@ class SourcePolicy:
 _DEFAULT_POLICY = SourcePolicy()
 
 
+class UnrestrictedPathsWarning(UserWarning):
+    """An agent-facing tool was built with roots that let the agent read any file."""
+
+
+_unrestricted_warned = False
+_warn_lock = threading.Lock()
+
+
+def agent_policy(
+    policy: SourcePolicy | None = None,
+    *,
+    allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
+    tool: str = "a tool",
+) -> SourcePolicy:
+    """The policy for a surface where an agent names the paths: not the whole filesystem.
+
+    Args:
+        policy: The policy to start from (the model's, ``vlm.policy``); ``None`` means the
+            defaults.
+        allowed_roots: Roots given to the tool; they replace ``policy``'s.
+        tool: The tool's name, for the warning.
+
+    Returns:
+        ``policy`` with ``allowed_roots`` set: the given roots; else ``policy``'s own when it has
+        some (an empty tuple: no paths at all); else the current working directory, resolved
+        now (relative paths start there).
+
+    Warns:
+        UnrestrictedPathsWarning: Once per process, when a root is the filesystem root (``/``).
+
+    Example:
+        >>> agent_policy(SourcePolicy()).allowed_roots == (Path.cwd().resolve(),)
+        True
+    """
+    policy = policy or _DEFAULT_POLICY
+    if allowed_roots is not None:
+        roots: tuple[Path, ...] = tuple(Path(os.fsdecode(root)) for root in allowed_roots)
+    elif policy.allowed_roots is not None:
+        roots = policy.allowed_roots
+    else:
+        roots = (Path.cwd(),)
+    result = dataclasses.replace(policy, allowed_roots=roots)
+    assert result.allowed_roots is not None  # normalized by SourcePolicy
+    if any(root == Path(root.anchor) for root in result.allowed_roots):
+        _warn_unrestricted(tool)
+    return result
+
+
+def _warn_unrestricted(tool: str) -> None:
+    global _unrestricted_warned
+    with _warn_lock:
+        if _unrestricted_warned:
+            return
+        _unrestricted_warned = True
+    warnings.warn(
+        f"{tool} may read any file on this machine (a root is the filesystem root): an agent "
+        "can be talked into naming ~/.ssh or ~/.aws by a document it reads; give the tool the "
+        "directories it needs as allowed_roots instead (this is said once per process)",
+        UnrestrictedPathsWarning,
+        stacklevel=3,
+    )
+
+
 def _short(value: str, limit: int = 120) -> str:
     """``value`` for an error message, shortened when long (paths can be base64 blobs)."""
     if len(value) <= limit:
@@ -169,6 +243,15 @@ def resolve_path(path: str | os.PathLike[str], policy: SourcePolicy | None = Non
             "pass a plain filesystem path",
             path=text,
         )
+    try:
+        os.fsencode(text)  # a name read from the OS round-trips; other lone surrogates do not
+    except UnicodeEncodeError:
+        raise ImageNotFoundError(
+            f"no file at path {shown}: the path holds characters no file name can have (lone "
+            "UTF-16 surrogates, as left by a bad decoding); pass the path as the OS gives it, "
+            "or as bytes / os.PathLike",
+            path=text,
+        ) from None
     roots = policy.allowed_roots
     candidate = Path(text)
     relative_hint = ""
@@ -377,17 +460,6 @@ def _check_scheme(url: httpx.URL) -> None:
             f"URL {_short(str(url))} uses the scheme {url.scheme!r}; only http and https are "
             "fetched; download the file and pass its path or bytes"
         )
-
-
-def agent_policy(
-    base: SourcePolicy, *, allowed_roots: Iterable[str | os.PathLike[str]] | None = None
-) -> SourcePolicy:
-    """The policy of a tool an agent calls: ``base`` with ``allowed_roots`` when given."""
-    if allowed_roots is None:
-        return base
-    return dataclasses.replace(
-        base, allowed_roots=tuple(Path(os.fsdecode(r)) for r in allowed_roots)
-    )
 
 
 def check_url_allowed(url: str, policy: SourcePolicy) -> None:

@@ -433,3 +433,35 @@ def test_malformed_urls() -> None:
 )
 def test_refused_addresses(address: str, reason: str | None) -> None:
     assert _refused_address(ipaddress.ip_address(address)) == reason
+
+
+# --------------------------------------------------------------------------------------------
+# Paths that are not valid UTF-8 (issue 20.5)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_non_utf8_file_name_is_read(tmp_path: Path) -> None:
+    name = os.fsencode(tmp_path) + b"/caf\xe9.png"  # Latin-1, as an old system may write it
+    buffer = io.BytesIO()
+    Image.new("RGB", (3, 2), (9, 8, 7)).save(buffer, "PNG")
+    with open(name, "wb") as handle:
+        handle.write(buffer.getvalue())
+    text = os.fsdecode(name)  # what argv and os.listdir give: "caf\udce9.png"
+    assert "\udce9" in text
+    assert resolve_path(text) == Path(text)
+    assert load_image(text).size == (3, 2)
+    assert load_image(Path(text)).size == (3, 2)
+
+
+@pytest.mark.parametrize("name", ["\ud800.png", "a\udc00b.png", "\udfff"])
+def test_a_lone_surrogate_path_is_a_typed_error(tmp_path: Path, name: str) -> None:
+    path = str(tmp_path / name)
+    for call in (
+        lambda: resolve_path(path),
+        lambda: read_path(path),
+        lambda: load_image(path),
+        lambda: resolve_path(path, SourcePolicy(allowed_roots=(tmp_path,))),
+    ):
+        with pytest.raises(ImageNotFoundError, match="characters no file name can have") as info:
+            call()
+        str(info.value).encode("utf-8")  # the message itself is printable anywhere

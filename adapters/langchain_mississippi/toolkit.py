@@ -67,7 +67,8 @@ class MississippiToolkit(BaseToolkit):
     """Which tasks :meth:`get_tools` returns, by task name (default: every task the model can
     do; former names such as ``chart`` are accepted)."""
     allowed_roots: list[Path] | None = None
-    """Directories image paths must stay inside; ``None`` keeps ``vlm.policy``'s roots."""
+    """Directories image paths must stay inside; ``None`` keeps ``vlm.policy``'s roots, or,
+    when those allow any path, the current directory only."""
     allow_urls: bool | None = None
     """Fetch http(s) image URLs; ``None`` keeps ``vlm.policy``'s setting (off by default)."""
     max_tiles: int | None = None

@@ -162,7 +162,7 @@ class MississippiTaskTool(BaseTool):
     @model_validator(mode="after")
     def _set_up(self) -> Self:
         spec = self.spec()
-        policy = agent_policy(self.vlm.policy, allowed_roots=self.allowed_roots)
+        policy = agent_policy(self.vlm.policy, allowed_roots=self.allowed_roots, tool=self.name)
         if self.allow_urls is not None:
             policy = dataclasses.replace(policy, allow_urls=self.allow_urls)
         self._reader = self.vlm.with_policy(policy)

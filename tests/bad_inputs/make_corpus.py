@@ -284,6 +284,140 @@ def exif_rotated_jpg() -> bytes:
     return _encode(image, "JPEG", quality=95, exif=exif.tobytes())
 
 
+# --------------------------------------------------------------------------------------------
+# Decode bombs: small files that cost far more to decode than their size suggests (issue 20.3).
+# Built in memory by the tests, never committed: some are megabytes.
+# --------------------------------------------------------------------------------------------
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """``(marker, start, end)`` of each segment of a JPEG, a scan running to its next marker."""
+    segments: list[tuple[int, int, int]] = []
+    position = 2  # after SOI
+    while position < len(data):
+        marker = data[position + 1]
+        if marker == 0xD9:  # EOI
+            segments.append((marker, position, position + 2))
+            break
+        end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker == 0xDA:  # entropy-coded data follows, up to the next marker
+            while True:
+                end = data.index(b"\xff", end)
+                if data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                    end += 2
+                    continue
+                break
+        segments.append((marker, position, end))
+        position = end
+    return segments
+
+
+def progressive_jpeg_bomb(size: int = 8000, repeats: int = 1000) -> bytes:
+    """A ``size`` x ``size`` grey progressive JPEG with one AC scan repeated ``repeats`` times.
+
+    Each repeated scan is about 120 bytes (one Huffman table and an end-of-band run covering
+    every block) but makes the decoder walk every block of the image again.
+    """
+    data = _encode(Image.new("L", (size, size), 128), "JPEG", progressive=True, quality=50)
+    segments = _jpeg_segments(data)
+    scans = [index for index, (marker, _, _) in enumerate(segments) if marker == 0xDA]
+    _, table_start, _ = segments[scans[1] - 1]  # the Huffman table before the second scan
+    _, _, scan_end = segments[scans[1]]
+    unit = data[table_start:scan_end]
+    return data[:table_start] + unit * repeats + data[table_start:]
+
+
+def many_page_tiff(pages: int = 20_000) -> bytes:
+    """A little-endian TIFF of ``pages`` 1x1 grey pages, about 100 bytes each."""
+    entries = 8
+    ifd_size = 2 + 12 * entries + 4
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for index in range(pages):
+        ifd_at = len(out)
+        pixel_at = ifd_at + ifd_size
+        next_at = pixel_at + 1 if index + 1 < pages else 0
+        tags = (
+            (256, 3, 1),  # ImageWidth
+            (257, 3, 1),  # ImageLength
+            (258, 3, 8),  # BitsPerSample
+            (259, 3, 1),  # Compression: none
+            (262, 3, 1),  # PhotometricInterpretation: black is zero
+            (273, 4, pixel_at),  # StripOffsets
+            (278, 3, 1),  # RowsPerStrip
+            (279, 4, 1),  # StripByteCounts
+        )
+        out += struct.pack("<H", entries)
+        for tag, kind, value in tags:
+            packed = (
+                struct.pack("<H", value) + b"\x00\x00" if kind == 3 else struct.pack("<I", value)
+            )
+            out += struct.pack("<HHI", tag, kind, 1) + packed
+        out += struct.pack("<I", next_at)
+        out.append(index % 256)
+    return bytes(out)
+
+
+def _zeros_deflated(size: int) -> bytes:
+    """A zlib stream of ``size`` zero bytes, built without compressing them all (fast for GiBs)."""
+    chunk = 1 << 20
+    compressor = zlib.compressobj(9)
+    head = compressor.compress(bytes(chunk)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    unit = compressor.compress(bytes(chunk)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    # After a full flush the compressor starts afresh, so the same chunk compresses to the same
+    # bytes: repeat them, then close with an empty final block and the checksum of all the data.
+    full, rest = divmod(size, chunk)
+    tail = zlib.compressobj(9, wbits=-15)
+    ending = tail.compress(bytes(rest)) + tail.flush()
+    checksum = 1
+    zero_chunk = bytes(chunk)
+    for _ in range(full):
+        checksum = zlib.adler32(zero_chunk, checksum)
+    checksum = zlib.adler32(bytes(rest), checksum)
+    body = head + unit * (full - 1) if full else head[:2]
+    return body + ending + struct.pack(">I", checksum)
+
+
+def pdf_with_content_stream(
+    content: bytes | None = None, *, inflated_zeros: int = 0, filters: int = 1
+) -> bytes:
+    """A one-page PDF whose content stream is ``content`` or ``inflated_zeros`` NUL bytes.
+
+    The stream is deflated ``filters`` times (``/Filter [/FlateDecode ...]``), so a stream of
+    3 GiB of zeros takes about 3 MB once deflated, and a few KB deflated twice.
+    """
+    stream = _zeros_deflated(inflated_zeros) if content is None else zlib.compress(content, 9)
+    for _ in range(filters - 1):
+        stream = zlib.compress(stream, 9)
+    names = " ".join(["/FlateDecode"] * filters)
+    objects: list[bytes] = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        b"<< /Length %d /Filter [%s] >>\nstream\n" % (len(stream), names.encode())
+        + stream
+        + b"\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref_at = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for offset in offsets:
+        out += b"%010d 00000 n \n" % offset
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref_at,
+    )
+    return bytes(out)
+
+
+def wide_png_bomb(width: int = 64_000_000) -> bytes:
+    """A ``width`` x 1 greyscale PNG: within the pixel limit, a few KB, and absurdly wide."""
+    return png_header_only(width, 1, rows=1)
+
+
 BUILDERS: dict[str, Callable[[], bytes]] = {
     "zero-byte.png": lambda: b"",
     "truncated.png": truncated_png,

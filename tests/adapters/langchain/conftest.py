@@ -15,11 +15,15 @@ constrained JSON finishes quickly with empty strings.
 from __future__ import annotations
 
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
+
+from mississippi_tools.sources import UnrestrictedPathsWarning
 
 THREE_PAGES_PDF = Path(__file__).parents[2] / "bad_inputs" / "three_pages.pdf"
 
@@ -48,3 +52,18 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tool_call(name: str, args: dict[str, Any], call_id: str = "call-1") -> dict[str, Any]:
     """A ToolCall dict, as a chat model emits it."""
     return {"type": "tool_call", "id": call_id, "name": name, "args": args}
+
+
+@pytest.fixture(autouse=True)
+def _tools_may_read_the_test_files(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run from ``/``: the files these tests read lie in several temporary directories.
+
+    A tool built without roots reads only under the current directory
+    (``mississippi_tools.sources.agent_policy``); from ``/`` it reads any file, as it did by
+    default before, and says so with an ``UnrestrictedPathsWarning`` (ignored here; the default
+    and the warning are tested in tests/test_input_security.py).
+    """
+    monkeypatch.chdir("/")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnrestrictedPathsWarning)
+        yield

@@ -149,10 +149,14 @@ def test_a_model_failure_raises_the_library_error(tools: dict[str, FunctionTool]
         tools["read_chart"].call(image="invoice.png")
 
 
-def test_the_spec_uses_the_models_policy_by_default(tiny_vlm: MississippiVLM) -> None:
+def test_the_spec_narrows_an_unrestricted_policy_to_the_current_directory(
+    tiny_vlm: MississippiVLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert tiny_vlm.policy.allowed_roots is None  # the model's own: any path
     spec = MississippiToolSpec(tiny_vlm)
-    assert spec.policy is tiny_vlm.policy
+    assert spec.policy.allowed_roots == (tmp_path.resolve(),)
     (tool,) = spec.to_tool_list(spec_functions=[("ocr", "aocr")])
-    assert tool.metadata.description.endswith("Paths: any local file. http(s) URLs: not allowed.")
+    assert f"Paths: only files under {tmp_path.resolve()}" in tool.metadata.description
     with pytest.raises(TypeError, match=r"MississippiVLM\.load"):
         MississippiToolSpec(object())  # type: ignore[arg-type]

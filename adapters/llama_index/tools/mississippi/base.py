@@ -8,7 +8,8 @@ Images:
     ``image`` is a file path, a ``data:`` URI or base64 image bytes; an http(s) URL only when the
     source policy allows URLs. Paths and URLs are checked by a
     :class:`~mississippi_tools.sources.SourcePolicy`: the one given to the spec, else the
-    model's own (``vlm.policy``). Give agents a policy with ``allowed_roots``.
+    model's own (``vlm.policy``), through :func:`~mississippi_tools.sources.agent_policy`: a
+    policy allowing any path becomes the current directory only.
 
 Errors:
     A failed call raises the library's :class:`~mississippi_tools.errors.MississippiError`
@@ -33,6 +34,7 @@ from llama_index.core.tools.tool_spec.base import SPEC_FUNCTION_TYPE, BaseToolSp
 
 from mississippi_tools.errors import InvalidInputError
 from mississippi_tools.images import load_image
+from mississippi_tools.sources import agent_policy
 from mississippi_tools.vlm import MississippiVLM
 
 if TYPE_CHECKING:
@@ -86,7 +88,8 @@ class MississippiToolSpec(BaseToolSpec):
     Args:
         vlm: The model, in this process (:meth:`MississippiVLM.load`) or behind a service
             (:meth:`MississippiVLM.connect`).
-        policy: Which paths and URLs the agent may name; ``None`` uses ``vlm.policy``.
+        policy: Which paths and URLs the agent may name; ``None`` uses ``vlm.policy``. Either
+            way, one allowing any path is narrowed to the current directory.
         max_tiles: Most 448-px tiles per image (the model's default when ``None``).
         max_new_tokens: Most tokens per answer (each task's default when ``None``).
         timeout: Seconds before a call fails with ``DeadlineExceededError``.
@@ -119,7 +122,7 @@ class MississippiToolSpec(BaseToolSpec):
                 'MississippiVLM.connect("http://127.0.0.1:8090")'
             )
         self.vlm = vlm
-        self.policy = policy if policy is not None else vlm.policy
+        self.policy = agent_policy(policy or vlm.policy, tool="MississippiToolSpec")
         options: dict[str, Any] = {"max_tiles": max_tiles, "timeout": timeout}
         if max_new_tokens is not None:
             options["max_new_tokens"] = max_new_tokens
