@@ -139,7 +139,11 @@ class H2OVLBackend(VLMBackend):
         max_tiles: int | None = None,
         use_msac: bool | None = None,
     ) -> PreparedPrompt:
-        """Plan tiles, build the h2ogpt2 prompt and tokenize it exactly as the original does."""
+        """Plan tiles, build the h2ogpt2 prompt and tokenize it exactly as the original does.
+
+        Except for one thing: text in ``prompt`` and ``history`` never yields added tokens
+        (the original would read a typed ``<|end|>`` as the real separator).
+        """
         config = self.config
         tiles_cap = config.max_dynamic_patch if max_tiles is None else max_tiles
         if not config.dynamic_image_size:
@@ -172,11 +176,12 @@ class H2OVLBackend(VLMBackend):
                     render=_renderer(image, plan, config.image_size),
                 )
             )
-        text = processing.build_prompt(prompt, history=history, num_images=len(images))
-        text = processing.expand_image_placeholders(
-            text, [p.num_tiles for p in prepared], config.num_image_token
+        parts = processing.build_prompt(prompt, history=history, num_images=len(images))
+        parts = processing.expand_image_placeholders(
+            parts, [p.num_tiles for p in prepared], config.num_image_token
         )
-        ids = self.tokenizer.encode(text)
+        # Only the template's spans may yield added tokens: a user's "<|end|>" stays text.
+        ids = self.tokenizer.encode_segments(processing.prompt_segments(parts))
         prefix = 0
         if prepared:
             prefix = len(ids) - ids[::-1].index(self._image_end_id)
