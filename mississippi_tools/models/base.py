@@ -144,7 +144,15 @@ class VLMBackend(ABC):
         max_tiles: int | None = None,
         use_msac: bool | None = None,
     ) -> PreparedPrompt:
-        """Build the prompt ids and plan the images' tiles."""
+        """Build the prompt ids and plan the images' tiles.
+
+        ``prompt`` and ``history`` are the caller's text: they never yield an added or special
+        token id (a typed ``<|end|>`` or ``<img>`` stays text); only the backend's template
+        writes those, so encode template and caller spans apart. ``<image>`` in ``prompt`` and
+        in history questions marks where images go. Text that cannot be tokenized (a lone
+        surrogate) raises :class:`~mississippi_tools.errors.InvalidInputError` naming it.
+        ``tests/models/test_special_tokens.py`` checks every family.
+        """
 
     @abstractmethod
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
