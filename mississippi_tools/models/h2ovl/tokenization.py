@@ -143,6 +143,17 @@ class H2OVLTokenizer:
         self._split_re = re.compile(f"({pattern})") if pattern else None
         self.special_ids = frozenset(t.id for t in self._added.values() if t.special)
         self._special_contents = frozenset(t.content for t in self._added.values() if t.special)
+        # Added tokens that _decode keeps apart from the text around them.
+        self._splitting_ids = frozenset(
+            t.id for t in self._added.values() if not t.special or t.id >= self.base_vocab_size
+        )
+        # Ids whose piece is a special token's text: the piece decoder renders them verbatim.
+        self._piece_special_ids = frozenset(
+            i
+            for i in range(self.base_vocab_size)
+            if (i in self._added_by_id and self._added_by_id[i].special)
+            or sp_model.id_to_piece(i) in self._special_contents
+        )
         self.legacy = legacy
         self.add_prefix_space = add_prefix_space
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
@@ -331,28 +342,38 @@ class H2OVLTokenizer:
         before ``<unk>``/``<s>``/``</s>``. With ``add_prefix_space`` the first piece loses its
         ``▁``.
         """
+        if skip_special_tokens:
+            kept = [i for i in ids if i not in self.special_ids]
+            if self._splitting_ids.isdisjoint(kept):  # the usual case: one run of pieces
+                out = self._run_to_text(kept) if kept else ""
+                return _clean_up_tokenization(out) if self.clean_up_tokenization_spaces else out
         texts: list[str] = []
-        run: list[str] = []
+        run: list[int] = []
         for idx in ids:
             idx = int(idx)
             if skip_special_tokens and idx in self.special_ids:
                 continue
             token = self._added_by_id.get(idx)
-            if token is None:
-                run.append(str(self._sp.id_to_piece(idx)))
-            elif token.special and token.id < self.base_vocab_size:
-                run.append(token.content)  # <unk>, <s>, </s>: left to the piece decoder
-            else:
-                if run:
-                    text = self._pieces_to_text(run)
-                    if text:
-                        texts.append(text)
-                    run = []
-                texts.append(token.content)
+            if token is None or (token.special and token.id < self.base_vocab_size):
+                run.append(idx)  # <unk>, <s>, </s> are left to the piece decoder
+                continue
+            if run:
+                text = self._run_to_text(run)
+                if text:
+                    texts.append(text)
+                run = []
+            texts.append(token.content)
         if run:
-            texts.append(self._pieces_to_text(run))
+            texts.append(self._run_to_text(run))
         out = " ".join(texts)
         return _clean_up_tokenization(out) if self.clean_up_tokenization_spaces else out
+
+    def _run_to_text(self, run: list[int]) -> str:
+        # SentencePiece decodes ids as it decodes their pieces; the pieces are only needed when
+        # convert_tokens_to_string would change or split them.
+        if self.add_prefix_space or not self._piece_special_ids.isdisjoint(run):
+            return self._pieces_to_text([self.id_to_token(i) for i in run])
+        return str(self._sp.decode(run))
 
     def _pieces_to_text(self, pieces: list[str]) -> str:
         # LlamaTokenizer.convert_tokens_to_string.
