@@ -211,7 +211,10 @@ def test_agent_tools_without_roots_read_only_under_the_cwd(
 
 
 def _args(tool: Any, image: str) -> dict[str, Any]:
-    extra = {"mississippi_ask": {"question": "?"}, "mississippi_extract": {"json_schema": {"a": ""}}}
+    extra = {
+        "mississippi_ask": {"question": "?"},
+        "mississippi_extract": {"json_schema": {"a": ""}},
+    }
     return {"image": image, **extra.get(tool.name, {})}
 
 

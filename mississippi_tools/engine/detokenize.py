@@ -31,29 +31,43 @@ class StreamingText:
         self._holdback = max((len(s) for s in self._stop), default=1) - 1
         self._text = ""
         self._emitted = ""
+        self._pending: str | None = None
 
     def push(self, token_id: int) -> tuple[str, bool]:
         """Add a token; return the new certain text and whether a stop string appeared."""
         self._ids.append(token_id)
         text = self._tokenizer.decode(self._ids)
-        if text.endswith("\ufffd"):
+        if text.endswith("\ufffd") and not any(stop in text for stop in self._stop):
+            # A multi-byte character may still be incomplete: wait for the next token. Should
+            # the answer end here, finish() keeps the U+FFFD, as the original's decode does.
+            self._pending = text
             if self.pieces is not None:
                 self.pieces.append("")
-            return "", False  # a multi-byte character is still incomplete
+            return "", False
+        self._pending = None
         if self.pieces is not None:
-            self.pieces.append(text[len(self._raw) :] if text.startswith(self._raw) else "")
+            self.pieces.append(self._new_raw(text))
+        hit = self._cut(text)
+        visible = self._text.lstrip()
+        if not hit:
+            certain = min(len(visible.rstrip()), len(visible) - self._holdback)
+            visible = visible[: max(certain, 0)]
+        return self._emit(visible), hit
+
+    def _new_raw(self, text: str) -> str:
+        new = text[len(self._raw) :] if text.startswith(self._raw) else ""
         self._raw = text
+        return new
+
+    def _cut(self, text: str) -> bool:
+        """Keep ``text`` up to the first stop string; return whether there was one."""
         hit = False
         for stop in self._stop:
             index = text.find(stop)
             if index >= 0:
                 text, hit = text[:index], True
         self._text = text
-        visible = text.lstrip()
-        if not hit:
-            certain = min(len(visible.rstrip()), len(visible) - self._holdback)
-            visible = visible[: max(certain, 0)]
-        return self._emit(visible), hit
+        return hit
 
     @property
     def raw_text(self) -> str:
@@ -61,7 +75,17 @@ class StreamingText:
         return self._raw
 
     def finish(self) -> tuple[str, str]:
-        """The final answer, and the part of it not streamed yet."""
+        """The final answer, and the part of it not streamed yet.
+
+        Text held back for an incomplete character is included: the decoder writes U+FFFD for
+        the dangling bytes, and the original's answer keeps it.
+        """
+        if self._pending is not None:
+            text, self._pending = self._pending, None
+            new = self._new_raw(text)
+            if self.pieces:
+                self.pieces[-1] = new
+            self._cut(text)
         final = self._text.strip()
         return final, self._emit(final)
 

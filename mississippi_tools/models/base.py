@@ -342,8 +342,13 @@ class Backend(ABC):
     ) -> PreparedPrompt:
         """Build the prompt ids, plan the images and make the options' logits processors.
 
-        ``prompt`` and ``history`` are user text: they are tokenized as text, never as the
-        model's control tokens. ``options`` are checked with :func:`validate_options`.
+        ``prompt`` and ``history`` are the caller's text: they never yield an added or special
+        token id (a typed ``<|end|>`` or ``<img>`` stays text); only the backend's template
+        writes those, so encode template and caller spans apart. ``<image>`` in ``prompt`` and
+        in history questions marks where images go. Text that cannot be tokenized (a lone
+        surrogate) raises :class:`~mississippi_tools.errors.InvalidInputError` naming it.
+        ``tests/models/test_special_tokens.py`` checks every family. ``options`` are checked
+        with :func:`validate_options`.
 
         Raises:
             InvalidInputError: An unknown option or value, too many images for the model, or

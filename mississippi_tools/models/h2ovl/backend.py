@@ -180,7 +180,11 @@ class H2OVLBackend(DecoderBackend):
         history: Sequence[tuple[str, str]] = (),
         options: Mapping[str, Any] | None = None,
     ) -> PreparedPrompt:
-        """Plan tiles, build the h2ogpt2 prompt and tokenize it exactly as the original does."""
+        """Plan tiles, build the h2ogpt2 prompt and tokenize it exactly as the original does.
+
+        Except for one thing: text in ``prompt`` and ``history`` never yields added tokens
+        (the original would read a typed ``<|end|>`` as the real separator).
+        """
         config = self.config
         checked = validate_options(options or {}, self.info)
         max_tiles: int | None = checked.get("max_tiles")
@@ -217,11 +221,12 @@ class H2OVLBackend(DecoderBackend):
                     render=_renderer(image, plan, config.image_size),
                 )
             )
-        text = processing.build_prompt(prompt, history=history, num_images=len(images))
-        text = processing.expand_image_placeholders(
-            text, [p.num_tiles for p in prepared], config.num_image_token
+        parts = processing.build_prompt(prompt, history=history, num_images=len(images))
+        parts = processing.expand_image_placeholders(
+            parts, [p.num_tiles for p in prepared], config.num_image_token
         )
-        ids = self.tokenizer.encode(text)
+        # Only the template's spans may yield added tokens: a user's "<|end|>" stays text.
+        ids = self.tokenizer.encode_segments(processing.prompt_segments(parts))
         prefix = 0
         if prepared:
             prefix = len(ids) - ids[::-1].index(self._image_end_id)

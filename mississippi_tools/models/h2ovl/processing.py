@@ -21,12 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from PIL import Image
 
 from mississippi_tools.errors import InvalidInputError
-from mississippi_tools.models.h2ovl.tokenization import IMG_CONTEXT, IMG_END, IMG_START, TURN_END
+from mississippi_tools.models.h2ovl.tokenization import (
+    IMG_CONTEXT,
+    IMG_END,
+    IMG_START,
+    TURN_END,
+    check_text,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +44,8 @@ __all__ = [
     "ROLE_ANSWER",
     "ROLE_PROMPT",
     "Grid",
+    "PartKind",
+    "PromptPart",
     "TilePlan",
     "build_prompt",
     "candidate_grids",
@@ -45,6 +53,8 @@ __all__ = [
     "expand_image_placeholders",
     "pixel_values",
     "plan_tiles",
+    "prompt_segments",
+    "prompt_text",
     "render_tiles",
 ]
 
@@ -172,55 +182,130 @@ def pixel_values(tiles: Sequence[Image.Image]) -> torch.Tensor:
     return values.sub(mean).div(std).contiguous()
 
 
+PartKind = Literal["template", "text", "image"]
+
+
+@dataclass(frozen=True)
+class PromptPart:
+    """A span of the prompt; who wrote it decides how it is tokenized.
+
+    Attributes:
+        text: The span's text.
+        kind: ``"template"``: written by the chat template; its added tokens (``<|end|>``,
+            ``<img>``, ``<IMG_CONTEXT>``, ``</img>``) become their ids. ``"text"``: written by
+            the caller (question, history, system message); tokenized as plain text, so typing
+            ``<|end|>`` or ``<img>`` never yields those tokens. ``"image"``: where an image goes,
+            until :func:`expand_image_placeholders` puts the image block there.
+    """
+
+    text: str
+    kind: PartKind = "text"
+
+
+def prompt_text(parts: Sequence[PromptPart]) -> str:
+    """The prompt as one string (image slots appear as ``<image>``)."""
+    return "".join(part.text for part in parts)
+
+
 def build_prompt(
     question: str,
     *,
     history: Sequence[tuple[str, str]] = (),
     num_images: int = 0,
     system_message: str = "",
-) -> str:
-    r"""The h2ogpt2 conversation text, with ``<image>`` placeholders still in place.
+) -> list[PromptPart]:
+    r"""The h2ogpt2 conversation, as template and caller spans with image slots.
 
     ``<|prompt|>q1<|end|><|answer|>a1<|end|><|prompt|>q<|end|><|answer|>`` with no BOS, colon,
     space or newline. With images and no history, a question without ``<image>`` gets
     ``"<image>\\n"`` in front (one image) or ``"Image-1: <image>\\nImage-2: <image>\\n"`` (several;
     InternVL's multi-image convention — the original would fail on that input).
+
+    ``<image>`` marks an image slot in the question and in history questions (as in the
+    original, whose history questions carry the placeholder of their turn's image); in history
+    answers it is plain text, since an answer cannot hold an image.
+
+    Raises:
+        InvalidInputError: A text holds a lone surrogate (the message names which text).
     """
-    if num_images and not history and IMAGE_PLACEHOLDER not in question:
-        if num_images == 1:
-            question = IMAGE_PLACEHOLDER + "\n" + question
-        else:
-            prefix = "".join(f"Image-{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(num_images))
-            question = prefix + question
-    parts = [system_message]
+    check_text(question, "the prompt")
+    check_text(system_message, "the system message")
+    for turn, (old_question, old_answer) in enumerate(history, start=1):
+        check_text(old_question, f"the question of history turn {turn}")
+        check_text(old_answer, f"the answer of history turn {turn}")
+    parts: list[PromptPart] = []
+    if system_message:
+        parts.append(PromptPart(system_message))
     for old_question, old_answer in history:
-        parts.append(_turn(ROLE_PROMPT, old_question))
-        parts.append(_turn(ROLE_ANSWER, old_answer))
-    parts.append(_turn(ROLE_PROMPT, question))
-    parts.append(ROLE_ANSWER)
-    return "".join(parts)
+        _turn(parts, ROLE_PROMPT, _with_image_slots(old_question))
+        _turn(parts, ROLE_ANSWER, [PromptPart(old_answer)] if old_answer else [])
+    asked = _with_image_slots(question)
+    if num_images and not history and not any(part.kind == "image" for part in asked):
+        slot = PromptPart(IMAGE_PLACEHOLDER, "image")
+        newline = PromptPart("\n", "template")
+        if num_images == 1:
+            prefix = [slot, newline]
+        else:
+            prefix = []
+            for i in range(num_images):
+                prefix += [PromptPart(f"Image-{i + 1}: ", "template"), slot, newline]
+        asked = prefix + asked
+    _turn(parts, ROLE_PROMPT, asked)
+    parts.append(PromptPart(ROLE_ANSWER, "template"))
+    return parts
 
 
-def _turn(role: str, message: str) -> str:
+def _with_image_slots(text: str) -> list[PromptPart]:
+    parts: list[PromptPart] = []
+    for k, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
+        if k:
+            parts.append(PromptPart(IMAGE_PLACEHOLDER, "image"))
+        if piece:
+            parts.append(PromptPart(piece))
+    return parts
+
+
+def _turn(parts: list[PromptPart], role: str, message: list[PromptPart]) -> None:
     # The original's NO_COLON_SINGLE style: an empty message writes the role alone.
-    return role + message + TURN_END if message else role
+    parts.append(PromptPart(role, "template"))
+    if message:
+        parts.extend(message)
+        parts.append(PromptPart(TURN_END, "template"))
 
 
 def expand_image_placeholders(
-    prompt: str, tiles_per_image: Sequence[int], num_image_token: int
-) -> str:
-    """Replace each ``<image>`` in turn with ``<img>``, the image tokens, ``</img>``.
+    parts: Sequence[PromptPart], tiles_per_image: Sequence[int], num_image_token: int
+) -> list[PromptPart]:
+    """Put ``<img>``, the image tokens and ``</img>`` in each image slot, in turn.
 
     Image i gets ``num_image_token * tiles_per_image[i]`` ``<IMG_CONTEXT>`` tokens.
+
+    Raises:
+        InvalidInputError: The number of slots differs from the number of images.
     """
-    found = prompt.count(IMAGE_PLACEHOLDER)
+    found = sum(1 for part in parts if part.kind == "image")
     if found != len(tiles_per_image):
         raise InvalidInputError(
             f"the prompt has {found} {IMAGE_PLACEHOLDER} placeholder(s) for "
             f"{len(tiles_per_image)} image(s); put one {IMAGE_PLACEHOLDER} where each image "
             "belongs, or none to let the images go first"
         )
-    for tiles in tiles_per_image:
-        block = IMG_START + IMG_CONTEXT * (num_image_token * tiles) + IMG_END
-        prompt = prompt.replace(IMAGE_PLACEHOLDER, block, 1)
-    return prompt
+    tiles = iter(tiles_per_image)
+    expanded: list[PromptPart] = []
+    for part in parts:
+        if part.kind == "image":
+            block = IMG_START + IMG_CONTEXT * (num_image_token * next(tiles)) + IMG_END
+            part = PromptPart(block, "template")
+        expanded.append(part)
+    return expanded
+
+
+def prompt_segments(parts: Sequence[PromptPart]) -> list[tuple[str, bool]]:
+    """``(text, is_template)`` pairs for :meth:`H2OVLTokenizer.encode_segments`.
+
+    Raises:
+        InvalidInputError: An image slot is left (expand the placeholders first).
+    """
+    if any(part.kind == "image" for part in parts):
+        raise InvalidInputError("the prompt still has image slots; expand them first")
+    return [(part.text, part.kind == "template") for part in parts]
