@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
 
 if TYPE_CHECKING:
     import torch
@@ -25,13 +25,34 @@ __all__ = [
     "PreparedPrompt",
     "TokenizerLike",
     "VLMBackend",
+    "VocabType",
 ]
+
+VocabType: TypeAlias = Literal["byte_fallback", "byte_level", "raw"]
+"""How a tokenizer's pieces (:meth:`TokenizerLike.vocab_pieces`) spell text.
+
+- ``byte_fallback``: SentencePiece with byte fallback: ``▁`` for a space, ``<0xNN>`` pieces for
+  bytes without a piece of their own (Llama-2, Mistral, H2OVL, Idefics2).
+- ``byte_level``: GPT-2-style byte-level BPE: each byte is one printable character, ``Ġ`` for a
+  space and ``Ċ`` for a newline (Llama-3, so Idefics3; GPT-2, Qwen).
+- ``raw``: the pieces are the text itself (tiktoken-style vocabularies).
+"""
 
 
 class TokenizerLike(Protocol):
-    """The tokenizer surface the engine and the grammar glue use."""
+    """The tokenizer surface the engine and the grammar glue use.
+
+    A tokenizer may also have ``special_ids`` (ids of special and added tokens that are never
+    text) and ``add_prefix_space`` (whether encoding prepends a space; by default true for
+    ``byte_fallback`` vocabularies, false otherwise); the grammar reads both when present.
+    """
 
     eos_token_id: int
+
+    @property
+    def vocab_type(self) -> VocabType:
+        """How :meth:`vocab_pieces` spell text (see :data:`VocabType`)."""
+        ...
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``."""
@@ -42,7 +63,7 @@ class TokenizerLike(Protocol):
         ...
 
     def vocab_pieces(self, size: int | None = None) -> list[str]:
-        """Every id's piece in id order (padded to ``size``)."""
+        """Every id's piece in id order, spelt as :attr:`vocab_type` says (padded with "")."""
         ...
 
     def is_whitespace_token(self, idx: int) -> bool:
