@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from mississippi_tools.engine.local import LocalEngineConfig
     from mississippi_tools.models.base import VLMBackend
-    from mississippi_tools.structured import SchemaInput
+    from mississippi_tools.schema import SchemaInput
     from mississippi_tools.tasks.extract import ExtractionResult
 
 __all__ = ["Generation", "MississippiVLM", "PageSelection"]

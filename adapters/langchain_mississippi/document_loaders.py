@@ -18,7 +18,7 @@ from mississippi_tools.images import LoadedImage
 from mississippi_tools.vlm import MississippiVLM, PageSelection
 
 if TYPE_CHECKING:
-    from mississippi_tools.structured import SchemaInput
+    from mississippi_tools.schema import SchemaInput
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -186,7 +186,7 @@ class MississippiImageLoader(BaseLoader):
         if batch_size < 1:
             raise InvalidInputError(f"batch_size must be at least 1, got {batch_size}")
         if schema is not None:
-            from mississippi_tools.structured import normalize_schema
+            from mississippi_tools.schema import normalize_schema
 
             normalize_schema(schema)  # a SchemaError now rather than on every page
         self.paths = [Path(p) for p in ([path] if isinstance(path, str | Path) else path)]

@@ -641,7 +641,7 @@ class MississippiExtractTool(_MississippiTool):
     def _configure(self) -> None:
         if self.extraction_schema is None:
             return
-        from mississippi_tools.structured import normalize_schema
+        from mississippi_tools.schema import normalize_schema
 
         normalize_schema(self.extraction_schema)  # a SchemaError now rather than in every call
         if "args_schema" not in self.model_fields_set:
@@ -650,7 +650,7 @@ class MississippiExtractTool(_MississippiTool):
     def _describe(self) -> str:
         if self.extraction_schema is None:
             return self.description
-        from mississippi_tools.structured import normalize_schema, render_template
+        from mississippi_tools.schema import normalize_schema, render_template
 
         template = render_template(normalize_schema(self.extraction_schema))
         return (
