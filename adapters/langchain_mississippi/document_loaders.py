@@ -16,9 +16,8 @@ from mississippi_tools.errors import InvalidInputError
 from mississippi_tools.tasks.catalogue import get_task
 
 if TYPE_CHECKING:
-    from mississippi_tools.schema import SchemaInput
-
     from mississippi_tools.batch import PageOutcome
+    from mississippi_tools.schema import SchemaInput
 
 __all__ = [
     "DEFAULT_SUFFIXES",

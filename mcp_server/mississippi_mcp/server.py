@@ -706,7 +706,7 @@ def _check_schema_arguments(
     json_schema: dict[str, Any] | None, template: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The one schema of an ``extract_json`` call, refusing ambiguous or missing ones."""
-    from mississippi_tools.structured import is_json_schema
+    from mississippi_tools.schema import is_json_schema
 
     if (json_schema is None) == (template is None):
         raise ToolError(

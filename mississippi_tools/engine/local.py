@@ -415,7 +415,7 @@ class LocalEngine(Engine):
     def _grammar_factory(self) -> Any:
         with self._grammar_lock:
             if self._grammar is None:
-                from mississippi_tools.structured import JSONGrammar
+                from mississippi_tools.engine.grammar import JSONGrammar
 
                 self._grammar = JSONGrammar(
                     self.backend.tokenizer,

@@ -27,7 +27,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeAlias
 
 from mississippi_tools.errors import InvalidInputError
 
@@ -59,17 +59,31 @@ __all__ = [
 BackendKind = Literal["decoder", "generate"]
 """How a backend computes: see the module docstring."""
 
-VocabType = Literal["byte_fallback", "byte_level", "raw"]
-"""How token pieces spell bytes: SentencePiece with ``<0xNN>`` pieces, GPT-2 style byte-level
-BPE (``Ġ`` for a space), or plain text pieces."""
+VocabType: TypeAlias = Literal["byte_fallback", "byte_level", "raw"]
+"""How a tokenizer's pieces (:meth:`TokenizerLike.vocab_pieces`) spell text.
+
+- ``byte_fallback``: SentencePiece with byte fallback: ``▁`` for a space, ``<0xNN>`` pieces for
+  bytes without a piece of their own (Llama-2, Mistral, H2OVL, Idefics2).
+- ``byte_level``: GPT-2-style byte-level BPE: each byte is one printable character, ``Ġ`` for a
+  space and ``Ċ`` for a newline (Llama-3, so Idefics3; GPT-2, Qwen).
+- ``raw``: the pieces are the text itself (tiktoken-style vocabularies).
+"""
 
 
 class TokenizerLike(Protocol):
-    """The tokenizer surface the engine and the grammar glue use."""
+    """The tokenizer surface the engine and the grammar glue use.
+
+    A tokenizer may also have ``special_ids`` (ids of special and added tokens that are never
+    text) and ``add_prefix_space`` (whether encoding prepends a space; by default true for
+    ``byte_fallback`` vocabularies, false otherwise); the grammar reads both when present.
+    """
 
     eos_token_id: int
-    #: How pieces spell bytes (decides how the JSON grammar reads the vocabulary).
-    vocab_type: VocabType
+
+    @property
+    def vocab_type(self) -> VocabType:
+        """How :meth:`vocab_pieces` spell text (see :data:`VocabType`)."""
+        ...
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``."""
@@ -80,7 +94,7 @@ class TokenizerLike(Protocol):
         ...
 
     def vocab_pieces(self, size: int | None = None) -> list[str]:
-        """Every id's piece in id order (padded to ``size``)."""
+        """Every id's piece in id order, spelt as :attr:`vocab_type` says (padded with "")."""
         ...
 
     def is_whitespace_token(self, idx: int) -> bool:

@@ -2,7 +2,7 @@
 
 The prompt follows the H2OVL card, which says the model "works best with an explicit JSON
 template": ``Extract the details from the image and format the output as JSON:`` followed by the
-template (:func:`~mississippi_tools.structured.render_template`).
+template (:func:`~mississippi_tools.schema.render_template`).
 
 :class:`ExtractionPlan` is the conversation with the engine, free of I/O (a
 :class:`~mississippi_tools.tasks.base.TaskPlan`), so sync and async callers share it:
@@ -48,7 +48,7 @@ from mississippi_tools.engine.base import (
 )
 from mississippi_tools.errors import ExtractionError
 from mississippi_tools.parsing import JSONRepairError, parse_json_lenient
-from mississippi_tools.structured import (
+from mississippi_tools.schema import (
     NormalizedSchema,
     SchemaInput,
     field_confidences,

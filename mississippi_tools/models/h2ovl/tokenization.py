@@ -32,6 +32,8 @@ from mississippi_tools.errors import InvalidInputError, ModelLoadError
 if TYPE_CHECKING:
     import sentencepiece
 
+    from mississippi_tools.models.base import VocabType
+
 __all__ = [
     "IMG_CONTEXT",
     "IMG_END",
@@ -231,6 +233,11 @@ class H2OVLTokenizer:
         if idx in self._added_by_id:
             return self._added_by_id[idx].content
         return str(self._sp.id_to_piece(idx))
+
+    @property
+    def vocab_type(self) -> VocabType:
+        """``byte_fallback``: SentencePiece pieces, ``▁`` for a space and ``<0xNN>`` for bytes."""
+        return "byte_fallback"
 
     def vocab_pieces(self, size: int | None = None) -> list[str]:
         """Every id's piece, in id order, padded with empty strings up to ``size``."""

@@ -116,7 +116,7 @@ def test_pages_outside_the_document(scripted_vlm: MississippiVLM) -> None:
 
     assert message.status == "error"
     assert message.content == (
-        f"invalid_input: page 7 is out of range: {THREE_PAGES_PDF} has 3 pages; pick pages 1-3"
+        f"pdf_error: page 7 is out of range: PDF '{THREE_PAGES_PDF}' has 3 pages; pick pages 1-3"
     )
 
 

@@ -49,7 +49,7 @@ from mississippi_tools.vlm import MississippiVLM, PageSelection
 
 if TYPE_CHECKING:
     from mississippi_tools.images import LoadedImage
-    from mississippi_tools.structured import SchemaInput
+    from mississippi_tools.schema import SchemaInput
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
