@@ -496,6 +496,7 @@ def serve(
     with _exit_on_error():
         from mississippi_tools.server import InsecureBindError, ServerSettings
         from mississippi_tools.server import serve as run_server
+        from mississippi_tools.server.settings import InvalidAPIKeyError
 
         values: dict[str, Any] = {
             "host": host,
@@ -517,7 +518,7 @@ def serve(
         try:
             settings = ServerSettings(**{k: v for k, v in values.items() if v is not None})
             settings.check_bind()
-        except (ValidationError, InsecureBindError) as e:
+        except (ValidationError, InsecureBindError, InvalidAPIKeyError) as e:
             _fail(ExitCode.USAGE, str(e))
         run_server(settings)
 
