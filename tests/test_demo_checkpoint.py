@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from pydantic import BaseModel
 
 from mississippi_tools import MississippiVLM
 from mississippi_tools.testing import (
@@ -19,6 +21,13 @@ from mississippi_tools.testing import (
 )
 
 INVOICE = {"invoice_number": "12345", "date": "2024-10-17", "total": 1200.0, "paid": False}
+
+
+class Invoice(BaseModel):  # the README's model: its schema is DEMO_EXTRACT_SCHEMA's
+    invoice_number: str
+    date: datetime.date
+    total: float
+    paid: bool
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +62,7 @@ def test_every_task_gets_its_answer(demo_vlm: MississippiVLM) -> None:
     assert len(table.rows) == 2
     assert demo_vlm.extract(page(), DEMO_EXTRACT_TEMPLATE) == INVOICE
     assert demo_vlm.extract(page(), DEMO_EXTRACT_SCHEMA) == INVOICE
+    assert demo_vlm.extract(page(), Invoice) == Invoice.model_validate(INVOICE)
     assert demo_vlm.ask(page(), "What is the total?").text == DEMO_ANSWERS["ask"]
     assert demo_vlm.generate(None, "Hello there, who are you?").text == DEMO_ANSWERS["ask"]
 
