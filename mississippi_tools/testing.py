@@ -624,12 +624,12 @@ _DEMO_HIDDEN = 256
 _DEMO_HEAD_DIM = _DEMO_HIDDEN // (_DEMO_CONTEXT - 1)  # 32: 16 RoPE frequencies
 # Weight of each RoPE frequency in the heads' scores (they sum to 1): a random search over the
 # 16 frequencies of a 32-wide head (rope_theta 1e5), keeping the weights whose score at the
-# wanted distance beats every other distance up to 16,400 by the most (12.9% of the peak).
+# wanted distance beats every other distance up to 16,384 by the most (13% of the peak).
 _ROPE_WEIGHTS = (
     0.236, 0.201, 0.128, 0.024, 0.066, 0.003, 0.004, 0.111,
     0.028, 0.053, 0.035, 0.064, 0.003, 0.0, 0.001, 0.043,
 )  # fmt: skip
-_PEAK_SCORE = 270.0  # attention score at the wanted distance; 12.9% of it is a margin of 35
+_PEAK_SCORE = 270.0  # attention score at the wanted distance; 13% of it is a margin of 35
 _GATE_SCALE = 16.0  # an MLP unit's gate is +-16 x the norm's gain: fully on or off
 _OUTPUT_SIZE = 8.0  # what a firing unit writes into its token's output dimension
 _LOGIT_SCALE = 3.0

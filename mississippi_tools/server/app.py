@@ -75,7 +75,7 @@ def load_vlm(settings: ServerSettings) -> MississippiVLM:
 def _start_loading(state: ServiceState, factory: VLMFactory) -> threading.Thread:
     settings = state.settings
     logger.info(
-        "loading model %s (%s; device %s, dtype %s); requests get 503 until it is ready "
+        "loading model %s from %s, device %s, dtype %s; requests get 503 until it is ready "
         "(GET /health says when)",
         settings.model,
         _origin(settings.model),

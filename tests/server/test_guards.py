@@ -151,7 +151,7 @@ def test_serve_says_what_loads_from_where_and_when_it_is_ready(
         wait_until(lambda: live.state.phase == "ready", timeout=30, what="the model ready")
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("mississippi_tools")]
     assert any(
-        f"loading model {tmp_path} (a local directory; device auto, dtype auto)" in m
+        f"loading model {tmp_path} from a local directory, device auto, dtype auto;" in m
         for m in messages
     )
     assert any(" ready in " in m and "s (cpu, float32); serving" in m for m in messages)
