@@ -8,12 +8,17 @@ grammar's overhead; peak RSS; and start-up times. Full-size configurations have 
 
 Examples:
     python -m benchmarks                          # full suite, 800M shape (builds it once, ~1 min)
-    python -m benchmarks --quick --name smoke     # tiny model, seconds: checks the suite runs
+    python -m benchmarks --quick                  # tiny model, seconds: checks the suite runs
+    python -m benchmarks --quick --out /tmp/smoke # ... and keeps its results there
+
+A quick run prints its summary and writes no files unless --out is given (its numbers are not
+results), and every temporary checkpoint is removed when the run ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +38,22 @@ RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 
 
-def _checkpoint(path: str | None, quick: bool) -> Path:
+@contextlib.contextmanager
+def _tiny_checkpoint() -> Iterator[Path]:
+    """A tiny checkpoint in a temporary directory, removed afterwards."""
+    from mississippi_tools import testing
+
+    with tempfile.TemporaryDirectory(prefix="bench-tiny-") as directory:
+        yield testing.build_tiny_checkpoint(Path(directory))
+
+
+def _checkpoint(path: str | None, quick: bool, stack: contextlib.ExitStack) -> Path:
     from mississippi_tools import testing
 
     if path:
         return Path(path)
     if quick:
-        return testing.build_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="bench-tiny-")))
+        return stack.enter_context(_tiny_checkpoint())
     target = CACHE / "h2ovl-800m-random"
     if not (target / "model.safetensors").is_file():
         print(
@@ -92,11 +107,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--name", default=None, help="results file name (default: cpu-800m / quick)"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results directory (default: benchmarks/results; a --quick run writes none)",
+    )
     parser.add_argument("--skip", default="", help="comma-separated: startup,service,engine")
     args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        results = _run(args, stack, argv)
+    out = args.out if args.out is not None or args.quick else RESULTS
+    summary = report.markdown({**results, "targets": report.targets(results)})
+    print(summary.split("## Targets")[-1])
+    if out is None:
+        print("a --quick run writes no results; pass --out DIR to keep them")
+        return results
+    paths = report.write(results, out)
+    print(
+        "written: "
+        + ", ".join(
+            str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in paths.values()
+        )
+    )
+    return results
+
+
+def _run(
+    args: argparse.Namespace, stack: contextlib.ExitStack, argv: list[str] | None
+) -> dict[str, Any]:
+    """Measure everything the arguments ask for; temporary checkpoints go on ``stack``."""
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    checkpoint = _checkpoint(args.checkpoint, args.quick)
+    checkpoint = _checkpoint(args.checkpoint, args.quick, stack)
     new_tokens = 4 if args.quick and args.new_tokens == 32 else args.new_tokens
     started = time.time()
     print("measuring the machine's limits ...", file=sys.stderr)
@@ -130,13 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if "startup" not in skip:
         print("measuring start-up ...", file=sys.stderr)
-        from mississippi_tools.testing import build_tiny_checkpoint
-
-        tiny = (
-            checkpoint
-            if args.quick
-            else build_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="bench-tiny-")))
-        )
+        tiny = checkpoint if args.quick else stack.enter_context(_tiny_checkpoint())
         results["startup"] = startup.measure_startup(tiny)
     if "service" not in skip:
         try:
@@ -147,14 +183,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except Exception as e:
             results["service"] = {"error": f"{type(e).__name__}: {e}"}
     results["wall_seconds"] = time.time() - started
-    paths = report.write(results, args.out)
-    print(report.markdown({**results, "targets": report.targets(results)}).split("## Targets")[-1])
-    print(
-        "written: "
-        + ", ".join(
-            str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in paths.values()
-        )
-    )
     return results
 
 

@@ -258,20 +258,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    if args.checkpoint is None:
-        if not args.tiny:
-            parser.error("give --checkpoint DIR (or --tiny for a smoke run)")
-        from mississippi_tools.testing import build_tiny_checkpoint
+    if args.checkpoint is None and not args.tiny:
+        parser.error("give --checkpoint DIR (or --tiny for a smoke run)")
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as scratch:
+        if args.checkpoint is None:
+            from mississippi_tools.testing import build_tiny_checkpoint
 
-        args.checkpoint = build_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="bench-service-")))
-    results = measure_service(
-        args.checkpoint,
-        new_tokens=args.new_tokens,
-        device=args.device,
-        dtype=args.dtype,
-        concurrency=args.concurrency,
-        repeats=args.repeats,
-    )
+            args.checkpoint = build_tiny_checkpoint(Path(scratch))
+        results = measure_service(
+            args.checkpoint,
+            new_tokens=args.new_tokens,
+            device=args.device,
+            dtype=args.dtype,
+            concurrency=args.concurrency,
+            repeats=args.repeats,
+        )
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return results

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -373,6 +373,7 @@ def serve(
     with _exit_on_error():
         from mississippi_tools.server import InsecureBindError, ServerSettings
         from mississippi_tools.server import serve as run_server
+        from mississippi_tools.server.settings import InvalidAPIKeyError
 
         values: dict[str, Any] = {
             "host": host,
@@ -394,19 +395,36 @@ def serve(
         try:
             settings = ServerSettings(**{k: v for k, v in values.items() if v is not None})
             settings.check_bind()
-        except (ValidationError, InsecureBindError) as e:
+        except (ValidationError, InsecureBindError, InvalidAPIKeyError) as e:
             _fail(ExitCode.USAGE, str(e))
         run_server(settings)
 
 
 def build_checkpoint(
-    directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint.")],
-    size: Annotated[str, typer.Option(help="tiny (tests, demos) or 800m (benchmarks).")] = "tiny",
+    directory: Annotated[
+        Path, typer.Argument(help="Where to write the checkpoint.", metavar="DIRECTORY")
+    ],
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Set the weights so that every task gets a fixed, well-formed answer "
+            "(whatever the image): try every command offline.",
+        ),
+    ] = False,
+    size: Annotated[
+        Literal["tiny", "800m"],
+        typer.Option(help="tiny (tests, trying the pipeline) or 800m (benchmarks)."),
+    ] = "tiny",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
-    """Write a random-weight checkpoint in the original on-disk format (no download needed).
+    """Write a checkpoint in the original on-disk format, without downloading anything.
 
-    The words such a model writes are random; use it to try the tools offline and to benchmark.
+    Its weights are random: it loads and runs like the real model, but writes random words, so
+    chart, table and extract rarely find an answer that parses (exit code 5). With --demo, the
+    weights are set so that each task gets a fixed, well-formed answer whatever the image: a
+    chart that plots, a table, an invoice for the README's schema, some text. With --size 800m,
+    the full-size shape (1.6 GB) for benchmarks: compute does not depend on the weights.
     """
     from mississippi_tools._deps import require
 
@@ -414,12 +432,29 @@ def build_checkpoint(
         require("torch", "local", purpose="building checkpoints")
     from mississippi_tools import testing
 
-    if size == "tiny":
+    if demo and size != "tiny":
+        _fail(ExitCode.USAGE, "--demo builds a tiny checkpoint; leave out --size")
+    if demo:
+        path = testing.build_demo_checkpoint(directory, seed=seed)
+        note = (
+            "a demo checkpoint: whatever the image, each task gets a fixed, well-formed answer "
+            "(a chart, a table, an invoice, some text), so every command works offline. Try: "
+            f"mississippi-tools chart --model {directory} IMAGE --plot chart.png"
+        )
+    elif size == "tiny":
         path = testing.build_tiny_checkpoint(directory, seed=seed)
-    elif size == "800m":
-        path = testing.build_checkpoint(directory, testing.H2OVL_800M_CONFIG, seed=seed)
+        note = (
+            "a tiny checkpoint with random weights: it runs the whole pipeline, but its words "
+            "are random, so chart, table and extract rarely parse. For answers that do: "
+            "mississippi-tools build-checkpoint DIR --demo"
+        )
     else:
-        _fail(ExitCode.USAGE, f"--size must be tiny or 800m, not {size!r}")
+        path = testing.build_checkpoint(directory, testing.H2OVL_800M_CONFIG, seed=seed)
+        note = (
+            "the full-size 800M shape with random weights, for benchmarks (compute does not "
+            "depend on the weights); its answers are meaningless"
+        )
+    typer.echo(f"wrote {note}", err=True)
     typer.echo(str(path))
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,23 +26,28 @@ def test_cost_model_of_the_800m_shape() -> None:
     assert costs.decode_bytes_per_token(2) == pytest.approx(0.929e9, rel=1e-3)
 
 
-def test_quick_suite_writes_its_results(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--name", "smoke", "--out", str(tmp_path),
-         "--skip", "service,startup"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "smoke.json").read_text())
+def test_quick_suite_runs_and_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import report
+    from benchmarks.__main__ import RESULTS, main
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the tiny checkpoint goes
+    committed = sorted(RESULTS.iterdir())
+    results = main(["--quick", "--name", "smoke", "--skip", "service,startup"])
+    # not asked for with --out: the results of a smoke run are not written anywhere
+    assert "writes no results; pass --out DIR" in capsys.readouterr().out
+    assert sorted(RESULTS.iterdir()) == committed
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("bench-")]
     assert set(results["runs"]) == {"float32", "bfloat16"}
     stage = results["runs"]["float32"]["stages"]["6-tile"]
     assert stage["tiles"] == 7 and stage["seconds"]["vision"] > 0
     assert {t["concurrency"] for t in results["runs"]["float32"]["throughput"]} == {1, 4, 8}
     assert all(t["same_tokens_as_plain"] for t in results["runs"]["float32"]["throughput"])
     assert results["runs"]["float32"]["cache"]["second_cache_hit"]
-    assert "## Targets" in (tmp_path / "smoke.md").read_text()
-    assert (tmp_path / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    paths = report.write(results, tmp_path / "out")  # what --out writes
+    assert "## Targets" in paths["md"].read_text()
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(paths["json"].read_text())["name"] == "smoke"

@@ -173,7 +173,91 @@ def test_missing_model_offline_is_a_model_error(
 
 
 def test_build_checkpoint_writes_the_original_layout(tmp_path: Path) -> None:
-    code, _, err = invoke("build-checkpoint", str(tmp_path / "tiny"))
+    code, out, err = invoke("build-checkpoint", str(tmp_path / "tiny"))
     assert code == ExitCode.OK, err
     written = {p.name for p in (tmp_path / "tiny").iterdir()}
     assert written >= {"config.json", "model.safetensors", "tokenizer.model"}
+    assert out.strip() == str(tmp_path / "tiny")  # stdout stays the path, for scripts
+    assert "random weights" in err and "--demo" in err
+
+
+def test_build_checkpoint_help_says_what_the_weights_are() -> None:
+    code, out, _ = invoke("build-checkpoint", "--help")
+    assert code == ExitCode.OK
+    text = " ".join(out.split())
+    assert "Its weights are random" in text
+    assert "--demo" in text and "well-formed answer" in text
+    assert "--size <tiny|800m>" in text
+
+
+def test_demo_checkpoint_answers_every_command(tmp_path: Path, sample_png: Path) -> None:
+    from mississippi_tools.testing import DEMO_ANSWERS, DEMO_EXTRACT_TEMPLATE
+
+    demo = tmp_path / "demo"
+    code, _, err = invoke("build-checkpoint", str(demo), "--demo")
+    assert code == ExitCode.OK, err
+    assert "well-formed answer" in err
+    model = ("--model", str(demo))
+    plot = tmp_path / "chart.png"
+    code, out, err = invoke("chart", str(sample_png), "--csv", "--plot", str(plot), *model)
+    assert code == ExitCode.OK, err
+    assert out.split() == ["Month,Sales", "January,1000", "February,1200", "March,900"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, err = invoke("table", str(sample_png), "--csv", *model)
+    assert code == ExitCode.OK, err
+    assert out.splitlines()[0] == "Product,Price,Quantity"
+    schema = tmp_path / "invoice.json"
+    schema.write_text(json.dumps(DEMO_EXTRACT_TEMPLATE))
+    code, out, err = invoke("extract", str(sample_png), "--schema", str(schema), *model)
+    assert code == ExitCode.OK, err
+    assert json.loads(out)["data"] == {
+        "invoice_number": "12345",
+        "date": "2024-10-17",
+        "total": 1200.0,
+        "paid": False,
+    }
+    code, out, err = invoke("ocr", str(sample_png), *model)
+    assert (code, out.strip()) == (ExitCode.OK, DEMO_ANSWERS["ocr"]), err
+    code, out, err = invoke("ask", str(sample_png), "-q", "What is the total?", *model)
+    assert (code, out.strip()) == (ExitCode.OK, DEMO_ANSWERS["ask"]), err
+
+
+@pytest.mark.slow  # six processes that each import torch: a minute on a busy 2-core machine
+def test_demo_walkthrough_in_subprocesses(tmp_path: Path, sample_png: Path) -> None:
+    """The README's offline walkthrough, command by command, as a newcomer runs it."""
+    import os
+    import subprocess
+    import sys
+
+    from mississippi_tools.testing import DEMO_ANSWERS, DEMO_EXTRACT_TEMPLATE
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def run(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mississippi_tools", *args],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def done(process: subprocess.Popen[str]) -> str:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == ExitCode.OK, err
+        return out
+
+    assert done(run("build-checkpoint", "demo", "--demo")).strip() == "demo"
+    (tmp_path / "invoice.json").write_text(json.dumps(DEMO_EXTRACT_TEMPLATE))
+    image = str(sample_png)
+    commands = {  # in parallel: each process spends most of its time importing
+        "chart": run("chart", "--model", "demo", image, "--plot", "chart.png", "--csv"),
+        "table": run("table", "--model", "demo", image, "--csv"),
+        "extract": run("extract", "--model", "demo", image, "--schema", "invoice.json"),
+        "ocr": run("ocr", "--model", "demo", image),
+        "ask": run("ask", "--model", "demo", image, "-q", "What is the total?"),
+    }
+    outputs = {name: done(process) for name, process in commands.items()}
+    assert outputs["chart"].splitlines()[1] == "January,1000"
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    assert outputs["table"].splitlines()[1] == "Shoes,$80,5"
+    assert json.loads(outputs["extract"])["data"]["total"] == 1200.0
+    assert outputs["ocr"].strip() == DEMO_ANSWERS["ocr"]
+    assert outputs["ask"].strip() == DEMO_ANSWERS["ask"]

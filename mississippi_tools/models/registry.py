@@ -122,10 +122,16 @@ def load_backend(
         allow_pickle=allow_pickle,
         progress=progress,
     )
+    path = directory / "config.json"
     try:
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise ModelNotFoundError(f"cannot read {directory / 'config.json'}: {e}") from e
+        raise ModelNotFoundError(f"cannot read {path}: {e}") from e
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"{path} holds a JSON {_json_type(config)}, not an object; a checkpoint's "
+            'config.json is an object such as {"model_type": "h2ovl_chat", ...}'
+        )
     backend_cls = backend_for_config(config)
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
@@ -137,3 +143,9 @@ def load_backend(
         attn_implementation=resolve_attention(attention, resolved_device, resolved_dtype),
         allow_pickle=allow_pickle,
     )
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a parsed value's type."""
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)

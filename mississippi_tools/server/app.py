@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,8 +21,13 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
+from mississippi_tools.errors import MississippiError
 from mississippi_tools.server import openai, tasks
-from mississippi_tools.server.auth import check_api_key, service_state
+from mississippi_tools.server.auth import (
+    check_api_key,
+    install_access_log_redaction,
+    service_state,
+)
 from mississippi_tools.server.errors import ClientDisconnectedError, install_error_handlers
 from mississippi_tools.server.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServiceMetrics
 from mississippi_tools.server.middleware import BodyLimitMiddleware
@@ -29,9 +35,13 @@ from mississippi_tools.server.settings import ServerSettings
 from mississippi_tools.server.state import LOADING_RETRY_AFTER, ServiceState, VLMFactory
 from mississippi_tools.vlm import MississippiVLM
 
-__all__ = ["create_app", "load_vlm"]
+__all__ = ["LOAD_FAILURE", "create_app", "load_vlm"]
 
 logger = logging.getLogger(__name__)
+
+LOAD_FAILURE = "mississippi_load_failure"
+"""Attribute set on the log record of a failed model load (:func:`serve` raises the error
+itself, so its console drops that record)."""
 
 
 def load_vlm(settings: ServerSettings) -> MississippiVLM:
@@ -63,22 +73,61 @@ def load_vlm(settings: ServerSettings) -> MississippiVLM:
 
 
 def _start_loading(state: ServiceState, factory: VLMFactory) -> threading.Thread:
+    settings = state.settings
+    logger.info(
+        "loading model %s from %s, device %s, dtype %s; requests get 503 until it is ready "
+        "(GET /health says when)",
+        settings.model,
+        _origin(settings.model),
+        settings.device,
+        settings.dtype,
+    )
+
     def run() -> None:
+        started = time.monotonic()
         try:
             vlm = factory(state.settings)
-        except BaseException as e:  # reported by /health; the process keeps answering
-            logger.error("the model could not be loaded: %s", e, exc_info=e)
+        except MississippiError as e:  # expected (no such model, bad config ...): one line
+            logger.error("the model could not be loaded: %s", e, extra={LOAD_FAILURE: True})
+            state.set_failed(e)
+            return
+        except BaseException as e:  # a bug: with its traceback; /health reports it
+            logger.error(
+                "the model could not be loaded: %s", e, exc_info=e, extra={LOAD_FAILURE: True}
+            )
             state.set_failed(e)
             return
         if state.phase == "stopping":  # shut down while loading
             vlm.close()
             return
         state.set_ready(vlm)
-        logger.info("model %s loaded; serving", vlm.model_id)
+        logger.info(
+            "model %s ready in %.1f s (%s); serving",
+            vlm.model_id,
+            time.monotonic() - started,
+            _placement(vlm),
+        )
 
     thread = threading.Thread(target=run, name="mississippi-load", daemon=True)
     thread.start()
     return thread
+
+
+def _origin(model: str) -> str:
+    """Where a model is read from, for the start-up message."""
+    from pathlib import Path
+
+    if Path(model).expanduser().is_dir():
+        return "a local directory"
+    return "the hub cache (downloaded first if missing)"
+
+
+def _placement(vlm: MississippiVLM) -> str:
+    """Device and dtype of a loaded model, e.g. ``cpu, bfloat16`` (the engine's name if unknown)."""
+    backend = getattr(vlm.engine, "backend", None)
+    if backend is None:
+        return f"{vlm.engine.name} engine"
+    return f"{backend.device}, {str(backend.dtype).removeprefix('torch.')}"
 
 
 def create_app(
@@ -102,8 +151,13 @@ def create_app(
     Returns:
         The FastAPI app. Serve it with :func:`~mississippi_tools.server.run.serve` (which also
         checks the bind address) or any ASGI server.
+
+    Raises:
+        InvalidAPIKeyError: The settings' API key is blank or cannot be sent in a header.
     """
     settings = settings or ServerSettings()
+    settings.check_api_key()
+    install_access_log_redaction()
     metrics = ServiceMetrics()
     state = ServiceState(settings, metrics)
     metrics.state = state

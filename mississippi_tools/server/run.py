@@ -1,5 +1,8 @@
 """Running the service with uvicorn: :func:`serve` (the CLI's ``serve``) and :class:`Server`.
 
+While :func:`serve` runs, the service's own messages (what model loads from where, when it is
+ready and how long that took) go to stderr in uvicorn's format and at its log level.
+
 Shutdown (SIGTERM or Ctrl-C): uvicorn stops accepting connections and waits for in-flight
 requests. :class:`Server` gives them ``shutdown_grace`` seconds; then the engine cancels what is
 still running, so those requests end with a clean 503 (``cancelled``) instead of a dropped
@@ -9,13 +12,17 @@ connection; then the app's lifespan closes the engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from uvicorn.config import LOG_LEVELS
+from uvicorn.logging import DefaultFormatter
 
-from mississippi_tools.server.app import create_app
+from mississippi_tools.server.app import LOAD_FAILURE, create_app
 from mississippi_tools.server.settings import ServerSettings
 from mississippi_tools.server.state import ServiceState
 
@@ -100,23 +107,48 @@ def serve(
     """
     settings = settings or ServerSettings()
     settings.check_bind()
-    app = create_app(settings, vlm, vlm_factory=vlm_factory)
-    server = build_server(app, settings)
-    state: ServiceState = app.state.service
+    with _console(settings.log_level):
+        app = create_app(settings, vlm, vlm_factory=vlm_factory)
+        server = build_server(app, settings)
+        state: ServiceState = app.state.service
 
-    async def watch_loading() -> None:
-        while state.phase == "loading":
-            await asyncio.sleep(_LOAD_POLL)
-        if state.phase == "failed":
-            server.should_exit = True
+        async def watch_loading() -> None:
+            while state.phase == "loading":
+                await asyncio.sleep(_LOAD_POLL)
+            if state.phase == "failed":
+                server.should_exit = True
 
-    async def main() -> None:
-        watcher = asyncio.ensure_future(watch_loading())
-        try:
-            await server.serve()
-        finally:
-            watcher.cancel()
+        async def main() -> None:
+            watcher = asyncio.ensure_future(watch_loading())
+            try:
+                await server.serve()
+            finally:
+                watcher.cancel()
 
-    asyncio.run(main())
+        asyncio.run(main())
     if state.load_error is not None:
         raise state.load_error
+
+
+class _NotLoadFailures(logging.Filter):
+    """Drop the record of a failed load: :func:`serve` raises that error to its caller."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, LOAD_FAILURE, False)
+
+
+@contextlib.contextmanager
+def _console(level: str) -> Iterator[None]:
+    """Send the ``mississippi_tools.server`` loggers to stderr, formatted as uvicorn's lines."""
+    package = logging.getLogger("mississippi_tools.server")
+    handler = logging.StreamHandler()
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+    handler.addFilter(_NotLoadFailures())
+    previous = package.level
+    package.setLevel(LOG_LEVELS[level])
+    package.addHandler(handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(previous)

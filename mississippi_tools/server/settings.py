@@ -3,7 +3,9 @@
 Every field can be set in the environment with the ``MISSISSIPPI_`` prefix
 (``MISSISSIPPI_PORT=9000``, ``MISSISSIPPI_API_KEY=...``); keyword arguments (and the CLI's flags)
 take precedence. :meth:`ServerSettings.check_bind` refuses a non-loopback address without an API
-key: the service reads arbitrary images for whoever can reach it.
+key (the service reads arbitrary images for whoever can reach it), and
+:meth:`ServerSettings.check_api_key` a key no client could send: blank, padded with whitespace, or
+with characters an HTTP header cannot carry.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_SHUTDOWN_GRACE",
     "InsecureBindError",
+    "InvalidAPIKeyError",
     "ServerSettings",
     "is_loopback",
 ]
@@ -56,6 +59,12 @@ class InsecureBindError(MississippiError, ValueError):
     """The service would listen beyond this machine without an API key."""
 
     code = "insecure_bind"
+
+
+class InvalidAPIKeyError(MississippiError, ValueError):
+    """The API key is blank, padded with whitespace, or not sendable in an HTTP header."""
+
+    code = "invalid_api_key"
 
 
 def is_loopback(host: str) -> bool:
@@ -140,12 +149,45 @@ class ServerSettings(BaseSettings):
     access_log: bool = True
     """Log one line per request."""
 
-    def check_bind(self) -> None:
-        """Refuse to listen beyond this machine without an API key.
+    def check_api_key(self) -> None:
+        """Refuse an API key that no client could send.
+
+        A blank key (``MISSISSIPPI_API_KEY=``, ``--api-key ' '``) would pass for "a key is set"
+        while no request can match it; surrounding whitespace is lost from clients'
+        ``Authorization`` headers; a header carries printable ASCII only.
 
         Raises:
+            InvalidAPIKeyError: The key is blank, padded with whitespace, or has a character
+                outside printable ASCII.
+        """
+        if self.api_key is None:
+            return
+        key = self.api_key.get_secret_value()
+        where = "the API key (--api-key or MISSISSIPPI_API_KEY)"
+        if not key.strip():
+            raise InvalidAPIKeyError(
+                f'{where} is blank; set a real one, e.g. --api-key "$(openssl rand -hex 32)", '
+                f"or set none and serve on {DEFAULT_HOST} only"
+            )
+        if key != key.strip():
+            raise InvalidAPIKeyError(
+                f"{where} starts or ends with whitespace, which clients' Authorization headers "
+                "drop; remove it"
+            )
+        if any(not " " <= c <= "~" for c in key):
+            raise InvalidAPIKeyError(
+                f"{where} has a character outside printable ASCII, which an HTTP header cannot "
+                "carry; use letters, digits and punctuation, e.g. $(openssl rand -hex 32)"
+            )
+
+    def check_bind(self) -> None:
+        """Refuse an unusable API key, and to listen beyond this machine without one.
+
+        Raises:
+            InvalidAPIKeyError: See :meth:`check_api_key`.
             InsecureBindError: ``host`` is not a loopback address and ``api_key`` is not set.
         """
+        self.check_api_key()
         if not is_loopback(self.host) and self.api_key is None:
             raise InsecureBindError(
                 f"refusing to bind {self.host!r} without an API key: anyone who can reach this "

@@ -18,8 +18,11 @@ from typing import Any
 from mississippi_tools.errors import ConfigError
 
 __all__ = [
+    "LLM_SIZE_LIMITS",
     "SUPPORTED_DECODERS",
     "SUPPORTED_TEMPLATES",
+    "TILE_LIMITS",
+    "VISION_SIZE_LIMITS",
     "H2OVLConfig",
     "H2OVLVisionConfig",
 ]
@@ -28,6 +31,61 @@ __all__ = [
 SUPPORTED_DECODERS = ("llama", "mistral")
 #: Conversation templates we implement (``config.template``).
 SUPPORTED_TEMPLATES = ("h2ogpt2",)
+
+# Upper bounds of the sizes a config.json may declare. Each is about 4x the largest published
+# checkpoint of the InternVL lineage H2OVL belongs to (``internvl_chat`` configs parse here too):
+# InternVL2-Llama3-76B, whose decoder is Llama-3-70B (80 layers, 8192 wide, 28672-wide MLP, 64
+# heads, 128,256 tokens; 131,072 positions in Llama 3.1) and whose encoder is InternViT-6B (48
+# layers, 3200 wide, 12800-wide MLP, 25 heads), with 448-px tiles and up to 12 of them. The
+# H2OVL 800M and 2B are far below (the 2B: 24 layers, 2560 wide). Bounds that loose admit any real
+# or plausible successor, and still refuse a typo or a hostile file (1e6 layers) in microseconds,
+# before a module is built or a byte allocated.
+
+#: Largest value of each size in ``llm_config``.
+LLM_SIZE_LIMITS: dict[str, int] = {
+    "num_hidden_layers": 320,
+    "hidden_size": 32_768,
+    "intermediate_size": 131_072,
+    "num_attention_heads": 256,
+    "num_key_value_heads": 256,
+    "head_dim": 1024,
+    "vocab_size": 524_288,
+    "max_position_embeddings": 524_288,
+}
+#: Largest value of each size in ``vision_config``.
+VISION_SIZE_LIMITS: dict[str, int] = {
+    "num_hidden_layers": 192,
+    "hidden_size": 12_800,
+    "intermediate_size": 51_200,
+    "num_attention_heads": 100,
+    "image_size": 1792,
+    "patch_size": 1792,
+    "num_channels": 4,
+}
+#: Largest value of the tiling sizes at the top of ``config.json``.
+TILE_LIMITS: dict[str, int] = {
+    "min_dynamic_patch": 48,
+    "max_dynamic_patch": 48,
+    "force_image_size": 1792,
+}
+
+
+def _check_sizes(block: str, data: dict[str, Any], limits: dict[str, int]) -> None:
+    """Refuse sizes in ``data`` that are not whole numbers from 1 to their limit."""
+    for key, limit in limits.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        where = f"{block}{key}"
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(
+                f"{where} is {value!r}; it must be a whole number from 1 to {limit:,}"
+            )
+        if not 1 <= value <= limit:
+            raise ConfigError(
+                f"{where} is {value:,}; it must be from 1 to {limit:,} (about 4x the largest "
+                "published model of the H2OVL/InternVL lineage); is this config.json damaged?"
+            )
 
 
 @dataclass
@@ -66,6 +124,7 @@ class H2OVLVisionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> H2OVLVisionConfig:
         """Build from a ``vision_config`` dict, ignoring keys that do not affect computation."""
+        _check_sizes("vision_config.", data, VISION_SIZE_LIMITS)
         known = {f for f in cls.__dataclass_fields__}
         config = cls(**{k: v for k, v in data.items() if k in known})
         if config.norm_type not in ("layer_norm", "rms_norm"):
@@ -194,6 +253,8 @@ class H2OVLConfig:
         for key in ("hidden_size", "vocab_size", "num_hidden_layers", "num_attention_heads"):
             if key not in self.llm_config:
                 raise ConfigError(f"llm_config lacks {key!r}; is this an h2ovl_chat config.json?")
+        _check_sizes("llm_config.", self.llm_config, LLM_SIZE_LIMITS)
+        _check_sizes("", {k: getattr(self, k) for k in TILE_LIMITS}, TILE_LIMITS)
         if self.ps_version not in ("v1", "v2"):
             raise ConfigError(f"ps_version {self.ps_version!r} is not supported; use 'v1' or 'v2'")
         if self.downsample_ratio not in (0.5, 0.25):
@@ -228,6 +289,12 @@ class H2OVLConfig:
             )
         if "llm_config" not in data or "vision_config" not in data:
             raise ConfigError("config.json lacks llm_config or vision_config")
+        for block in ("llm_config", "vision_config"):
+            if not isinstance(data[block], dict):
+                raise ConfigError(
+                    f"config.json's {block} is a JSON {type(data[block]).__name__}; "
+                    "it must be an object"
+                )
         known = set(cls.__dataclass_fields__) - {"vision_config", "llm_config"}
         kwargs = {k: v for k, v in data.items() if k in known}
         return cls(
