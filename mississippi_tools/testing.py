@@ -705,9 +705,9 @@ def _demo_scripts(tokenizer: Any) -> list[_Script]:
     from mississippi_tools.tasks.table import build_table_prompt
 
     def prompt_ids(question: str) -> tuple[int | None, ...]:
-        text = processing.build_prompt(question, num_images=1)
-        text = processing.expand_image_placeholders(text, [1], 1)
-        return tuple(tokenizer.encode(text))
+        parts = processing.build_prompt(question, num_images=1)
+        parts = processing.expand_image_placeholders(parts, [1], 1)
+        return tuple(tokenizer.encode_segments(processing.prompt_segments(parts)))
 
     suffix = tuple(tokenizer.encode(TURN_END + processing.ROLE_ANSWER))
     anything: tuple[int | None, ...] = (None,) * _DEMO_CONTEXT + suffix

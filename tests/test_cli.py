@@ -210,7 +210,7 @@ def test_demo_checkpoint_answers_every_command(tmp_path: Path, sample_png: Path)
     schema.write_text(json.dumps(DEMO_EXTRACT_TEMPLATE))
     code, out, err = invoke("extract", str(sample_png), "--schema", str(schema), *model)
     assert code == ExitCode.OK, err
-    assert json.loads(out)["data"] == {
+    assert json.loads(out) == {
         "invoice_number": "12345",
         "date": "2024-10-17",
         "total": 1200.0,
@@ -258,6 +258,6 @@ def test_demo_walkthrough_in_subprocesses(tmp_path: Path, sample_png: Path) -> N
     assert outputs["chart"].splitlines()[1] == "January,1000"
     assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
     assert outputs["table"].splitlines()[1] == "Shoes,$80,5"
-    assert json.loads(outputs["extract"])["data"]["total"] == 1200.0
+    assert json.loads(outputs["extract"])["total"] == 1200.0
     assert outputs["ocr"].strip() == DEMO_ANSWERS["ocr"]
     assert outputs["ask"].strip() == DEMO_ANSWERS["ask"]
