@@ -457,7 +457,7 @@ def build_tiny_checkpoint(
     config = copy.deepcopy(TINY_CONFIG)
     config.update(copy.deepcopy(overrides or {}))
     return build_checkpoint(
-        directory, config, dtype=dtype, seed=seed, init_std=0.5, max_shard_bytes=max_shard_bytes
+        directory, config, dtype=dtype, seed=seed, init_std=0.3, max_shard_bytes=max_shard_bytes
     )
 
 
