@@ -81,10 +81,8 @@ def image_latents(w: dict[str, torch.Tensor], config: dict, pixels: torch.Tensor
     vision, perceiver = config["vision_config"], config["perceiver_config"]
     t = "model.vision_model.vision_model."
     patch = vision["patch_size"]
-    x = F.conv2d(
-        pixels, w[t + "embeddings.patch_embedding.weight"], w[t + "embeddings.patch_embedding.bias"],
-        stride=patch,
-    )  # fmt: skip
+    embed = t + "embeddings.patch_embedding."
+    x = F.conv2d(pixels, w[embed + "weight"], w[embed + "bias"], stride=patch)
     n, c = x.shape[:2]
     x = x.flatten(2).transpose(1, 2) + w[t + "embeddings.position_embedding.weight"]
     heads = vision["num_attention_heads"]

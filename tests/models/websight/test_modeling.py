@@ -146,8 +146,7 @@ def test_sliding_window_follows_the_original_mask(windowed_checkpoint: Path) -> 
     assert _engine_tokens(backend, "", [load_image(image)]) == expected
 
 
-def test_generation_never_writes_the_image_tokens(published) -> None:  # type: ignore[no-untyped-def]
-    weights, config = published
+def test_generation_never_writes_the_image_tokens() -> None:
     scores = torch.zeros(32002)
     scores[32000] = scores[32001] = 10.0
     from mississippi_tools.models.websight.backend import SuppressTokens
