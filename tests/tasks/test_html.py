@@ -1,4 +1,4 @@
-"""The to_html task: catalogue, API on the tiny WebSight checkpoint, save, and the Chromium preview."""
+"""The to_html task: catalogue, API on a tiny WebSight checkpoint, save, and the preview."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from PIL import Image, ImageDraw
@@ -94,7 +95,7 @@ def test_save_keeps_the_html_as_generated(tmp_path: Path) -> None:
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         type(self).requests.append(self.path)
@@ -132,7 +133,7 @@ def test_preview_runs_no_script_and_fetches_nothing(
     # The server is real and reachable: a direct request is recorded.
     import urllib.request
 
-    with urllib.request.urlopen(f"{base}/probe", timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(f"{base}/probe", timeout=10) as response:
         assert response.status == 200
     assert requests == ["/probe"]
     html = f"""<html><head>
