@@ -26,6 +26,7 @@ refused path a ``PermissionError``, a missing extra an ``ImportError``)::
     │   ├── DeadlineExceededError (TimeoutError)
     │   └── RequestCancelledError
     ├── ExtractionError                         output that does not validate, with the raw text
+    ├── PreviewError                            an HTML preview could not be rendered (no Chromium)
     ├── EngineDeadError                         the engine cannot serve any more requests
     └── RemoteError                             talking to a remote service failed
         ├── RemoteConnectionError (ConnectionError)
@@ -64,6 +65,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "PDFError",
+    "PreviewError",
     "PromptTooLongError",
     "QueueFullError",
     "Remedy",
@@ -384,6 +386,12 @@ class ExtractionError(MississippiError):
         self.raw_text = raw_text
         self.errors = list(errors)
         self.attempts = attempts
+
+
+class PreviewError(MississippiError):
+    """An HTML preview could not be rendered: no Chromium, or the browser failed or timed out."""
+
+    code = "preview_failed"
 
 
 class EngineDeadError(MississippiError):

@@ -1,9 +1,9 @@
 """``MississippiVLM``: the one object agents, readers, servers and the CLI talk to.
 
 It holds an engine (the model in this process, or a remote service) and turns task calls into
-engine requests: ``ocr``, ``read_chart``, ``read_table``, ``extract``, ``ask``, and the raw
-``generate``. Each task has an async twin (``aocr`` ...) and batch forms over many images and
-PDF pages (``ocr_batch`` ...), all sharing one implementation per task.
+engine requests: ``ocr``, ``read_chart``, ``read_table``, ``extract``, ``ask``, ``to_html``, and
+the raw ``generate``. Each task has an async twin (``aocr`` ...) and batch forms over many images
+and PDF pages (``ocr_batch`` ...), all sharing one implementation per task.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from mississippi_tools.tasks.ask import Answer
     from mississippi_tools.tasks.chart import ChartData
     from mississippi_tools.tasks.extract import ExtractionResult
+    from mississippi_tools.tasks.html import HTMLResult
     from mississippi_tools.tasks.ocr import OCRFormat, OCRResult
     from mississippi_tools.tasks.table import TableData
 
@@ -782,6 +783,11 @@ class MississippiVLM:
         )
         return result
 
+    def to_html(self, image: ImageInput, **settings: Unpack[RunOptions]) -> HTMLResult:
+        """Write the HTML/CSS of a web page screenshot (``save()``, ``preview()`` on the result)."""
+        result: HTMLResult = self.run("to_html", image, **settings)
+        return result
+
     async def aocr(self, image: ImageInput, **kwargs: Any) -> OCRResult:
         """Async twin of :meth:`ocr`."""
         result: OCRResult = await self.arun("ocr", image, **kwargs)
@@ -819,6 +825,11 @@ class MississippiVLM:
         )
         return result
 
+    async def ato_html(self, image: ImageInput, **kwargs: Any) -> HTMLResult:
+        """Async twin of :meth:`to_html`."""
+        result: HTMLResult = await self.arun("to_html", image, **kwargs)
+        return result
+
     def ocr_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
         """:meth:`ocr` over many images and PDF pages (see :meth:`run_batch`)."""
         return self.run_batch("ocr", sources, **kwargs)
@@ -840,6 +851,10 @@ class MississippiVLM:
     def ask_batch(self, sources: Iterable[ImageInput], question: str, **kwargs: Any) -> list[Any]:
         """:meth:`ask` (one image each) over many images and pages."""
         return self.run_batch("ask", sources, question=question, **kwargs)
+
+    def to_html_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
+        """:meth:`to_html` over many screenshots and pages."""
+        return self.run_batch("to_html", sources, **kwargs)
 
     async def aocr_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
         """Async twin of :meth:`ocr_batch`."""
@@ -864,6 +879,10 @@ class MississippiVLM:
     ) -> list[Any]:
         """Async twin of :meth:`ask_batch`."""
         return await self.arun_batch("ask", sources, question=question, **kwargs)
+
+    async def ato_html_batch(self, sources: Iterable[ImageInput], **kwargs: Any) -> list[Any]:
+        """Async twin of :meth:`to_html_batch`."""
+        return await self.arun_batch("to_html", sources, **kwargs)
 
     # -- documents ------------------------------------------------------------------------------
 

@@ -38,18 +38,25 @@ GENERIC_FAMILY = "generic"
 KNOWN_MODELS: dict[str, str] = {
     "h2oai/h2ovl-mississippi-800m": "h2ovl",
     "h2oai/h2ovl-mississippi-2b": "h2ovl",
+    # -- websight (VLM_WebSight_finetuned) --
+    "HuggingFaceM4/VLM_WebSight_finetuned": "websight",
 }
 
 #: Name fragments (lower case) that tell a family when the exact hub id is not known, most
 #: specific first (a local path or a served model name such as ``/models/h2ovl-mississippi-2b``).
 _NAME_HINTS: list[tuple[str, str]] = [
     ("h2ovl", "h2ovl"),
+    # -- websight --
+    ("websight", "websight"),
 ]
 
 #: ``model_type`` or architecture name -> "module:Class" of a backend with ``from_directory``.
 BACKENDS: dict[str, str] = {
     "h2ovl_chat": "mississippi_tools.models.h2ovl.backend:H2OVLBackend",
     "H2OVLChatModel": "mississippi_tools.models.h2ovl.backend:H2OVLBackend",
+    # -- websight: model_type "vmistral", VMistralForVisionText2Text --
+    "vmistral": "mississippi_tools.models.websight.backend:WebSightBackend",
+    "VMistralForVisionText2Text": "mississippi_tools.models.websight.backend:WebSightBackend",
 }
 
 

@@ -112,6 +112,7 @@ BUILTIN_TASKS: tuple[str, ...] = (
     "mississippi_tools.tasks.table:SPEC",
     "mississippi_tools.tasks.extract:SPEC",
     "mississippi_tools.tasks.ask:SPEC",
+    "mississippi_tools.tasks.html:SPEC",
 )
 
 _registry: dict[str, TaskSpec[Any, Any]] = {}

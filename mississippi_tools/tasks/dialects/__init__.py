@@ -62,6 +62,7 @@ class Dialect:
 DIALECTS: dict[str, str] = {
     "generic": "mississippi_tools.tasks.dialects:Dialect",
     "h2ovl": "mississippi_tools.tasks.dialects.h2ovl:H2OVLDialect",
+    "websight": "mississippi_tools.tasks.dialects.websight:WebSightDialect",
 }
 
 _loaded: dict[str, Dialect] = {}

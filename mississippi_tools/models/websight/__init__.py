@@ -1,0 +1,1 @@
+"""Native VLM_WebSight_finetuned ("VMistral"): screenshots to HTML/CSS, no remote code."""

@@ -1,0 +1,1 @@
+"""Rendering results for people: pictures of what a model wrote."""
