@@ -3,8 +3,9 @@
 Exit codes: 0 success; 1 unexpected failure; 2 usage error; 3 bad input (unreadable image, page
 out of range, refused path); 4 model not found or not loadable; 5 no valid result (extraction,
 table or chart output that could not be parsed); 6 a remote service failed; 7 missing extra;
-8 some inputs failed (each named on stderr) while the others' results were printed; 130
-interrupted. When every input fails, the code is the first failure's.
+8 some inputs failed (each named on stderr) while the others' results were printed; 9 an HTML
+preview could not be rendered (Chromium missing or failing); 130 interrupted. When every input
+fails, the code is the first failure's.
 
 Heavy modules are imported inside the commands, so ``--help`` stays fast.
 """
@@ -41,6 +42,7 @@ class ExitCode(IntEnum):
     REMOTE = 6
     MISSING_EXTRA = 7
     PARTIAL = 8
+    PREVIEW = 9
     INTERRUPTED = 130
 
 
@@ -157,6 +159,8 @@ def exit_code(error: BaseException) -> ExitCode:
         return ExitCode.NO_RESULT
     if isinstance(error, errors.RemoteError):
         return ExitCode.REMOTE
+    if isinstance(error, errors.PreviewError):
+        return ExitCode.PREVIEW
     return ExitCode.FAILURE
 
 

@@ -94,6 +94,19 @@ _CSV_OPTION = (
     False,
 )
 
+
+def _html_files(result: Any, outcome: PageOutcome[Any], extras: dict[str, Any]) -> str | None:
+    from mississippi_tools.tasks.html import write_html_outputs
+
+    output, preview = extras.get("output"), extras.get("preview")
+    notes = write_html_outputs(
+        result,
+        output=_numbered(Path(output), outcome) if output else None,
+        preview=_numbered(Path(preview), outcome) if preview else None,
+    )
+    return "\n".join(notes) or None
+
+
 #: Presentation extras of the built-in tasks (other tasks print the catalogue's rendering).
 PRESENTERS: dict[str, Presenter] = {
     "ocr": Presenter(text=_ocr_text),
@@ -113,6 +126,30 @@ PRESENTERS: dict[str, Presenter] = {
         after=_plot,
     ),
     "read_table": Presenter(options=(_CSV_OPTION,), text=_table_text),
+    "to_html": Presenter(
+        options=(
+            (
+                "output",
+                Annotated[
+                    Path | None,
+                    typer.Option("--output", "-o", help="Write the HTML to this file, as written."),
+                ],
+                None,
+            ),
+            (
+                "preview",
+                Annotated[
+                    Path | None,
+                    typer.Option(
+                        help="Render the HTML to this PNG in headless Chromium (scripts and "
+                        "network off), to hold beside the screenshot."
+                    ),
+                ],
+                None,
+            ),
+        ),
+        after=_html_files,
+    ),
     "extract": Presenter(
         text=lambda result, extras: json.dumps(_jsonable(result.data), indent=2, ensure_ascii=False)
     ),

@@ -170,4 +170,5 @@ SPEC: TaskSpec[HTMLArguments, HTMLResult] = TaskSpec(
     # The model card generates up to max_length=4096 tokens, prompt (67) included.
     default_max_new_tokens=4029,
     families=frozenset({"websight"}),
+    aliases=("html",),
 )
