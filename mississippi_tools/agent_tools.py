@@ -42,6 +42,7 @@ __all__ = [
     "ToolSettings",
     "acall_tool",
     "call_tool",
+    "check_tool_arguments",
     "document_fields",
     "policy_note",
     "tool_arguments",
@@ -136,6 +137,32 @@ def tool_arguments(
     model_name = name or f"{''.join(p.title() for p in spec.name.split('_'))}ToolArguments"
     model: type[BaseModel] = create_model(model_name, __base__=_ToolArguments, **fields)
     return model
+
+
+def check_tool_arguments(
+    spec: TaskSpec[Any, Any], values: Mapping[str, Any], *, fixed: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``values`` checked against :func:`tool_arguments`, for frameworks that call tools raw.
+
+    Returns:
+        The values, unchanged (validation only).
+
+    Raises:
+        InvalidInputError: Unknown, missing or mistyped arguments, each named with the fix.
+    """
+    from pydantic import ValidationError
+
+    try:
+        tool_arguments(spec, fixed=fixed).model_validate(dict(values))
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'arguments'}: {error['msg']}"
+            for error in e.errors(include_url=False)
+        )
+        raise InvalidInputError(
+            f"invalid arguments for {spec.name}: {problems}; fix them and call the tool again"
+        ) from None
+    return dict(values)
 
 
 def tool_description(
@@ -284,7 +311,7 @@ def document_fields(
     ``page`` (1 for an ordinary image), ``task``, ``model``, ``tiles`` and ``result`` (the typed
     result as JSON, without its metadata). For an extraction, each top-level field of the data is
     also copied into the metadata. A page that failed gives empty text and ``error``,
-    ``error_code`` and ``error_type`` (``page`` is ``None`` when the file could not be read).
+    ``error_code`` and ``error_type`` (``page`` is ``None`` when the file could not be opened).
     """
     metadata: dict[str, Any] = {
         "source": outcome.source,
@@ -295,7 +322,7 @@ def document_fields(
     if outcome.error is not None:
         error = outcome.error
         metadata.update(
-            page=outcome.page,  # None: the file could not be read at all
+            page=(outcome.page or 1) if outcome.opened else outcome.page,
             error=error.message,
             error_code=error.code,
             error_type=type(error).__name__,

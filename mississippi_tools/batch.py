@@ -72,6 +72,8 @@ class PageOutcome(Generic[R]):
         page: The 1-based page of a document, ``None`` for a single image.
         result: The task's result, when it succeeded.
         error: The error, when it failed (the source could not be read, or the task failed).
+        opened: Whether the image or page was read (``False``: the error is about the source
+            itself: missing, refused, corrupt, a page outside the document).
     """
 
     index: int
@@ -79,6 +81,7 @@ class PageOutcome(Generic[R]):
     page: int | None
     result: R | None = None
     error: MississippiError | None = None
+    opened: bool = True
 
     @property
     def ok(self) -> bool:
@@ -208,7 +211,7 @@ def _outcome(
     index: int, name: str, page: int | None, pending: Future[R] | MississippiError
 ) -> PageOutcome[R]:
     if isinstance(pending, MississippiError):
-        return PageOutcome(index, name, getattr(pending, "page", None), error=pending)
+        return PageOutcome(index, name, getattr(pending, "page", None), error=pending, opened=False)
     try:
         return PageOutcome(index, name, page, result=pending.result())
     except MississippiError as e:
@@ -261,7 +264,7 @@ async def _aoutcome(
     index: int, name: str, page: int | None, pending: asyncio.Task[R] | MississippiError
 ) -> PageOutcome[R]:
     if isinstance(pending, MississippiError):
-        return PageOutcome(index, name, getattr(pending, "page", None), error=pending)
+        return PageOutcome(index, name, getattr(pending, "page", None), error=pending, opened=False)
     try:
         return PageOutcome(index, name, page, result=await pending)
     except MississippiError as e:

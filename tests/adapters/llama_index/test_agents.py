@@ -71,7 +71,7 @@ async def test_function_agent_calls_tools_and_reads_their_errors(
     tiny_vlm: MississippiVLM, inbox: Path
 ) -> None:
     steps: list[tuple[str, dict[str, Any]]] = [
-        ("extract_json", {"image": "invoice.png", "json_schema": CLOSED_SCHEMA}),
+        ("extract", {"image": "invoice.png", "json_schema": CLOSED_SCHEMA}),
         ("ocr", {"image": str(inbox.parent / "secret.png")}),
     ]
     llm, turns = function_calling_llm(steps, answer="The invoice is a receipt.")
@@ -81,7 +81,7 @@ async def test_function_agent_calls_tools_and_reads_their_errors(
 
     assert answer == "The invoice is a receipt."
     extracted, refused = results
-    assert extracted.tool_name == "extract_json"
+    assert extracted.tool_name == "extract"
     assert not extracted.tool_output.is_error
     assert set(json.loads(extracted.tool_output.content)) == {"paid", "kind"}
 
@@ -99,8 +99,8 @@ async def test_react_agent_calls_tools_and_reads_their_errors(
     tiny_vlm: MississippiVLM, inbox: Path
 ) -> None:
     steps: list[tuple[str, dict[str, Any]]] = [
-        ("ask_image", {"image": "invoce.png", "question": "Is it paid?"}),  # a typo
-        ("ask_image", {"image": "invoice.png", "question": "Is it paid?"}),
+        ("ask", {"image": "invoce.png", "question": "Is it paid?"}),  # a typo
+        ("ask", {"image": "invoice.png", "question": "Is it paid?"}),
     ]
     llm, turns = react_llm(steps, answer="It does not say.")
     agent = ReActAgent(tools=tools(tiny_vlm, inbox), llm=llm)

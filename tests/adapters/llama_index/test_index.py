@@ -26,7 +26,7 @@ def test_index_built_from_reader_documents_retrieves_the_matching_one(
     assert hit.node.metadata["file_name"] == "notes.txt"
 
     # Text the model wrote: a word found on one page only leads back to that page.
-    read = [d for d in sdr_documents if d.metadata.get("mode") == "ocr" and d.text]
+    read = [d for d in sdr_documents if d.metadata.get("task") == "ocr" and d.text]
     unique = {
         doc.id_: words(doc.text) - set().union(*(words(o.text) for o in read if o is not doc))
         for doc in read

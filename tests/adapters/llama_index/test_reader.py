@@ -43,7 +43,7 @@ def test_simple_directory_reader_builds_one_document_per_image_and_page(
     ]
     read = [d for d in sdr_documents if d.metadata["file_name"] != "notes.txt"]
     for doc in read:
-        assert doc.metadata["mode"] == "ocr"
+        assert doc.metadata["task"] == "ocr"
         assert doc.metadata["model"] == tiny_vlm.model_id
         for key in SDR_KEYS:  # SimpleDirectoryReader's extra_info, kept
             assert key in doc.metadata, key
@@ -74,9 +74,9 @@ def test_metadata_is_flat_json_and_kept_out_of_the_embedding(
         json.dumps(doc.metadata)
         node_to_metadata_dict(doc, flat_metadata=True)  # what Chroma, Qdrant... require
     page = next(d for d in sdr_documents if d.metadata["file_name"] == "report.pdf")
-    for key in ("mode", "model", "tiles", "finish_reason", "file_path"):
+    for key in ("task", "model", "tiles", "finish_reason", "result_json", "file_path"):
         assert key in page.excluded_embed_metadata_keys
-    for key in ("mode", "model", "tiles", "finish_reason"):
+    for key in ("task", "model", "tiles", "finish_reason", "result_json"):
         assert key in page.excluded_llm_metadata_keys
     embedded = page.get_content(metadata_mode=MetadataMode.EMBED)
     assert embedded == f"page_label: 1\n\n{page.text}"
@@ -97,12 +97,12 @@ async def test_async_simple_directory_reader_reads_files_concurrently(
     documents = await sdr.aload_data()
 
     assert pages_of(documents) == pages_of(sdr_documents)
-    read = [d for d in documents if d.metadata.get("mode") == "ocr"]
+    read = [d for d in documents if d.metadata.get("task") == "ocr"]
     assert [d.metadata.get("error_code") for d in read] == [None, None, "image_decode_error"] + [
         None
     ] * 3
     # Every page slot came back: the next call can use the full budget, and no more.
-    assert [await reader._slots.try_acquire() for _ in range(4)] == [True, True, True, False]
+    assert reader._slots.available() == 3
 
 
 def test_raise_policy_propagates_through_simple_directory_reader(
@@ -147,21 +147,16 @@ def test_simple_directory_reader_skips_failed_files_unless_told_otherwise(
 def test_a_list_of_files_is_batched_across_files(
     tiny_vlm: MississippiVLM, image_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batches: list[list[tuple[str, int | None]]] = []
-    real_batch = tiny_vlm.ocr_batch
-
-    def recording_batch(sources: list[Any], **kwargs: Any) -> list[Any]:
-        batches.append([(Path(s.source).name, s.page) for s in sources])
-        return real_batch(sources, **kwargs)
-
-    monkeypatch.setattr(tiny_vlm, "ocr_batch", recording_batch)
     reader = MississippiImageReader(tiny_vlm, concurrency=2, **FAST)
+    before = tiny_vlm.engine.metrics_snapshot().batch_size_counts.get(2, 0)  # type: ignore[attr-defined]
 
     documents = reader.load_data(
         [image_folder / "a.png", image_folder / "report.pdf"], extra_info={"source": "test"}
     )
 
-    assert batches == [[("a.png", None), ("report.pdf", 1)], [("report.pdf", 2), ("report.pdf", 3)]]
+    # Pages of different files decoded in the same steps: two rows at once.
+    after = tiny_vlm.engine.metrics_snapshot().batch_size_counts.get(2, 0)  # type: ignore[attr-defined]
+    assert after > before
     assert pages_of(documents) == [
         ("a.png", "1"),
         ("report.pdf", "1"),
@@ -194,7 +189,7 @@ def test_a_failed_page_is_recorded_or_raised_with_the_file_name(
     (failure,) = recording.load_data(image_folder / "a.png")
     assert failure.metadata["error_code"] == "extraction_failed"
     assert failure.metadata["page_label"] == "1"
-    assert failure.metadata["mode"] == "chart"
+    assert failure.metadata["task"] == "read_chart"
 
     raising = MississippiImageReader(tiny_vlm, mode="chart", **FAST)
     with pytest.raises(ExtractionError) as caught:
@@ -214,13 +209,13 @@ def test_extract_mode_puts_fields_in_metadata_and_json_in_text(
 
     data = json.loads(doc.text)
     assert set(data) == {"paid", "kind"}
-    assert json.loads(doc.metadata["extracted_json"]) == data
+    assert json.loads(doc.metadata["result_json"])["data"] == data
     assert doc.metadata["kind"] in ("invoice", "receipt")
     assert doc.metadata["kind"] == data["kind"]
     assert doc.metadata["paid"] == "kept"  # a field never overwrites extra_info
     assert "kind" in doc.excluded_embed_metadata_keys
     assert "kind" in doc.excluded_llm_metadata_keys
-    assert "extracted_json" in doc.excluded_llm_metadata_keys
+    assert "result_json" in doc.excluded_llm_metadata_keys
     node_to_metadata_dict(doc, flat_metadata=True)
 
 
@@ -228,10 +223,9 @@ def test_errors_about_every_file_are_raised_even_when_recording(
     tiny_vlm: MississippiVLM, image_folder: Path
 ) -> None:
     bad_schema = {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}
-    reader = MississippiImageReader(tiny_vlm, mode="extract", schema=bad_schema, on_error="record")
 
-    with pytest.raises(SchemaError):
-        reader.load_data(image_folder / "a.png")
+    with pytest.raises(SchemaError):  # at construction, before any file
+        MississippiImageReader(tiny_vlm, mode="extract", schema=bad_schema, on_error="record")
 
 
 @pytest.mark.parametrize(
@@ -239,8 +233,9 @@ def test_errors_about_every_file_are_raised_even_when_recording(
     [
         ({"mode": "poem"}, "unknown mode"),
         ({"on_error": "ignore"}, "unknown on_error"),
-        ({"mode": "extract"}, "needs a schema"),
-        ({"schema": {"a": ""}}, 'for mode="extract"'),
+        ({"mode": "extract"}, "the extract task needs arguments"),
+        ({"schema": {"a": ""}}, "json_schema: Extra inputs are not permitted"),
+        ({"task": "read_chart", "arguments": {"format": "text"}}, "format: Extra inputs"),
         ({"concurrency": 0}, "concurrency"),
     ],
 )

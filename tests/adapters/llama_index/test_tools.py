@@ -22,7 +22,7 @@ from mississippi_tools import (
 
 from .conftest import BAD_INPUTS, CLOSED_SCHEMA, FAST, draw_image
 
-TOOL_NAMES = ["ocr", "read_chart", "read_table", "extract_json", "ask_image"]
+TOOL_NAMES = ["ocr", "read_chart", "read_table", "extract", "ask"]
 
 
 @pytest.fixture(scope="module")
@@ -59,25 +59,26 @@ def test_descriptions_and_schemas_are_written_for_the_llm(
     ocr = parameters(tools["ocr"])
     assert ocr["required"] == ["image"]
     assert "data URI" in ocr["properties"]["image"]["description"]
-    assert "1-based page" in ocr["properties"]["page"]["description"]
-    assert ocr["properties"]["format"]["enum"] == ["text", "markdown"]
-    assert tools["ocr"].metadata.description.startswith("ocr(image: str, page: int | None = None")
+    assert "1-based page" in ocr["properties"]["pages"]["description"]
+    assert ocr["properties"]["format"]["enum"] == ["text", "markdown", "lines"]
+    assert tools["ocr"].metadata.description.startswith("Read all the text in an image")
 
-    extract = parameters(tools["extract_json"])
+    extract = parameters(tools["extract"])
     assert extract["required"] == ["image", "json_schema"]
     schema_types = {branch["type"] for branch in extract["properties"]["json_schema"]["anyOf"]}
     assert schema_types == {"object", "string"}
-    assert '"invoice_number": ""' in tools["extract_json"].metadata.description
+    assert '"invoice_number": ""' not in tools["extract"].metadata.description
+    assert "template" in extract["properties"]["json_schema"]["description"]
 
     root = inbox.resolve()
     for tool in tools.values():
         assert tool.metadata.description.endswith(
-            f"Paths: only files under {root} (relative paths start there). "
-            "http(s) URLs: not allowed."
+            f"File paths must be inside {root}; relative paths start at {root}. "
+            "URLs are not accepted."
         )
-        assert "\n    " not in tool.metadata.description.split("Args:")[0]  # dedented
+        assert len(tool.metadata.description) <= 1024
 
-    ask = parameters(tools["ask_image"])
+    ask = parameters(tools["ask"])
     assert ask["required"] == ["image", "question"]
     for name in TOOL_NAMES:
         json.dumps(tools[name].metadata.to_openai_tool())
@@ -113,10 +114,10 @@ async def test_extract_json_returns_json_of_the_requested_shape(
 
 
 async def test_ask_image_answers_from_a_pdf_page(tools: dict[str, FunctionTool]) -> None:
-    output = await tools["ask_image"].acall(
-        image="report.pdf", question="What is the title?", page=2
-    )
+    output = await tools["ask"].acall(image="report.pdf", question="What is the title?", pages=2)
     assert output.content.strip()
+    with pytest.raises(InvalidInputError, match="page: Extra inputs are not permitted"):
+        await tools["ask"].acall(image="report.pdf", question="What is the title?", page=2)
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,7 @@ async def test_ask_image_answers_from_a_pdf_page(tools: dict[str, FunctionTool])
         ({"image": "invoce.png"}, ImageNotFoundError, "no file at path"),
         ({"image": "http://example.com/a.png"}, AccessDeniedError, "URL"),
         ({"image": "report.pdf"}, InvalidInputError, r"PDF with 3 pages; .*\(1\.\.3\)"),
-        ({"image": "report.pdf", "page": 4}, InvalidInputError, "3 page"),
+        ({"image": "report.pdf", "pages": 4}, InvalidInputError, "3 page"),
     ],
 )
 def test_bad_images_raise_errors_that_say_what_to_do(
@@ -138,9 +139,9 @@ def test_bad_images_raise_errors_that_say_what_to_do(
 
 async def test_bad_schemas_raise_before_reading(tools: dict[str, FunctionTool]) -> None:
     with pytest.raises(InvalidInputError, match="not valid JSON"):
-        await tools["extract_json"].acall(image="invoice.png", json_schema="{name: ")
-    with pytest.raises(InvalidInputError, match="must be a JSON object"):
-        await tools["extract_json"].acall(image="invoice.png", json_schema="[1, 2]")
+        await tools["extract"].acall(image="invoice.png", json_schema="{name: ")
+    with pytest.raises(InvalidInputError, match="must be a pydantic model class, a JSON Schema"):
+        await tools["extract"].acall(image="invoice.png", json_schema="[1, 2]")
 
 
 def test_a_model_failure_raises_the_library_error(tools: dict[str, FunctionTool]) -> None:
@@ -157,6 +158,6 @@ def test_the_spec_narrows_an_unrestricted_policy_to_the_current_directory(
     spec = MississippiToolSpec(tiny_vlm)
     assert spec.policy.allowed_roots == (tmp_path.resolve(),)
     (tool,) = spec.to_tool_list(spec_functions=[("ocr", "aocr")])
-    assert f"Paths: only files under {tmp_path.resolve()}" in tool.metadata.description
+    assert f"File paths must be inside {tmp_path.resolve()}" in tool.metadata.description
     with pytest.raises(TypeError, match=r"MississippiVLM\.load"):
         MississippiToolSpec(object())  # type: ignore[arg-type]

@@ -1,16 +1,17 @@
-"""``MississippiImageReader``: images and PDFs as LlamaIndex Documents, read by H2OVL-Mississippi.
+"""``MississippiImageReader``: images and PDFs as LlamaIndex Documents, through any task.
 
 One Document per image, and one per page of a PDF or multi-page TIFF. The reader translates: it
-hands pages to :class:`~mississippi_tools.MississippiVLM`'s batch forms and turns each result (or
-error) into a :class:`~llama_index.core.Document`. Prompts, parsing and image decoding all live in
+hands files to :class:`~mississippi_tools.MississippiVLM`'s batch iterator with one task of the
+catalogue (``ocr`` by default) and turns each page's result (or error) into a
+:class:`~llama_index.core.Document`. Prompts, parsing, page handling and image decoding all live in
 ``mississippi_tools``.
 
 Batching:
-    Pages are read lazily and sent in windows of ``concurrency`` pages, across files, through one
-    ``*_batch`` call per window (``a*_batch`` in the async forms), so the engine batches them.
-    Memory holds one window of decoded pages. The async forms share one page budget per reader
-    across concurrent calls, so ``SimpleDirectoryReader.aload_data()``, which starts every file at
-    once, keeps at most ``concurrency`` pages in flight and does not overrun the engine's queue.
+    Pages are read lazily, at most ``concurrency`` in flight across files, so the engine batches
+    them and memory holds only those pages. The async forms share one budget of pages in flight
+    per reader across concurrent calls, so ``SimpleDirectoryReader.aload_data()``, which starts
+    every file at once, keeps at most ``concurrency`` pages in flight and does not overrun the
+    engine's queue.
 
 Failures:
     ``on_error="raise"`` (the default) raises the first error, with a note naming the file and
@@ -27,25 +28,34 @@ import contextlib
 import json
 import os
 import weakref
-from collections.abc import Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import Document
-from pydantic import BaseModel
 
+from mississippi_tools import MississippiVLM
+from mississippi_tools.agent_tools import document_fields
+from mississippi_tools.batch import (
+    DEFAULT_MAX_PAGES,
+    NamedSource,
+    PageOutcome,
+    PageSelection,
+    aiter_outcomes,
+    iter_source_pages,
+)
 from mississippi_tools.errors import (
     EngineDeadError,
     InvalidInputError,
     MissingDependencyError,
+    MississippiError,
     ModelLoadError,
     QueueFullError,
     RemoteError,
     SchemaError,
 )
-from mississippi_tools.vlm import MississippiVLM, PageSelection
+from mississippi_tools.tasks.catalogue import get_task
 
 if TYPE_CHECKING:
     from mississippi_tools.images import LoadedImage
@@ -60,7 +70,7 @@ __all__ = [
 ]
 
 ReaderMode = Literal["ocr", "markdown", "chart", "table", "extract"]
-"""What the reader asks of each page: text, Markdown, a chart, a table, or schema fields."""
+"""Former names of what the reader asks of each page (``task=``/``arguments=`` say it now)."""
 
 OnError = Literal["raise", "record"]
 """What a failed file or page does: raise, or become a Document that records the error."""
@@ -91,76 +101,22 @@ _FATAL_ERRORS: Final = (
     RemoteError,
     QueueFullError,
 )
-#: Keys this reader writes; a top-level extracted field of the same name is not copied over them.
-_READER_KEYS: Final = frozenset(
-    {
-        "file_path",
-        "file_name",
-        "page_label",
-        "mode",
-        "model",
-        "tiles",
-        "finish_reason",
-        "error_code",
-        "error_type",
-        "error_message",
-        "chart_json",
-        "chart_title",
-        "chart_type",
-        "table_json",
-        "extracted_json",
-    }
-)
+#: The former modes as (task, arguments).
+_MODES: Final[dict[str, tuple[str, dict[str, Any]]]] = {
+    "ocr": ("ocr", {}),
+    "markdown": ("ocr", {"format": "markdown"}),
+    "chart": ("read_chart", {}),
+    "table": ("read_table", {}),
+    "extract": ("extract", {}),
+}
 #: Bookkeeping never worth embedding or showing to an LLM.
-_ALWAYS_EXCLUDED: Final = ("mode", "model", "tiles", "finish_reason")
+_ALWAYS_EXCLUDED: Final = ("task", "model", "tiles", "finish_reason", "result_json")
 #: Kept out of the embedding text only (the LLM may read them).
 _EMBED_ONLY_EXCLUDED: Final = ("file_path", "error_code", "error_type", "error_message")
-#: Structured data, already rendered in the Document's text: out of both.
-_DATA_KEYS: Final = ("chart_json", "chart_title", "chart_type", "table_json", "extracted_json")
-_BATCH_METHODS: Final[dict[str, str]] = {
-    "ocr": "ocr_batch",
-    "markdown": "ocr_batch",
-    "chart": "read_chart_batch",
-    "table": "read_table_batch",
-    "extract": "extract_batch",
-}
-_OCR_FORMATS: Final[dict[str, Literal["text", "markdown"]]] = {
-    "ocr": "text",
-    "markdown": "markdown",
-}
-
-
-@dataclass(frozen=True)
-class _Source:
-    """One input file and the metadata every Document from it starts with."""
-
-    path: str
-    metadata: dict[str, Any]
-    fs: Any = None
-
-
-@dataclass(frozen=True)
-class _Page:
-    """A decoded page, ready for the engine."""
-
-    source: _Source
-    image: LoadedImage
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """A file (or one of its pages) that could not be read."""
-
-    source: _Source
-    error: Exception
-    page: int | None = None
-
-
-_Item = _Page | _Failure
 
 
 class MississippiImageReader(BaseReader):
-    """Read images and PDFs into LlamaIndex Documents with H2OVL-Mississippi.
+    """Read images and PDFs into LlamaIndex Documents through a task of the catalogue.
 
     Setup:
         .. code-block:: bash
@@ -177,7 +133,10 @@ class MississippiImageReader(BaseReader):
             from llama_index.readers.mississippi import MississippiImageReader
 
             vlm = MississippiVLM.load("h2oai/h2ovl-mississippi-800m")  # or .connect(url)
-            reader = MississippiImageReader(vlm, mode="markdown", on_error="record")
+            reader = MississippiImageReader(vlm, arguments={"format": "markdown"})
+            invoices = MississippiImageReader(
+                vlm, task="extract", arguments={"json_schema": {"number": "", "total": 0.0}}
+            )
 
     Invoke:
         .. code-block:: python
@@ -200,65 +159,62 @@ class MississippiImageReader(BaseReader):
             ).aload_data()  # every file at once; the reader bounds the pages in flight
 
     Documents:
-        One per image, and one per page of a PDF or multi-page TIFF, in input order. The text
-        and the mode-specific metadata:
-
-        ========  ==============================  ==========================================
-        mode      text                            metadata besides the common keys
-        ========  ==============================  ==========================================
-        ocr       the text, line by line          none
-        markdown  the page as Markdown            none
-        chart     the data as a Markdown table    ``chart_title``, ``chart_type``,
-                                                  ``chart_json``
-        table     the table in Markdown           ``table_json``
-        extract   the data as indented JSON       ``extracted_json``, and each top-level field
-                                                  holding a string, number, bool or null
-        ========  ==============================  ==========================================
-
-        Common keys: ``file_path``, ``file_name``, ``page_label`` (the 1-based page as a string;
-        ``"1"`` for a plain image; ``None`` for a file that could not be opened), ``mode``,
-        ``model``, ``tiles``, ``finish_reason`` (``"length"``: the answer was cut by
-        ``max_new_tokens``), and everything passed in ``extra_info`` (``SimpleDirectoryReader``'s
-        file metadata). Records of failures carry ``error_code``, ``error_type`` and
+        One per image, and one per page of a PDF or multi-page TIFF, in input order. The text is
+        the task's rendering (the page's text, its Markdown, a chart or table as Markdown, the
+        extracted JSON ...). Metadata: ``file_path``, ``file_name``, ``page_label`` (the 1-based
+        page as a string; ``"1"`` for a plain image; ``None`` for a file that could not be
+        opened), ``task``, ``model``, ``tiles``, ``finish_reason`` (``"length"``: the answer was
+        cut by ``max_new_tokens``), ``result_json`` (the typed result, without its metadata, as
+        compact JSON), for an extraction each top-level field holding a string, number, bool or
+        null, and everything passed in ``extra_info`` (``SimpleDirectoryReader``'s file
+        metadata). Records of failures carry ``error_code``, ``error_type`` and
         ``error_message`` and have empty text. Every value is a string, a number, a bool or
         ``None``, so vector stores that need flat metadata accept the Documents.
 
-        Excluded metadata: ``mode``, ``model``, ``tiles``, ``finish_reason`` and the structured
-        data (``*_json``, ``chart_title``, ``chart_type``, extracted fields; already in the text)
-        are kept out of both the embedding text and the LLM's view; ``file_path`` and the
-        ``error_*`` keys are kept out of the embedding only. ``SimpleDirectoryReader`` then also
-        excludes its own ``file_name``, ``file_size`` and date keys.
+        Excluded metadata: ``task``, ``model``, ``tiles``, ``finish_reason``, ``result_json`` and
+        the extracted fields (already in the text) are kept out of both the embedding text and
+        the LLM's view; ``file_path`` and the ``error_*`` keys are kept out of the embedding
+        only.
 
     Args:
         vlm: The model, in this process (:meth:`MississippiVLM.load`) or behind a service
             (:meth:`MississippiVLM.connect`). Its ``policy`` and ``limits`` apply to every file.
-        mode: What to read from each page; see the table above.
-        schema: For ``mode="extract"`` only: a pydantic model class, a JSON Schema, or a template
-            dict such as ``{"invoice_number": "", "total": 0.0}``.
-        instructions: For ``mode="extract"``: extra guidance added to the prompt.
+        task: The catalogue task each page goes through (``vlm.tasks`` lists the model's).
+        arguments: The task's own arguments (``{"format": "markdown"}``,
+            ``{"json_schema": ...}``).
+        mode: Former spelling of ``task``: ``ocr``, ``markdown``, ``chart``, ``table`` or
+            ``extract`` (with ``schema``).
+        schema: Former spelling of ``arguments={"json_schema": ...}``.
+        instructions: Former spelling of ``arguments={"instructions": ...}``.
         pages: Pages of PDFs and multi-page TIFFs to read: ``"1-3,5"``, ``[1, 2]`` or ``None``
             (all). Plain images are always read.
-        max_tiles: Most 448-px tiles per page (the model's default when ``None``).
+        max_pages: Most pages read from one document (0: no limit).
+        max_tiles: H2OVL models: most 448-px tiles per page (the model's default when ``None``).
+        options: Other model options.
         max_new_tokens: Most tokens per answer (the task's default when ``None``).
         timeout: Seconds before one page's request fails.
-        concurrency: Pages in flight at once, and pages per batch.
+        concurrency: Pages in flight at once.
         on_error: ``"raise"`` or ``"record"``; see the module documentation.
 
     Raises:
         TypeError: ``vlm`` is not a ``MississippiVLM``.
-        InvalidInputError: An unknown mode or policy, a schema missing for ``extract`` or given
-            for another mode, or a ``concurrency`` below 1.
+        InvalidInputError: An unknown task, mode or policy, invalid task arguments, or a
+            ``concurrency`` below 1.
     """
 
     def __init__(
         self,
         vlm: MississippiVLM,
         *,
-        mode: ReaderMode = "ocr",
+        task: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+        mode: ReaderMode | None = None,
         schema: SchemaInput | None = None,
         instructions: str | None = None,
         pages: PageSelection = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
         max_tiles: int | None = None,
+        options: Mapping[str, Any] | None = None,
         max_new_tokens: int | None = None,
         timeout: float | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
@@ -270,35 +226,26 @@ class MississippiImageReader(BaseReader):
                 'MississippiVLM.load("h2oai/h2ovl-mississippi-800m") or '
                 'MississippiVLM.connect("http://127.0.0.1:8090")'
             )
-        if mode not in get_args(ReaderMode):
-            raise InvalidInputError(
-                f"unknown mode {mode!r}; use one of {', '.join(get_args(ReaderMode))}"
-            )
         if on_error not in get_args(OnError):
             raise InvalidInputError(f"unknown on_error {on_error!r}; use 'raise' or 'record'")
-        if mode == "extract" and schema is None:
-            raise InvalidInputError(
-                'mode="extract" needs a schema: a pydantic model, a JSON Schema, or a template '
-                'such as {"invoice_number": "", "total": 0.0}'
-            )
-        if mode != "extract" and (schema is not None or instructions is not None):
-            raise InvalidInputError(
-                f'schema and instructions are for mode="extract", not mode={mode!r}; '
-                'pass mode="extract" or drop them'
-            )
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidInputError(f"concurrency must be an int of 1 or more, got {concurrency!r}")
+        task, values = _task_of(task, arguments, mode, schema, instructions)
+        self.spec = get_task(task)
+        self.spec.parse_arguments(values)  # invalid arguments fail here, not on every page
+        self.arguments = values
         self.vlm = vlm
-        self.mode: ReaderMode = mode
-        self.schema = schema
-        self.instructions = instructions
         self.pages = pages
+        self.max_pages = max_pages
         self.concurrency = concurrency
         self.on_error: OnError = on_error
-        options: dict[str, Any] = {"max_tiles": max_tiles, "timeout": timeout}
-        if max_new_tokens is not None:
-            options["max_new_tokens"] = max_new_tokens
-        self._options = options
+        settings = {
+            "max_tiles": max_tiles,
+            "options": options,
+            "max_new_tokens": max_new_tokens,
+            "timeout": timeout,
+        }
+        self._settings = {k: v for k, v in settings.items() if v is not None}
         self._slots = _PageSlots(concurrency)
 
     def file_extractor(self) -> dict[str, BaseReader]:
@@ -318,7 +265,7 @@ class MississippiImageReader(BaseReader):
         *,
         fs: Any = None,
     ) -> Iterator[Document]:
-        """Yield Documents one batch of pages at a time.
+        """Yield Documents as their pages are read, in input order.
 
         Args:
             file: A path, or a list of paths (batched together).
@@ -334,12 +281,18 @@ class MississippiImageReader(BaseReader):
             MississippiError: Under ``on_error="raise"``, the first failure, with a note naming
                 the file and page; under both policies, failures that are not about one file.
         """
-        items = self._items(_sources(file, extra_info, fs))
-        try:
-            while window := _take(items, self.concurrency):
-                yield from self._documents(window, self._run(window))
-        finally:
-            items.close()
+        sources, metadata = _sources(file, extra_info, fs)
+        outcomes = self.vlm.iter_batch(
+            self.spec.name,
+            sources,
+            pages=self.pages,
+            max_pages=self.max_pages,
+            concurrency=self.concurrency,
+            **self._settings,
+            **self.arguments,
+        )
+        for outcome in outcomes:
+            yield self._document(outcome, metadata[outcome.source])
 
     def load_data(
         self,
@@ -362,21 +315,18 @@ class MississippiImageReader(BaseReader):
 
         Concurrent calls on one reader share its ``concurrency`` budget of pages in flight.
         """
-        documents: list[Document] = []
-        items = self._items(_sources(file, extra_info, fs))
-        try:
-            while True:
-                window, held = await self._atake(items)
-                try:
-                    results = await self._arun(window) if window else None
-                finally:
-                    self._slots.release(held)
-                if results is None:
-                    return documents
-                documents.extend(self._documents(window, results))
-        finally:
-            with contextlib.suppress(ValueError):  # still running in a thread after a cancel
-                await asyncio.to_thread(items.close)
+        sources, metadata = await asyncio.to_thread(_sources, file, extra_info, fs)
+        items = iter_source_pages(
+            sources,
+            self.pages,
+            limits=self.vlm.limits,
+            policy=self.vlm.policy,
+            max_pages=self.max_pages,
+        )
+        return [
+            self._document(outcome, metadata[outcome.source])
+            async for outcome in self._aoutcomes(items)
+        ]
 
     async def alazy_load_data(
         self,
@@ -392,149 +342,68 @@ class MississippiImageReader(BaseReader):
         """
         return await self.aload_data(file, extra_info, fs=fs)
 
-    # -- the shared implementation: read pages, run a window, build Documents ---------------------
+    # -- pages to Documents -----------------------------------------------------------------------
 
-    def _items(self, sources: list[_Source]) -> Generator[_Item, None, None]:
-        """Every page of every source, lazily; a source that cannot be read becomes a failure."""
-        for source in sources:
-            page: int | None = None
-            try:
-                data: Any = source.path
-                if source.fs is not None:
-                    with source.fs.open(source.path, "rb") as handle:
-                        data = handle.read()
-                for image in self.vlm.pages([data], self.pages):
-                    page = image.page
-                    yield _Page(source, image)
-            except Exception as e:
-                # A page that fails to render is the one after the last good page.
-                failed = None if page is None else page + 1
-                self._check(e, source, failed)
-                yield _Failure(source, e, failed)
+    def _aoutcomes(
+        self, items: Iterable[tuple[str, LoadedImage | MississippiError]]
+    ) -> AsyncIterator[PageOutcome[Any]]:
+        async def run_one(image: LoadedImage) -> Any:
+            async with self._slots.held():
+                return await self.vlm.arun(
+                    self.spec.name, image, **self._settings, **self.arguments
+                )
 
-    def _batch_call(
-        self, window: list[_Item], prefix: str
-    ) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-        """The batch method for this mode (``prefix="a"``: its async twin), its arguments."""
-        images = [item.image for item in window if isinstance(item, _Page)]
-        kwargs: dict[str, Any] = {
-            **self._options,
-            "return_exceptions": True,
-            "concurrency": max(1, len(images)),
-        }
-        if self.mode in _OCR_FORMATS:
-            kwargs["format"] = _OCR_FORMATS[self.mode]
-        args: tuple[Any, ...] = (images,)
-        if self.mode == "extract":
-            args = (images, self.schema)
-            kwargs["instructions"] = self.instructions
-        method = getattr(self.vlm, f"{prefix}{_BATCH_METHODS[self.mode]}")
-        return method, args, kwargs
+        return aiter_outcomes(run_one, items, concurrency=self.concurrency)
 
-    def _run(self, window: list[_Item]) -> list[Any]:
-        method, args, kwargs = self._batch_call(window, "")
-        return list(method(*args, **kwargs)) if args[0] else []
-
-    async def _arun(self, window: list[_Item]) -> list[Any]:
-        method, args, kwargs = self._batch_call(window, "a")
-        return list(await method(*args, **kwargs)) if args[0] else []
-
-    async def _atake(self, items: Iterator[_Item]) -> tuple[list[_Item], int]:
-        """The next window and the slots it holds: waits for one slot, takes more only if free.
-
-        A window never waits for a second slot, so concurrent calls cannot deadlock, and each
-        page is decoded only once a slot is reserved for it.
-        """
-        await self._slots.acquire()
-        held, pages = 1, 0
-        window: list[_Item] = []
-        try:
-            while item := await asyncio.to_thread(next, items, None):
-                window.append(item)
-                if isinstance(item, _Page):
-                    pages += 1
-                    if pages >= self.concurrency or not await self._slots.try_acquire():
-                        break
-                    held += 1
-        except BaseException:
-            self._slots.release(held)
-            raise
-        self._slots.release(held - pages)
-        return window, pages
-
-    def _documents(self, window: list[_Item], results: list[Any]) -> Iterator[Document]:
-        outcomes = iter(results)
-        for item in window:
-            if isinstance(item, _Failure):
-                yield self._failure(item.source, item.error, item.page)
-                continue
-            outcome = next(outcomes)
-            if isinstance(outcome, Exception):
-                yield self._failure(item.source, outcome, item.image.page or 1)
-            else:
-                yield self._document(item, outcome)
-
-    # -- results and failures as Documents --------------------------------------------------------
-
-    def _document(self, page: _Page, result: Any) -> Document:
-        meta = result.meta
-        metadata = {
-            **page.source.metadata,
-            "page_label": str(page.image.page or 1),
-            "mode": self.mode,
-            "model": meta.model,
-            "tiles": meta.tiles,
-            "finish_reason": meta.finish_reason,
+    def _document(self, outcome: PageOutcome[Any], source_metadata: dict[str, Any]) -> Document:
+        if outcome.error is not None:
+            self._check(outcome.error, source_metadata["file_path"], outcome.page)
+        text, fields = document_fields(self.spec, outcome, self.vlm.model_id)
+        metadata: dict[str, Any] = {
+            **source_metadata,
+            "page_label": None if fields["page"] is None else str(fields["page"]),
+            "task": self.spec.name,
+            "model": fields["model"],
         }
         data_keys: list[str] = []
-        if self.mode in _OCR_FORMATS:
-            text = result.text
-        elif self.mode == "chart":
-            text = result.to_markdown()
-            metadata["chart_title"] = result.title
-            metadata["chart_type"] = result.chart_type
-            metadata["chart_json"] = _json(result.model_dump(mode="json", exclude={"meta"}))
-            data_keys = ["chart_title", "chart_type", "chart_json"]
-        elif self.mode == "table":
-            text = result.to_markdown()
-            metadata["table_json"] = _json(result.model_dump(mode="json", exclude={"meta"}))
-            data_keys = ["table_json"]
+        if outcome.error is not None:
+            metadata.update(
+                tiles=0,
+                finish_reason=None,
+                error_code=fields["error_code"],
+                error_type=fields["error_type"],
+                error_message=outcome.error.describe({}),
+            )
         else:
-            data = result.data
-            if isinstance(data, BaseModel):
-                data = data.model_dump(mode="json")
-            text = json.dumps(data, ensure_ascii=False, indent=2)
-            metadata["extracted_json"] = _json(data)
-            data_keys = ["extracted_json"]
+            result = fields.pop("result")
+            metadata.update(
+                tiles=fields["tiles"],
+                finish_reason=outcome.result.meta.finish_reason,
+                result_json=json.dumps(result, ensure_ascii=False, separators=(",", ":")),
+            )
+            data = result.get("data")
             if isinstance(data, dict):
                 for key, value in data.items():
-                    if key not in metadata and key not in _READER_KEYS and _is_flat(value):
+                    if key not in metadata and _is_flat(value):
                         metadata[key] = value
                         data_keys.append(key)
-        return _new_document(text, metadata, data_keys)
+        present = set(metadata)
+        both = [k for k in (*_ALWAYS_EXCLUDED, *data_keys) if k in present]
+        embed_only = [k for k in _EMBED_ONLY_EXCLUDED if k in present]
+        return Document(
+            text=text,
+            metadata=metadata,
+            excluded_embed_metadata_keys=list(dict.fromkeys([*both, *embed_only])),
+            excluded_llm_metadata_keys=list(dict.fromkeys(both)),
+        )
 
-    def _check(self, error: Exception, source: _Source, page: int | None) -> None:
+    def _check(self, error: MississippiError, path: str, page: int | None) -> None:
         """Raise ``error`` (noting the file and page) unless the policy is to record it."""
         if self.on_error == "raise" or isinstance(error, _FATAL_ERRORS):
-            where = source.path if page is None else f"{source.path} (page {page})"
+            where = path if page is None else f"{path} (page {page})"
             if where not in str(error):
                 error.add_note(f"while reading {where} with MississippiImageReader")
             raise error
-
-    def _failure(self, source: _Source, error: Exception, page: int | None) -> Document:
-        self._check(error, source, page)
-        metadata = {
-            **source.metadata,
-            "page_label": None if page is None else str(page),
-            "mode": self.mode,
-            "model": self.vlm.model_id,
-            "tiles": 0,
-            "finish_reason": None,
-            "error_code": getattr(error, "code", "internal_error"),
-            "error_type": type(error).__name__,
-            "error_message": str(error),
-        }
-        return _new_document("", metadata, [])
 
 
 class _PageSlots:
@@ -557,63 +426,65 @@ class _PageSlots:
             semaphore = self._by_loop[loop] = asyncio.Semaphore(self._total)
         return semaphore
 
-    async def acquire(self) -> None:
-        await self._semaphore().acquire()
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Hold one slot while the block runs."""
+        async with self._semaphore():
+            yield
 
-    async def try_acquire(self) -> bool:
-        """Take a slot only if one is free now (never suspends)."""
-        semaphore = self._semaphore()
-        if semaphore.locked():
-            return False
-        return await semaphore.acquire()  # returns at once: a slot is free and no one waits
+    def available(self) -> int:
+        """Slots free now, in the running loop."""
+        return self._semaphore()._value
 
-    def release(self, count: int) -> None:
-        semaphore = self._semaphore()
-        for _ in range(count):
-            semaphore.release()
+
+def _task_of(
+    task: str | None,
+    arguments: Mapping[str, Any] | None,
+    mode: str | None,
+    schema: Any,
+    instructions: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """The task and its arguments, from the current or the former spellings."""
+    values = dict(arguments or {})
+    if mode is not None:
+        if task is not None:
+            raise InvalidInputError("give task= (or the former mode=), not both")
+        if mode not in _MODES:
+            raise InvalidInputError(f"unknown mode {mode!r}; use one of {', '.join(_MODES)}")
+        task, preset = _MODES[mode]
+        values = {**preset, **values}
+    task = task or "ocr"
+    if schema is not None:
+        values.setdefault("json_schema", schema)
+    if instructions is not None:
+        values.setdefault("instructions", instructions)
+    if get_task(task).name == "extract" and "json_schema" not in values:
+        raise InvalidInputError(
+            'the extract task needs arguments={"json_schema": ...}: a pydantic model, a JSON '
+            'Schema, or a template such as {"invoice_number": "", "total": 0.0}'
+        )
+    return task, values
 
 
 def _sources(
     file: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     extra_info: dict[str, Any] | None,
     fs: Any,
-) -> list[_Source]:
+) -> tuple[list[Any], dict[str, dict[str, Any]]]:
+    """The inputs (bytes read through ``fs`` when given) and each one's Document metadata."""
     paths = [file] if isinstance(file, str | os.PathLike) else list(file)
-    sources = []
+    sources: list[Any] = []
+    metadata: dict[str, dict[str, Any]] = {}
     for path in paths:
         text = os.fspath(path)
-        metadata = {"file_path": text, "file_name": Path(text).name, **(extra_info or {})}
-        sources.append(_Source(text, metadata, fs))
-    return sources
-
-
-def _take(items: Iterator[_Item], size: int) -> list[_Item]:
-    """Up to ``size`` items, counting only pages (failures cost the engine nothing)."""
-    window: list[_Item] = []
-    pages = 0
-    for item in items:
-        window.append(item)
-        pages += isinstance(item, _Page)
-        if pages >= size:
-            break
-    return window
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        metadata[text] = {"file_path": text, "file_name": Path(text).name, **(extra_info or {})}
+        if fs is None:
+            sources.append(text)
+        else:
+            with fs.open(text, "rb") as handle:
+                sources.append(NamedSource(text, handle.read()))
+    return sources, metadata
 
 
 def _is_flat(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
-
-
-def _new_document(text: str, metadata: dict[str, Any], data_keys: list[str]) -> Document:
-    present = set(metadata)
-    both = [k for k in (*_ALWAYS_EXCLUDED, *_DATA_KEYS, *data_keys) if k in present]
-    embed_only = [k for k in _EMBED_ONLY_EXCLUDED if k in present]
-    return Document(
-        text=text,
-        metadata=metadata,
-        excluded_embed_metadata_keys=list(dict.fromkeys([*both, *embed_only])),
-        excluded_llm_metadata_keys=list(dict.fromkeys(both)),
-    )

@@ -1,58 +1,60 @@
-"""``MississippiToolSpec``: image reading tools for LlamaIndex agents.
+"""``MississippiToolSpec``: the task catalogue as LlamaIndex agent tools.
 
-Five tools, each with a sync and an async path: ``ocr``, ``read_chart``, ``read_table``,
-``extract_json`` and ``ask_image``. Their docstrings are the descriptions the agent's LLM reads;
-their parameter lines (``name (type): ...``) become the parameters' descriptions in the schema.
+One tool per task the model can do (``ocr``, ``read_chart``, ``read_table``, ``extract``, ``ask``
+and any task it adds), each with a sync and an async path. A tool's name, description and
+arguments (``image``, ``pages``, then the task's own) are the catalogue's, shared with every other
+surface; the answer is the catalogue's text rendering (one ``[page N]`` section per page for a
+range). Page handling, rendering and argument parsing live in
+:mod:`mississippi_tools.agent_tools`; this module only translates.
 
 Images:
     ``image`` is a file path, a ``data:`` URI or base64 image bytes; an http(s) URL only when the
-    source policy allows URLs. Paths and URLs are checked by a
-    :class:`~mississippi_tools.sources.SourcePolicy`: the one given to the spec, else the
-    model's own (``vlm.policy``), through :func:`~mississippi_tools.sources.agent_policy`: a
-    policy allowing any path becomes the current directory only.
+    source policy allows URLs. Paths and URLs are checked by the policy given to the spec, else
+    the agent default of :func:`~mississippi_tools.sources.agent_policy` (the model's roots, or the
+    current directory only).
 
 Errors:
     A failed call raises the library's :class:`~mississippi_tools.errors.MississippiError`
     unchanged; nothing is turned into a result string. LlamaIndex's agents (``FunctionAgent``,
-    ``ReActAgent``; ``BaseWorkflowAgent._call_tool`` in llama-index-core 0.14) catch any exception
-    from a tool and hand the LLM a ``ToolOutput`` with ``is_error=True`` whose content is the
-    message, which says what was wrong and what to do (for example, which page numbers a PDF
-    has). The exception itself stays on ``ToolOutput.exception`` with its ``code``. Called
-    directly (``tool.call(...)``), a tool raises.
-
-This module does not use ``from __future__ import annotations``: ``FunctionTool`` builds each
-tool's schema from the methods' annotations at runtime, and string annotations would break it.
+    ``ReActAgent``) catch any exception from a tool and hand the LLM a ``ToolOutput`` with
+    ``is_error=True`` whose content is the message, which says what was wrong and what to do. The
+    exception stays on ``ToolOutput.exception`` with its ``code``. Called directly
+    (``tool.call(...)``), a tool raises.
 """
 
-import asyncio
-import inspect
-import json
-from typing import TYPE_CHECKING, Any, Final, Literal
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Final
 
 from llama_index.core.tools import FunctionTool, ToolMetadata
 from llama_index.core.tools.tool_spec.base import SPEC_FUNCTION_TYPE, BaseToolSpec
 
-from mississippi_tools.errors import InvalidInputError
-from mississippi_tools.images import load_image
+from mississippi_tools import MississippiVLM
+from mississippi_tools.agent_tools import (
+    ToolSettings,
+    acall_tool,
+    call_tool,
+    check_tool_arguments,
+    policy_note,
+    tool_arguments,
+)
+from mississippi_tools.batch import DEFAULT_MAX_PAGES
 from mississippi_tools.sources import agent_policy
-from mississippi_tools.vlm import MississippiVLM
+from mississippi_tools.tasks.catalogue import TaskSpec, get_task
 
 if TYPE_CHECKING:
-    from mississippi_tools.images import LoadedImage
+    from collections.abc import Mapping
+
     from mississippi_tools.sources import SourcePolicy
-    from mississippi_tools.tasks.chart import ChartData
-    from mississippi_tools.tasks.table import TableData
 
 __all__ = ["MississippiToolSpec"]
 
-_NO_TEXT: Final = "(no text was found in the image)"
-_NO_ANSWER: Final = "(the model gave an empty answer)"
 _MAX_DESCRIPTION: Final = 1024  # what OpenAI (and LlamaIndex's to_openai_tool) accept
-_MAX_ROOTS_SHOWN: Final = 3
 
 
 class MississippiToolSpec(BaseToolSpec):
-    """OCR, charts, tables, JSON extraction and questions about images, as LlamaIndex tools.
+    """OCR, charts, tables, JSON extraction, questions (every task the model can do) as tools.
 
     Setup:
         .. code-block:: bash
@@ -78,7 +80,7 @@ class MississippiToolSpec(BaseToolSpec):
             agent = FunctionAgent(tools=spec.to_tool_list(), llm=llm)
             response = await agent.run("What is the total on /data/invoice.png?")
 
-            spec.ocr("/data/invoice.png")  # the methods can be called directly too
+            spec.ocr("/data/invoice.png")  # each task can be called directly too
 
     Async:
         .. code-block:: python
@@ -88,32 +90,30 @@ class MississippiToolSpec(BaseToolSpec):
     Args:
         vlm: The model, in this process (:meth:`MississippiVLM.load`) or behind a service
             (:meth:`MississippiVLM.connect`).
-        policy: Which paths and URLs the agent may name; ``None`` uses ``vlm.policy``. Either
-            way, one allowing any path is narrowed to the current directory.
-        max_tiles: Most 448-px tiles per image (the model's default when ``None``).
+        policy: Which paths and URLs the agent may name; ``None``: the agent default.
+        max_tiles: H2OVL models: most 448-px tiles per image (the model's default when ``None``).
+        options: Other model options (``vlm.model_info.options`` lists them).
         max_new_tokens: Most tokens per answer (each task's default when ``None``).
         timeout: Seconds before a call fails with ``DeadlineExceededError``.
+        max_pages: Most pages one call reads.
+        fixed_arguments: Task arguments fixed for every call, by task (``{"extract":
+            {"json_schema": Invoice}}``); the calling model no longer passes them.
 
     Raises:
         TypeError: ``vlm`` is not a ``MississippiVLM``.
     """
 
-    spec_functions: list[SPEC_FUNCTION_TYPE] = [  # noqa: RUF012 (BaseToolSpec's interface)
-        ("ocr", "aocr"),
-        ("read_chart", "aread_chart"),
-        ("read_table", "aread_table"),
-        ("extract_json", "aextract_json"),
-        ("ask_image", "aask_image"),
-    ]
-
     def __init__(
         self,
         vlm: MississippiVLM,
         *,
-        policy: "SourcePolicy | None" = None,
+        policy: SourcePolicy | None = None,
         max_tiles: int | None = None,
+        options: Mapping[str, Any] | None = None,
         max_new_tokens: int | None = None,
         timeout: float | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
+        fixed_arguments: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if not isinstance(vlm, MississippiVLM):
             raise TypeError(
@@ -122,221 +122,106 @@ class MississippiToolSpec(BaseToolSpec):
                 'MississippiVLM.connect("http://127.0.0.1:8090")'
             )
         self.vlm = vlm
-        self.policy = agent_policy(policy or vlm.policy, tool="MississippiToolSpec")
-        options: dict[str, Any] = {"max_tiles": max_tiles, "timeout": timeout}
-        if max_new_tokens is not None:
-            options["max_new_tokens"] = max_new_tokens
-        self._options = options
+        self.policy = policy if policy is not None else agent_policy(vlm.policy, tool="tools")
+        self._reader = vlm.with_policy(self.policy)
+        self._fixed = {get_task(name).name: dict(v) for name, v in (fixed_arguments or {}).items()}
+        self._settings = ToolSettings(
+            max_tiles=max_tiles,
+            options=options,
+            max_new_tokens=max_new_tokens,
+            timeout=timeout,
+            max_pages=max_pages,
+        )
+        # BaseToolSpec's interface: (sync, async) method names, one pair per task.
+        self.spec_functions: list[SPEC_FUNCTION_TYPE] = [
+            (spec.name, f"a{spec.name}") for spec in vlm.tasks
+        ]
+
+    def _settings_for(self, spec: TaskSpec[Any, Any]) -> ToolSettings:
+        fixed = self._fixed.get(spec.name)
+        if not fixed:
+            return self._settings
+        return ToolSettings(**{**self._settings.__dict__, "fixed": fixed})
+
+    def call(self, task: str, image: str, pages: Any = None, **arguments: Any) -> str:
+        """Run ``task`` on ``image`` as a tool call does; the text the agent would read."""
+        spec = get_task(task)
+        settings = self._settings_for(spec)
+        return call_tool(self._reader, spec, image, pages, arguments, settings).content
+
+    async def acall(self, task: str, image: str, pages: Any = None, **arguments: Any) -> str:
+        """Async twin of :meth:`call`."""
+        spec = get_task(task)
+        settings = self._settings_for(spec)
+        output = await acall_tool(self._reader, spec, image, pages, arguments, settings)
+        return output.content
+
+    def __getattr__(self, name: str) -> Any:
+        """``spec.<task>(...)`` and ``spec.a<task>(...)`` for every task of the model."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        names = {spec.name for spec in self.vlm.tasks}
+        if name in names:
+            return functools.partial(self.call, name)
+        if name.startswith("a") and name[1:] in names:
+            return functools.partial(self.acall, name[1:])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def to_tool_list(
         self,
         spec_functions: list[SPEC_FUNCTION_TYPE] | None = None,
         func_to_metadata_mapping: dict[str, ToolMetadata] | None = None,
     ) -> list[FunctionTool]:
-        """The tools; each description is dedented and ends with what the policy allows.
+        """One tool per task of the model (or of ``spec_functions``), sync and async.
 
         Args:
-            spec_functions: A subset of :attr:`spec_functions` (default: all five).
-            func_to_metadata_mapping: Metadata to use instead of the methods' own (kept as is).
+            spec_functions: Task names (or ``(name, async_name)`` pairs) to keep.
+            func_to_metadata_mapping: Metadata to use instead of the catalogue's, by task name.
 
         Returns:
-            One ``FunctionTool`` per entry, with a sync and an async path.
+            One ``FunctionTool`` per task, with a sync and an async path.
         """
-        tools = super().to_tool_list(spec_functions, func_to_metadata_mapping)
-        given = set(func_to_metadata_mapping or ())
-        note, short_note = _policy_note(self.policy), _policy_note(self.policy, short=True)
-        for tool in tools:
-            name = tool.metadata.name
-            if name in given or f"a{name}" in given:  # the caller's metadata, as given
+        wanted = None
+        if spec_functions is not None:
+            wanted = {get_task(f if isinstance(f, str) else f[0]).name for f in spec_functions}
+        tools = []
+        for spec in self.vlm.tasks:
+            if wanted is not None and spec.name not in wanted:
                 continue
-            signature, _, docstring = tool.metadata.description.partition("\n")
-            text = f"{signature}\n{inspect.cleandoc(docstring)}"
-            fits = len(text) + len(note) + 2 <= _MAX_DESCRIPTION
-            tool.metadata.description = f"{text}\n\n{note if fits else short_note}"
+            settings = self._settings_for(spec)
+            metadata = (func_to_metadata_mapping or {}).get(spec.name) or ToolMetadata(
+                name=spec.name,
+                description=_description(spec, self.policy, settings),
+                fn_schema=tool_arguments(spec, fixed=list(settings.fixed)),
+            )
+            run, arun = self._callables(spec, settings)
+            tools.append(FunctionTool.from_defaults(fn=run, async_fn=arun, tool_metadata=metadata))
         return tools
 
-    def _load(self, image: str, page: int | None) -> "LoadedImage":
-        return load_image(image, page=page, limits=self.vlm.limits, policy=self.policy)
+    def _callables(self, spec: TaskSpec[Any, Any], settings: ToolSettings) -> tuple[Any, Any]:
+        """The tool's sync and async functions (LlamaIndex calls them with the raw arguments)."""
+        fixed = list(settings.fixed)
 
-    async def _aload(self, image: str, page: int | None) -> "LoadedImage":
-        return await asyncio.to_thread(self._load, image, page)
+        def run(**kwargs: Any) -> str:
+            kwargs = check_tool_arguments(spec, kwargs, fixed=fixed)
+            image, pages = kwargs.pop("image"), kwargs.pop("pages", None)
+            return call_tool(self._reader, spec, image, pages, kwargs, settings).content
 
-    # -- ocr --------------------------------------------------------------------------------------
+        async def arun(**kwargs: Any) -> str:
+            kwargs = check_tool_arguments(spec, kwargs, fixed=fixed)
+            image, pages = kwargs.pop("image"), kwargs.pop("pages", None)
+            output = await acall_tool(self._reader, spec, image, pages, kwargs, settings)
+            return output.content
 
-    def ocr(
-        self, image: str, page: int | None = None, format: Literal["text", "markdown"] = "text"
-    ) -> str:
-        """Read all the text in an image or PDF page (OCR): documents, receipts, signs, screens.
-
-        Returns the text in reading order, one line per line of the image.
-
-        Args:
-            image (str): File path ('scans/bill.png', '/data/report.pdf'), data URI or base64.
-            page (int | None): 1-based page; required for a PDF with several pages, else omit.
-            format (str): 'text' (default) or 'markdown' to keep headings, lists and tables.
-        """
-        result = self.vlm.ocr(self._load(image, page), format=format, **self._options)
-        return result.text or _NO_TEXT
-
-    async def aocr(
-        self, image: str, page: int | None = None, format: Literal["text", "markdown"] = "text"
-    ) -> str:
-        """Async twin of :meth:`ocr`."""
-        loaded = await self._aload(image, page)
-        result = await self.vlm.aocr(loaded, format=format, **self._options)
-        return result.text or _NO_TEXT
-
-    # -- charts -----------------------------------------------------------------------------------
-
-    def read_chart(self, image: str, page: int | None = None) -> str:
-        """Read the data of a chart (bar, line, pie, scatter...) in an image or a PDF page.
-
-        Returns the chart type and the data as a Markdown table with the title above it: one row
-        per label, one column per series, units in the column names; then any notes on values
-        that were unclear.
-
-        Args:
-            image (str): File path ('charts/sales.png', '/data/report.pdf'), data URI or base64.
-            page (int | None): 1-based page; required for a PDF with several pages, else omit.
-        """
-        return _chart_text(self.vlm.read_chart(self._load(image, page), **self._options))
-
-    async def aread_chart(self, image: str, page: int | None = None) -> str:
-        """Async twin of :meth:`read_chart`."""
-        loaded = await self._aload(image, page)
-        return _chart_text(await self.vlm.aread_chart(loaded, **self._options))
-
-    # -- tables -----------------------------------------------------------------------------------
-
-    def read_table(self, image: str, page: int | None = None) -> str:
-        """Read a table in an image or a PDF page (invoice lines, price lists, statements...).
-
-        Returns the table as Markdown (title in bold, then a header row and one row per table
-        row), then any notes on what had to be repaired.
-
-        Args:
-            image (str): File path ('scans/prices.png', '/data/report.pdf'), data URI or base64.
-            page (int | None): 1-based page; required for a PDF with several pages, else omit.
-        """
-        return _table_text(self.vlm.read_table(self._load(image, page), **self._options))
-
-    async def aread_table(self, image: str, page: int | None = None) -> str:
-        """Async twin of :meth:`read_table`."""
-        loaded = await self._aload(image, page)
-        return _table_text(await self.vlm.aread_table(loaded, **self._options))
-
-    # -- extraction -------------------------------------------------------------------------------
-
-    def extract_json(
-        self,
-        image: str,
-        json_schema: dict[str, Any] | str,
-        instructions: str | None = None,
-        page: int | None = None,
-    ) -> str:
-        """Extract fields as JSON from an image or PDF page (forms, invoices, receipts, IDs).
-
-        Returns JSON in exactly the requested shape; a value missing from the image is null.
-        Example json_schema (a template; example values give the types):
-        {"invoice_number": "", "total": 0.0, "items": [{"description": "", "amount": 0.0}]}
-
-        Args:
-            image (str): File path ('scans/bill.png', '/data/form.pdf'), data URI or base64.
-            json_schema (dict | str): The JSON shape: a template like the example, or a JSON Schema.
-            instructions (str | None): Optional guidance, e.g. 'dates as YYYY-MM-DD'.
-            page (int | None): 1-based page; required for a PDF with several pages, else omit.
-        """
-        schema = _schema(json_schema)
-        result = self.vlm.extract_result(
-            self._load(image, page), schema, instructions=instructions, **self._options
-        )
-        return _data_text(result.data)
-
-    async def aextract_json(
-        self,
-        image: str,
-        json_schema: dict[str, Any] | str,
-        instructions: str | None = None,
-        page: int | None = None,
-    ) -> str:
-        """Async twin of :meth:`extract_json`."""
-        schema = _schema(json_schema)
-        loaded = await self._aload(image, page)
-        result = await self.vlm.aextract_result(
-            loaded, schema, instructions=instructions, **self._options
-        )
-        return _data_text(result.data)
-
-    # -- questions --------------------------------------------------------------------------------
-
-    def ask_image(self, image: str, question: str, page: int | None = None) -> str:
-        """Answer a question about an image or PDF page: what it shows, a value, a yes/no check.
-
-        Prefer ocr, read_table, read_chart or extract_json to get all the text or data.
-
-        Args:
-            image (str): File path ('photos/sign.jpg', '/data/report.pdf'), data URI or base64.
-            question (str): The question, e.g. 'Is the form signed?' or 'What is the total due?'.
-            page (int | None): 1-based page; required for a PDF with several pages, else omit.
-        """
-        answer = self.vlm.ask(self._load(image, page), question, **self._options)
-        return answer.text or _NO_ANSWER
-
-    async def aask_image(self, image: str, question: str, page: int | None = None) -> str:
-        """Async twin of :meth:`ask_image`."""
-        loaded = await self._aload(image, page)
-        answer = await self.vlm.aask(loaded, question, **self._options)
-        return answer.text or _NO_ANSWER
+        run.__name__, arun.__name__ = spec.name, f"a{spec.name}"
+        return run, arun
 
 
-def _policy_note(policy: "SourcePolicy", *, short: bool = False) -> str:
-    """What the calling model may pass as ``image``, from the policy."""
-    roots = policy.allowed_roots
-    if short and roots:
-        paths = "Paths: only files under the allowed folders (relative paths start at the first)."
-    elif roots is None:
-        paths = "Paths: any local file."
-    elif not roots:
-        paths = "Paths: none; pass a data URI or base64."
-    elif len(roots) == 1:
-        paths = f"Paths: only files under {roots[0]} (relative paths start there)."
-    else:
-        listed = ", ".join(str(root) for root in roots[:_MAX_ROOTS_SHOWN])
-        more = len(roots) - _MAX_ROOTS_SHOWN
-        listed += f" and {more} more folders" if more > 0 else ""
-        paths = f"Paths: only files under {listed}; relative paths start at {roots[0]}."
-    urls = "http(s) URLs: allowed." if policy.allow_urls else "http(s) URLs: not allowed."
-    return f"{paths} {urls}"
-
-
-def _chart_text(chart: "ChartData") -> str:
-    parts = [f"Chart type: {chart.chart_type}"] if chart.chart_type else []
-    parts.append(chart.to_markdown().rstrip())
-    parts += [f"Note: {note}" for note in chart.notes]
-    return "\n".join(parts)
-
-
-def _table_text(table: "TableData") -> str:
-    return "\n".join([table.to_markdown().rstrip(), *(f"Note: {note}" for note in table.notes)])
-
-
-def _schema(json_schema: dict[str, Any] | str) -> dict[str, Any]:
-    """The schema argument as a dict (LLMs sometimes send an object as JSON text)."""
-    if isinstance(json_schema, str):
-        try:
-            json_schema = json.loads(json_schema)
-        except json.JSONDecodeError as e:
-            raise InvalidInputError(
-                f"json_schema is not valid JSON ({e.msg} at character {e.pos}); pass an object "
-                'such as {"invoice_number": "", "total": 0.0}'
-            ) from e
-    if not isinstance(json_schema, dict):
-        raise InvalidInputError(
-            f"json_schema must be a JSON object, got {type(json_schema).__name__}; pass an "
-            'object such as {"invoice_number": "", "total": 0.0}'
-        )
-    return json_schema
-
-
-def _data_text(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False)
+def _description(spec: TaskSpec[Any, Any], policy: SourcePolicy, settings: ToolSettings) -> str:
+    """The catalogue's description and the policy note, within the 1024 characters allowed."""
+    parts = [spec.description]
+    if settings.fixed and spec.describe_fixed is not None:
+        parts.append(spec.describe_fixed(settings.fixed))
+    parts.append(policy_note(policy))
+    text = "\n".join(parts)
+    return text if len(text) <= _MAX_DESCRIPTION else text[: _MAX_DESCRIPTION - 3] + "..."
