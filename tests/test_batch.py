@@ -68,7 +68,14 @@ def test_pages_of_several_sources_are_in_flight_together(tmp_path: Path) -> None
 
 def test_nothing_is_read_ahead_of_its_turn(tmp_path: Path) -> None:
     first, second = _png(tmp_path / "1.png", 1), _png(tmp_path / "2.png", 2)
-    outcomes = iter_outcomes(lambda image: image.source, _items([first, second]), concurrency=1)
+    never = threading.Event()
+
+    def slow_first(image: LoadedImage) -> str:
+        if image.source == str(first):
+            never.wait(0.5)  # time enough for a read-ahead to happen, if the iterator did it
+        return image.source
+
+    outcomes = iter_outcomes(slow_first, _items([first, second]), concurrency=1)
 
     assert next(outcomes).ok
     second.unlink()  # read only now, so its absence is what the next outcome says
