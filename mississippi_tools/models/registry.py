@@ -38,18 +38,31 @@ GENERIC_FAMILY = "generic"
 KNOWN_MODELS: dict[str, str] = {
     "h2oai/h2ovl-mississippi-800m": "h2ovl",
     "h2oai/h2ovl-mississippi-2b": "h2ovl",
+    # -- Idefics2 / Idefics3 (HuggingFaceM4) --------------------------------------------------
+    "HuggingFaceM4/idefics2-8b": "idefics2",
+    "HuggingFaceM4/idefics2-8b-chatty": "idefics2",
+    "HuggingFaceM4/idefics2-8b-AWQ": "idefics2",
+    "HuggingFaceM4/Idefics3-8B-Llama3": "idefics3",
 }
 
 #: Name fragments (lower case) that tell a family when the exact hub id is not known, most
 #: specific first (a local path or a served model name such as ``/models/h2ovl-mississippi-2b``).
 _NAME_HINTS: list[tuple[str, str]] = [
     ("h2ovl", "h2ovl"),
+    # -- Idefics2 / Idefics3 --
+    ("idefics3", "idefics3"),
+    ("idefics2", "idefics2"),
 ]
 
 #: ``model_type`` or architecture name -> "module:Class" of a backend with ``from_directory``.
 BACKENDS: dict[str, str] = {
     "h2ovl_chat": "mississippi_tools.models.h2ovl.backend:H2OVLBackend",
     "H2OVLChatModel": "mississippi_tools.models.h2ovl.backend:H2OVLBackend",
+    # -- Idefics2 / Idefics3 (transformers' native classes, published configs) ----------------
+    "idefics2": "mississippi_tools.models.idefics2.backend:Idefics2Backend",
+    "Idefics2ForConditionalGeneration": "mississippi_tools.models.idefics2.backend:Idefics2Backend",
+    "idefics3": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
+    "Idefics3ForConditionalGeneration": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
 }
 
 
