@@ -469,7 +469,7 @@ def build_tiny_checkpoint(
         TINY_CONFIG,
         dtype=dtype,
         seed=seed,
-        init_std=0.5,
+        init_std=0.2,
         variant=variant,
         do_image_splitting=do_image_splitting,
         max_shard_bytes=max_shard_bytes,
