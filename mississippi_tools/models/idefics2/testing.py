@@ -36,6 +36,7 @@ __all__ = [
     "IDEFICS2_8B_CONFIG",
     "TINY_CONFIG",
     "build_checkpoint",
+    "build_scripted_checkpoint",
     "build_tiny_checkpoint",
     "build_tokenizer_files",
     "random_weights",
@@ -474,3 +475,55 @@ def build_tiny_checkpoint(
         do_image_splitting=do_image_splitting,
         max_shard_bytes=max_shard_bytes,
     )
+
+
+def build_scripted_checkpoint(source: str | Path, target: str | Path, answer: str) -> Path:
+    """Copy a tiny Idefics checkpoint and set its weights so that greedy decoding writes ``answer``.
+
+    The Idefics counterpart of :func:`mississippi_tools.testing.build_scripted_checkpoint`: every
+    decoder layer's output projections are zeroed (a bigram model), and the embeddings and LM
+    head lead from the prompt's last token (``:`` of ``Assistant:``) through ``answer`` to
+    ``<end_of_utterance>``. Under a JSON grammar the head prefers ``"`` and closing brackets, so
+    constrained JSON finishes quickly. Works for Idefics2 and Idefics3 checkpoints.
+
+    Raises:
+        ValueError: ``answer`` repeats a token, or is too long for the hidden size.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from mississippi_tools.models.idefics2.tokenization import IdeficsTokenizer, Segment
+
+    source, target = Path(source), Path(target)
+    shutil.copytree(source, target)
+    tokenizer = IdeficsTokenizer.from_pretrained(target)
+    last = tokenizer.encode_segments([Segment("Assistant:")], bos=False)[-1]
+    chain = [last, *tokenizer.encode(answer), tokenizer.token_to_id("<end_of_utterance>")]
+    if len(set(chain[:-1])) != len(chain) - 1:
+        raise ValueError(f"{answer!r} repeats a token ({chain}); a bigram model cannot write it")
+    weights_file = target / "model.safetensors"
+    weights = load_file(str(weights_file))
+    embed = weights["model.text_model.embed_tokens.weight"]
+    head = weights["lm_head.weight"]
+    if len(chain) >= embed.shape[1]:
+        raise ValueError(f"{answer!r} is too long for a hidden size of {embed.shape[1]}")
+    embed.zero_()
+    head.zero_()
+    embed[:, 0] = 1.0
+    for k, token in enumerate(chain[:-1], start=1):
+        embed[token, k] = 4.0
+        head[chain[k], k] = 50.0
+    for token, piece in enumerate(tokenizer.vocab_pieces()):
+        text = piece.replace("▁", " ").replace("Ġ", " ")
+        if text == '"':
+            head[token, 0] = 6.0
+        elif text and all(c in '"}]' for c in text):
+            head[token, 0] = 5.0
+    for name, tensor in weights.items():
+        if name.startswith("model.text_model.layers.") and name.endswith(
+            ("o_proj.weight", "down_proj.weight")
+        ):
+            tensor.zero_()
+    save_file(weights, str(weights_file), metadata={"format": "pt"})
+    return target

@@ -34,3 +34,13 @@ def idefics2_engine(idefics2_backend):  # type: ignore[no-untyped-def]
     engine = LocalEngine(idefics2_backend)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def idefics2_scripted(idefics2_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint with weights set so that greedy decoding writes ``SCRIPTED_ANSWER``."""
+    from mississippi_tools.models.idefics2.testing import build_scripted_checkpoint
+    from tests.support import SCRIPTED_ANSWER
+
+    target = tmp_path_factory.mktemp("scripted") / "scripted-idefics2"
+    return build_scripted_checkpoint(idefics2_checkpoint, target, SCRIPTED_ANSWER)
