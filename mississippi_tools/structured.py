@@ -1149,9 +1149,12 @@ class JSONGrammar:
                 and tokenizer.decode([i], skip_special_tokens=True)
                 != tokenizer.decode([i], skip_special_tokens=False)
             }
+        # GPT-2 style byte-level vocabularies (Llama 3, Idefics3) spell every byte as one
+        # printable character: control bytes are found after mapping pieces back to bytes.
+        byte_level = getattr(tokenizer, "vocab_type", "byte_fallback") == "byte_level"
+        has_control = _has_control_byte if byte_level else _has_control_char
         vocabulary = [
-            "" if i in special or _has_control_char(piece) else piece
-            for i, piece in enumerate(pieces)
+            "" if i in special or has_control(piece) else piece for i, piece in enumerate(pieces)
         ]
         #: Ids the grammar can never produce (specials, control characters, padding).
         self.banned_token_ids = frozenset(
@@ -1161,10 +1164,10 @@ class JSONGrammar:
         # 0.2.8 it is metadata only: the token masks are identical either way (measured).
         self.tokenizer_info = xgr.TokenizerInfo(
             vocabulary,
-            xgr.VocabType.BYTE_FALLBACK,
+            xgr.VocabType.BYTE_LEVEL if byte_level else xgr.VocabType.BYTE_FALLBACK,
             vocab_size=vocab_size,
             stop_token_ids=self.stop_token_ids,
-            add_prefix_space=True,
+            add_prefix_space=not byte_level,
         )
         # xgrammar accepts the UTF-8 encoding of UTF-16 surrogates (0xED then 0xA0-0xBF), which is
         # not UTF-8 and decodes to three U+FFFD. Only byte pieces can form it: a pending 0xED byte
@@ -1233,6 +1236,26 @@ def _byte_value(piece: str) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: printable character -> the byte it spells."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+_BYTE_LEVEL_DECODER = _byte_level_decoder()
+
+
+def _has_control_byte(piece: str) -> bool:
+    """Whether a byte-level piece spells a control byte (``Ċ`` is a newline)."""
+    return any(_BYTE_LEVEL_DECODER.get(c, 0x20) < 0x20 for c in piece)
 
 
 def _has_control_char(piece: str) -> bool:

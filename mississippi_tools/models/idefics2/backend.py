@@ -297,8 +297,9 @@ class Idefics2Backend(DecoderBackend):
             )
         messages = processing.arrange_images(prompt, history, len(images))
         segments = self.template(messages)
-        prepared = [self.plan_image(image, checked) for image in images]
-        expanded = self.expand(segments, prepared)
+        planned = [self.plan_image(image, checked) for image in images]
+        prepared = [image for image, _ in planned]
+        expanded = self.expand(segments, [layout for _, layout in planned])
         ids = self.tokenizer.encode_segments(expanded)
         prefix = 0
         if prepared:
@@ -311,16 +312,18 @@ class Idefics2Backend(DecoderBackend):
             return processing.chat_segments(messages)
         return processing.completion_segments(messages)
 
-    def expand(self, segments: Sequence[Segment], images: Sequence[PreparedImage]) -> list[Segment]:
-        """Each ``<image>`` replaced by its pieces' image tokens."""
-        return processing.expand_images(
-            segments,
-            [image.num_tiles for image in images],
-            self.config.tokens_per_image,
-        )
+    def expand(self, segments: Sequence[Segment], layouts: Sequence[Any]) -> list[Segment]:
+        """Each ``<image>`` replaced by its pieces' image tokens (``layouts``: piece counts)."""
+        return processing.expand_images(segments, layouts, self.config.tokens_per_image)
 
-    def plan_image(self, image: LoadedImage, options: Mapping[str, Any]) -> PreparedImage:
-        """The image's pieces and cache key (everything that changes its features)."""
+    def plan_image(
+        self, image: LoadedImage, options: Mapping[str, Any]
+    ) -> tuple[PreparedImage, Any]:
+        """The image's pieces and cache key (everything that changes its features).
+
+        Returns:
+            The prepared image and its layout in the prompt (:meth:`expand` reads it).
+        """
         settings = self.processor_settings
         split = options.get("do_image_splitting", settings.do_image_splitting)
         longest = options.get("longest_edge", settings.longest_edge)
@@ -333,12 +336,13 @@ class Idefics2Backend(DecoderBackend):
             longest_edge=longest,
         )
         tiling = f"split={split}|{plan.sizes}|{settings.resample}"
-        return PreparedImage(
+        prepared = PreparedImage(
             cache_key=f"{self.revision}|{image.content_hash}|{tiling}",
             num_tiles=plan.num_pieces,
             num_tokens=plan.num_pieces * self.config.tokens_per_image,
             render=self._renderer(image, plan),
         )
+        return prepared, plan.num_pieces
 
     def _renderer(self, image: LoadedImage, plan: processing.ImagePlan) -> Callable[[], Any]:
         settings = self.processor_settings

@@ -40,6 +40,7 @@ __all__ = [
     "build_tiny_checkpoint",
     "build_tokenizer_files",
     "random_weights",
+    "save_weights",
     "write_json",
 ]
 
