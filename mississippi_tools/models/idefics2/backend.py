@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from mississippi_tools.images import LoadedImage
     from mississippi_tools.models.kv_cache import BatchKVCache
 
-__all__ = ["Idefics2Backend", "has_chat_template", "weights_revision"]
+__all__ = ["Idefics2Backend", "execution_device", "has_chat_template", "weights_revision"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,15 @@ def has_chat_template(directory: Path) -> bool:
         if read_json(directory / name).get("chat_template"):
             return True
     return False
+
+
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module`` computes: its accelerate hook's device when placed, else its weights'."""
+    hook = getattr(module, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None:
+        return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    return next(module.parameters()).device
 
 
 def weights_revision(directory: Path) -> str:
@@ -131,7 +140,7 @@ class Idefics2Backend(DecoderBackend):
         if instruction_tuned:
             stops.add(tokenizer.token_to_id(processing.END_OF_UTTERANCE))
         self._stop_ids = frozenset(stops)
-        self._weights = next(model.parameters())
+        self._dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -229,13 +238,13 @@ class Idefics2Backend(DecoderBackend):
 
     @property
     def device(self) -> torch.device:
-        """Where the input embeddings are (the first device of a split model)."""
-        return self.model.get_input_embeddings().weight.device  # type: ignore[operator, no-any-return]
+        """Where the input embeddings run (the first device of a split model)."""
+        return execution_device(self.model.get_input_embeddings())  # type: ignore[operator]
 
     @property
     def dtype(self) -> torch.dtype:
         """The weights' dtype."""
-        return self._weights.dtype
+        return self._dtype
 
     @property
     def stop_token_ids(self) -> frozenset[int]:
@@ -398,7 +407,7 @@ class Idefics2Backend(DecoderBackend):
         """Image tokens of same-size pieces ``[n, 3, H, W]`` -> ``[n, tokens, hidden]``."""
         inner = self.model.model  # type: ignore[union-attr]
         vision = inner.vision_model
-        pixels = pixels.to(device=vision.embeddings.patch_embedding.weight.device, dtype=self.dtype)
+        pixels = pixels.to(device=execution_device(vision.embeddings.patch_embedding), dtype=self.dtype)
         patch = self.config.vision_config.patch_size
         mask = torch.ones(
             (pixels.shape[0], pixels.shape[2] // patch, pixels.shape[3] // patch),
@@ -417,7 +426,7 @@ class Idefics2Backend(DecoderBackend):
         """Token embeddings with the image features in place of ``<image>``."""
         with torch.inference_mode():
             layer = self.model.get_input_embeddings()  # type: ignore[operator]
-            input_ids = input_ids.to(layer.weight.device)
+            input_ids = input_ids.to(execution_device(layer))
             embeds: torch.Tensor = layer(input_ids)
             if image_features is None:
                 return embeds
