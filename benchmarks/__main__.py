@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--skip", default="", help="comma-separated: startup,service,engine")
+    parser.add_argument(
+        "--idefics",
+        action="store_true",
+        help="also run the Idefics2/Idefics3 stage (benchmarks/idefics.py; full width, minutes)",
+    )
     args = parser.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     checkpoint = _checkpoint(args.checkpoint, args.quick)
@@ -146,6 +151,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["service"] = measure_service(checkpoint, new_tokens=new_tokens)
         except Exception as e:
             results["service"] = {"error": f"{type(e).__name__}: {e}"}
+    if args.idefics:
+        from benchmarks import idefics
+
+        print("measuring the Idefics stage ...", file=sys.stderr)
+        results["idefics"] = idefics.run(quick=args.quick, out=args.out)
     results["wall_seconds"] = time.time() - started
     paths = report.write(results, args.out)
     print(report.markdown({**results, "targets": report.targets(results)}).split("## Targets")[-1])
