@@ -37,9 +37,7 @@ def _configs(family: str, quick: bool) -> tuple[dict[str, Any], Any, Any]:
         from mississippi_tools.models.idefics2 import testing
     else:
         from mississippi_tools.models.idefics3 import testing as testing  # type: ignore[no-redef]
-    full = (
-        testing.IDEFICS2_8B_CONFIG if family == "idefics2" else testing.IDEFICS3_8B_CONFIG
-    )
+    full = testing.IDEFICS2_8B_CONFIG if family == "idefics2" else testing.IDEFICS3_8B_CONFIG
     config = copy.deepcopy(testing.TINY_CONFIG if quick else full)
     if not quick:
         config["text_config"]["num_hidden_layers"] = MEASURED_LAYERS
@@ -89,7 +87,9 @@ def measure(family: str, directory: Path, *, new_tokens: int, quick: bool) -> di
     started = time.perf_counter()
     for _ in range(new_tokens):
         step_ids = torch.tensor([[token]])
-        cache.attention_mask = torch.cat([cache.attention_mask, torch.ones((1, 1), dtype=torch.long)], 1)
+        cache.attention_mask = torch.cat(
+            [cache.attention_mask, torch.ones((1, 1), dtype=torch.long)], 1
+        )
         out = backend.forward(
             backend.embed(step_ids, None), cache.attention_mask, torch.tensor([[position]]), cache
         )
@@ -102,11 +102,17 @@ def measure(family: str, directory: Path, *, new_tokens: int, quick: bool) -> di
     positions = torch.arange(ids.shape[1])[None]
     rotary = text.rotary_emb(hidden, positions)
     layer = text.layers[0]
-    _, layer_prefill_s = _timed(lambda: layer(hidden, position_embeddings=rotary, attention_mask=None))
+    _, layer_prefill_s = _timed(
+        lambda: layer(hidden, position_embeddings=rotary, attention_mask=None)
+    )
     pixels = torch.stack([rendered[0][-1]])
     vision = backend.model.model.vision_model
-    embedded = vision.embeddings(pixel_values=pixels, patch_attention_mask=torch.ones(
-        (1, pixels.shape[2] // 14, pixels.shape[3] // 14), dtype=torch.bool))
+    embedded = vision.embeddings(
+        pixel_values=pixels,
+        patch_attention_mask=torch.ones(
+            (1, pixels.shape[2] // 14, pixels.shape[3] // 14), dtype=torch.bool
+        ),
+    )
     _, vlayer_s = _timed(lambda: vision.encoder.layers[0](embedded, attention_mask=None))
     pieces = prepared.images[0].num_tiles
     return {
@@ -167,9 +173,9 @@ def _extrapolate(run: dict[str, Any], full: dict[str, Any], quick: bool) -> dict
     extra_text = FULL_TEXT_LAYERS - MEASURED_LAYERS
     extra_vision = FULL_VISION_LAYERS - MEASURED_LAYERS
     prefill = run["prefill_seconds"] + extra_text * run["text_layer_prefill_seconds"]
-    vision = run["vision_seconds"] + extra_vision * run["vision_layer_seconds_per_piece"] * run[
-        "pieces"
-    ]
+    vision = (
+        run["vision_seconds"] + extra_vision * run["vision_layer_seconds_per_piece"] * run["pieces"]
+    )
     # Decoding is bound by reading the weights: scale by the decoder's bytes per token.
     text = full["text_config"]
     hidden, inter, vocab = text["hidden_size"], text["intermediate_size"], text["vocab_size"]
@@ -209,22 +215,30 @@ def _param_count(config: dict[str, Any]) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run(*, quick: bool = False, new_tokens: int = 8, out: Path = RESULTS,
-        families: tuple[str, ...] = ("idefics2", "idefics3")) -> dict[str, Any]:
+def run(
+    *,
+    quick: bool = False,
+    new_tokens: int = 8,
+    out: Path = RESULTS,
+    families: tuple[str, ...] = ("idefics2", "idefics3"),
+) -> dict[str, Any]:
     """Build, measure and write ``benchmarks/results/idefics.{json,md}``."""
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": quick,
-                               "new_tokens": new_tokens, "families": {}}
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "quick": quick,
+        "new_tokens": new_tokens,
+        "families": {},
+    }
     for family in families:
         config, full, testing = _configs(family, quick)
         with tempfile.TemporaryDirectory(prefix=f"bench-{family}-") as tmp:
             directory = testing.build_checkpoint(
                 Path(tmp) / family, config, dtype="float32", init_std=0.02
-            ) if family == "idefics2" else testing.build_checkpoint(
-                Path(tmp) / family, config, dtype="float32", init_std=0.02
             )
             print(f"measuring {family} ...", file=sys.stderr)
-            measured = _worker(["--worker", family, str(directory), str(new_tokens),
-                                "1" if quick else "0"])
+            measured = _worker(
+                ["--worker", family, str(directory), str(new_tokens), "1" if quick else "0"]
+            )
             loading = _worker(["--loader", str(directory)])
         results["families"][family] = {
             "measured": measured,
@@ -278,8 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
         family, directory, tokens, quick = argv[1:5]
-        print(json.dumps(measure(family, Path(directory), new_tokens=int(tokens),
-                                 quick=quick == "1")))
+        print(
+            json.dumps(measure(family, Path(directory), new_tokens=int(tokens), quick=quick == "1"))
+        )
         return
     if argv[:1] == ["--loader"]:
         print(json.dumps(measure_loading(Path(argv[1]))))
@@ -289,8 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=8)
     parser.add_argument("--families", default="idefics2,idefics3")
     args = parser.parse_args(argv)
-    run(quick=args.quick, new_tokens=args.new_tokens,
-        families=tuple(f for f in args.families.split(",") if f))
+    run(
+        quick=args.quick,
+        new_tokens=args.new_tokens,
+        families=tuple(f for f in args.families.split(",") if f),
+    )
 
 
 if __name__ == "__main__":

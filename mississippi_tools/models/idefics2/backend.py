@@ -61,7 +61,9 @@ INSTRUCTION_TUNED = ("HuggingFaceM4/idefics2-8b", "HuggingFaceM4/idefics2-8b-cha
 
 def has_chat_template(directory: Path) -> bool:
     """Whether the checkpoint ships a chat template (instruction-tuned checkpoints do)."""
-    if (directory / "chat_template.json").is_file() or (directory / "chat_template.jinja").is_file():
+    if (directory / "chat_template.json").is_file() or (
+        directory / "chat_template.jinja"
+    ).is_file():
         return True
     for name in ("tokenizer_config.json", "processor_config.json"):
         if read_json(directory / name).get("chat_template"):
@@ -123,10 +125,11 @@ class Idefics2Backend(DecoderBackend):
         kv_cache_dtype: torch.dtype | None = None,
         load_seconds: float = 0.0,
     ) -> None:
-        self.model = model
+        #: transformers' native model (typed loosely: its submodules are reached by name).
+        self.model: Any = model
         self.tokenizer: IdeficsTokenizer = tokenizer
         self.config = config
-        self.processor_settings = processor_settings
+        self.processor_settings: Any = processor_settings
         self.model_id = model_id
         self.revision = revision
         self.instruction_tuned = instruction_tuned
@@ -407,7 +410,9 @@ class Idefics2Backend(DecoderBackend):
         """Image tokens of same-size pieces ``[n, 3, H, W]`` -> ``[n, tokens, hidden]``."""
         inner = self.model.model  # type: ignore[union-attr]
         vision = inner.vision_model
-        pixels = pixels.to(device=execution_device(vision.embeddings.patch_embedding), dtype=self.dtype)
+        pixels = pixels.to(
+            device=execution_device(vision.embeddings.patch_embedding), dtype=self.dtype
+        )
         patch = self.config.vision_config.patch_size
         mask = torch.ones(
             (pixels.shape[0], pixels.shape[2] // patch, pixels.shape[3] // patch),

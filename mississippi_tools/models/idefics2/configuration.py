@@ -176,9 +176,7 @@ class Idefics2Config:
     """The Mistral decoder's settings, as published."""
     vision_config: Idefics2VisionSettings = field(default_factory=Idefics2VisionSettings)
     """The vision encoder."""
-    perceiver_config: Idefics2PerceiverSettings = field(
-        default_factory=Idefics2PerceiverSettings
-    )
+    perceiver_config: Idefics2PerceiverSettings = field(default_factory=Idefics2PerceiverSettings)
     """The perceiver resampler."""
     image_token_id: int = 32001
     """Id of ``<image>``, whose embeddings the image features replace."""
@@ -208,12 +206,12 @@ class Idefics2Config:
             )
         config = cls(
             text_config=dict(text),
-            vision_config=Idefics2VisionSettings(**_pick(
-                Idefics2VisionSettings, data.get("vision_config") or {}
-            )),
-            perceiver_config=Idefics2PerceiverSettings(**_pick(
-                Idefics2PerceiverSettings, data.get("perceiver_config") or {}
-            )),
+            vision_config=Idefics2VisionSettings(
+                **_pick(Idefics2VisionSettings, data.get("vision_config") or {})
+            ),
+            perceiver_config=Idefics2PerceiverSettings(
+                **_pick(Idefics2PerceiverSettings, data.get("perceiver_config") or {})
+            ),
             image_token_id=int(data.get("image_token_id", cls.image_token_id)),
             tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
             quantization_config=data.get("quantization_config"),

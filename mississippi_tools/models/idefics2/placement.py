@@ -88,14 +88,14 @@ def plan_device_map(
             device,
             free / 1024**3,
         )
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         max_memory = {
             device.index or 0: max(0, free - GPU_HEADROOM),
             "cpu": psutil.virtual_memory().available,
         }
     require("accelerate", "gpu", purpose="placing a model across devices")
-    from accelerate import infer_auto_device_map
+    from accelerate import infer_auto_device_map  # type: ignore[import-untyped]
 
     device_map: dict[str, Any] = infer_auto_device_map(
         model,
@@ -118,8 +118,8 @@ def dispatch(
     Weights mapped to ``"disk"`` (``offloaded``) are written to ``offload_dir`` (a temporary
     directory when not given) and read back for every forward pass.
     """
-    from accelerate import dispatch_model
-    from accelerate.utils import offload_state_dict
+    from accelerate import dispatch_model  # type: ignore[import-untyped]
+    from accelerate.utils import offload_state_dict  # type: ignore[import-untyped]
 
     folder: str | None = None
     if offloaded:

@@ -199,13 +199,14 @@ def arrange_images(
         messages.append(Message("assistant", (answer,)))
     last = _split_placeholders(prompt)
     if not found and num_images:
-        last = [None] * num_images + last
+        images: list[Part] = [None] * num_images
+        last = images + last
     messages.append(Message("user", tuple(last or [""])))
     return messages
 
 
 def chat_segments(messages: Sequence[Message]) -> list[Segment]:
-    """The chat template's text, images left as ``<image>`` control segments.
+    r"""The chat template's text, images left as ``<image>`` control segments.
 
     ``Role:`` before a message starting with an image, ``Role: `` before one starting with text;
     ``<end_of_utterance>\\n`` after each; ``Assistant:`` at the end.

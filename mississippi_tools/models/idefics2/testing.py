@@ -376,7 +376,9 @@ def _awq_tensors(
     return out
 
 
-def save_weights(directory: Path, tensors: dict[str, torch.Tensor], max_shard_bytes: int | None) -> None:
+def save_weights(
+    directory: Path, tensors: dict[str, torch.Tensor], max_shard_bytes: int | None
+) -> None:
     """Write safetensors (sharded with an index above ``max_shard_bytes``)."""
     from safetensors.torch import save_file
 
@@ -435,13 +437,16 @@ def build_checkpoint(
     save_weights(directory, tensors, max_shard_bytes)
     write_json(directory / "config.json", written)
     write_json(directory / "generation_config.json", _GENERATION)
-    write_json(directory / "preprocessor_config.json", {
-        **_PREPROCESSOR, "do_image_splitting": do_image_splitting
-    })
+    write_json(
+        directory / "preprocessor_config.json",
+        {**_PREPROCESSOR, "do_image_splitting": do_image_splitting},
+    )
     write_json(
         directory / "processor_config.json",
-        {"image_seq_len": config["perceiver_config"]["resampler_n_latents"],
-         "processor_class": "Idefics2Processor"},
+        {
+            "image_seq_len": config["perceiver_config"]["resampler_n_latents"],
+            "processor_class": "Idefics2Processor",
+        },
     )
     build_tokenizer_files(directory, chat_template=variant != "base")
     return directory

@@ -1,4 +1,4 @@
-r"""The Idefics tokenizers (Idefics2's Mistral SentencePiece-BPE, Idefics3's Llama-3 byte-level BPE).
+r"""The Idefics tokenizers: Idefics2's Mistral SentencePiece-BPE, Idefics3's Llama 3 byte-level BPE.
 
 The published processors of both families load the *fast* tokenizer from ``tokenizer.json``
 (transformers 4.40 / 4.46: ``LlamaTokenizerFast``, ``PreTrainedTokenizerFast``), which is a thin
@@ -128,7 +128,8 @@ class IdeficsTokenizer:
             raise ModelLoadError(f"{directory} names no eos_token in tokenizer_config.json")
         if str(config.get("tokenizer_class", "")).startswith("LlamaTokenizer"):
             # LlamaTokenizerFast rebuilds its post-processor from add_bos_token/add_eos_token.
-            bos_ids = [full.token_to_id(bos)] if bos and config.get("add_bos_token", True) else []
+            bos_id = full.token_to_id(bos) if bos and config.get("add_bos_token", True) else None
+            bos_ids = [] if bos_id is None else [int(bos_id)]
         else:
             bos_ids = full.encode("", add_special_tokens=True).ids
         return cls(full, text_only, bos_ids=bos_ids, eos_token=eos, vocab_type=vocab_type)

@@ -109,17 +109,16 @@ class TilePlan:
         return self.rows * self.cols + 1
 
 
-def plan_tiles(
-    width: int, height: int, *, longest_edge: int, tile: int, split: bool
-) -> TilePlan:
+def plan_tiles(width: int, height: int, *, longest_edge: int, tile: int, split: bool) -> TilePlan:
     """The tile grid of a ``width`` x ``height`` image."""
     first = resize_to_longest_edge(width, height, longest_edge)
     if not split:
         return TilePlan(first=first, grid_size=None, rows=0, cols=0, tile=tile)
     grid = _multiple_of_tiles(*first, tile)
     if grid[0] > tile or grid[1] > tile:
-        return TilePlan(first=first, grid_size=grid, rows=grid[1] // tile, cols=grid[0] // tile,
-                        tile=tile)
+        return TilePlan(
+            first=first, grid_size=grid, rows=grid[1] // tile, cols=grid[0] // tile, tile=tile
+        )
     return TilePlan(first=first, grid_size=grid, rows=0, cols=0, tile=tile)
 
 

@@ -212,8 +212,12 @@ def build_tokenizer_files(directory: str | Path) -> Path:
     data["post_processor"] = {
         "type": "Sequence",
         "processors": [
-            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
-             "use_regex": True},
+            {
+                "type": "ByteLevel",
+                "add_prefix_space": True,
+                "trim_offsets": False,
+                "use_regex": True,
+            },
             {
                 "type": "TemplateProcessing",
                 "single": [
@@ -228,7 +232,9 @@ def build_tokenizer_files(directory: str | Path) -> Path:
                 ],
                 "special_tokens": {
                     "<|begin_of_text|>": {
-                        "id": "<|begin_of_text|>", "ids": [128000], "tokens": ["<|begin_of_text|>"]
+                        "id": "<|begin_of_text|>",
+                        "ids": [128000],
+                        "tokens": ["<|begin_of_text|>"],
                     }
                 },
             },

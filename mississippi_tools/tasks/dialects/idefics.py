@@ -1,4 +1,4 @@
-"""Idefics2 and Idefics3: the tasks' instructions as plain chat questions, small print read in pieces.
+"""Idefics2 and Idefics3: the tasks' instructions as plain chat questions; small print in pieces.
 
 The model cards ask in plain English inside the chat template (``User:<image>What do we see in
 this image?<end_of_utterance>\\nAssistant:``); the template itself belongs to the backends, so

@@ -71,8 +71,9 @@ def chat_text(checkpoint: Path, messages: list[dict[str, Any]]) -> str:
 
     template = json.loads((checkpoint / "tokenizer_config.json").read_text())["chat_template"]
     processor = Idefics2Processor(image_processor(checkpoint), tokenizer(checkpoint))
-    return str(processor.apply_chat_template(messages, chat_template=template,
-                                             add_generation_prompt=True))
+    return str(
+        processor.apply_chat_template(messages, chat_template=template, add_generation_prompt=True)
+    )
 
 
 def expand_4_40(text: str, *, split: bool, seq_len: int = 64) -> str:
@@ -84,12 +85,15 @@ def expand_4_40(text: str, *, split: bool, seq_len: int = 64) -> str:
     return text.replace(f"{FAKE}{FAKE}", FAKE)
 
 
-def inputs(checkpoint: Path, text: str, images: list[Any], *, split: bool,
-           longest_edge: int | None = None) -> dict[str, torch.Tensor]:
+def inputs(
+    checkpoint: Path, text: str, images: list[Any], *, split: bool, longest_edge: int | None = None
+) -> dict[str, torch.Tensor]:
     """Prompt ids, pixel values and masks exactly as the published processor makes them."""
     ids = tokenizer(checkpoint)(expand_4_40(text, split=split), return_tensors="pt")
-    out: dict[str, torch.Tensor] = {"input_ids": ids["input_ids"],
-                                    "attention_mask": ids["attention_mask"]}
+    out: dict[str, torch.Tensor] = {
+        "input_ids": ids["input_ids"],
+        "attention_mask": ids["attention_mask"],
+    }
     if images:
         overrides: dict[str, Any] = {"do_image_splitting": split}
         if longest_edge is not None:

@@ -27,7 +27,9 @@ def page(seed: int, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(rng.randint(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
 
 
-def messages_for(question: str, n_images: int, history: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def messages_for(
+    question: str, n_images: int, history: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for q, a in history:
         out.append({"role": "user", "content": [{"type": "text", "text": q}]})

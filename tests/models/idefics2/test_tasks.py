@@ -1,4 +1,4 @@
-"""Every task through the API and the CLI on tiny Idefics2 checkpoints; typed errors for bad input."""
+"""Every task through the API and the CLI on tiny Idefics2 checkpoints; typed errors."""
 
 from __future__ import annotations
 
@@ -50,8 +50,13 @@ def test_every_task_runs_through_the_api(scripted_vlm: MississippiVLM, sample_pn
 
 @pytest.mark.parametrize(
     ("command", "extra"),
-    [("ocr", []), ("chart", []), ("table", []), ("ask", ["-q", "Total?"]),
-     ("extract", ["--schema", "SCHEMA"])],
+    [
+        ("ocr", []),
+        ("chart", []),
+        ("table", []),
+        ("ask", ["-q", "Total?"]),
+        ("extract", ["--schema", "SCHEMA"]),
+    ],
 )
 def test_every_task_runs_through_the_cli(
     idefics2_scripted: Path, sample_png: Path, command: str, extra: list[str], tmp_path: Path
@@ -61,8 +66,16 @@ def test_every_task_runs_through_the_cli(
     extra = [str(schema) if a == "SCHEMA" else a for a in extra]
     result = CliRunner().invoke(
         app,
-        [command, str(sample_png), *extra, "--model", str(idefics2_scripted),
-         "--max-new-tokens", "200", "--json"],
+        [
+            command,
+            str(sample_png),
+            *extra,
+            "--model",
+            str(idefics2_scripted),
+            "--max-new-tokens",
+            "200",
+            "--json",
+        ],
     )
     assert result.exit_code == ExitCode.OK, result.stderr
     assert json.loads(result.stdout)
@@ -80,7 +93,9 @@ def test_cli_max_tiles_is_a_usage_error_naming_the_options(
 
 def test_unsupported_option_and_bad_values_are_typed_errors(idefics2_backend) -> None:  # type: ignore[no-untyped-def]
     image = [loaded_image(Image.new("RGB", (64, 64), "white"))]
-    with pytest.raises(InvalidInputError, match="max_tiles is not an option of idefics2.*longest_edge"):
+    with pytest.raises(
+        InvalidInputError, match=r"max_tiles is not an option of idefics2.*longest_edge"
+    ):
         idefics2_backend.prepare("x", image, options={"max_tiles": 4})
     with pytest.raises(InvalidInputError, match=r"longest_edge must be <= 980"):
         idefics2_backend.prepare("x", image, options={"longest_edge": 4000})
@@ -88,7 +103,7 @@ def test_unsupported_option_and_bad_values_are_typed_errors(idefics2_backend) ->
 
 def test_too_many_images_names_the_limit(idefics2_backend) -> None:  # type: ignore[no-untyped-def]
     images = [loaded_image(Image.new("RGB", (32, 32), "white"))] * 13
-    with pytest.raises(InvalidInputError, match="13 images.*at most 12"):
+    with pytest.raises(InvalidInputError, match=r"13 images.*at most 12"):
         idefics2_backend.prepare("x", images)
 
 
@@ -118,7 +133,7 @@ def test_base_checkpoint_refuses_chat_tasks_naming_the_instruct_ones(tmp_path: P
     text = backend.tokenizer.decode(prepared.input_ids, skip_special_tokens=False)
     assert "User" not in text and text.endswith("In this image, we see")
     for spec in all_tasks():
-        with pytest.raises(UnsupportedTaskError, match="HuggingFaceM4/idefics2-8b, "):
+        with pytest.raises(UnsupportedTaskError, match=r"HuggingFaceM4/idefics2-8b, "):
             check_supported(spec, info)
 
 
@@ -130,5 +145,5 @@ def test_awq_checkpoint_reaches_the_typed_missing_kernels_error(tmp_path: Path) 
     path = build_tiny_checkpoint(tmp_path / "idefics2-8b-AWQ", variant="awq")
     config = json.loads((path / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "awq"
-    with pytest.raises(MissingDependencyError, match="AWQ 4-bit checkpoint.*gptqmodel"):
+    with pytest.raises(MissingDependencyError, match=r"AWQ 4-bit checkpoint.*gptqmodel"):
         load_backend(path, device="cpu", dtype="float16")

@@ -19,11 +19,23 @@ def processor(checkpoint: Path, **image_overrides: Any) -> Any:
     )
 
     pre = json.loads((checkpoint / "preprocessor_config.json").read_text())
-    kwargs = {k: pre[k] for k in (
-        "do_convert_rgb", "do_image_splitting", "do_normalize", "do_pad", "do_rescale",
-        "do_resize", "image_mean", "image_std", "max_image_size", "resample", "rescale_factor",
-        "size",
-    )}
+    kwargs = {
+        k: pre[k]
+        for k in (
+            "do_convert_rgb",
+            "do_image_splitting",
+            "do_normalize",
+            "do_pad",
+            "do_rescale",
+            "do_resize",
+            "image_mean",
+            "image_std",
+            "max_image_size",
+            "resample",
+            "rescale_factor",
+            "size",
+        )
+    }
     kwargs.update(image_overrides)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_file=str(checkpoint / "tokenizer.json"),

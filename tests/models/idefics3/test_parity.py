@@ -1,4 +1,4 @@
-"""Parity with transformers' own Idefics3 classes and processor on the same published-format files."""
+"""Parity with transformers' own Idefics3 classes and processor on the same files."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def test_prompt_logits_and_greedy_tokens_match_transformers(
     prepared = idefics3_backend.prepare(question, images, history=history, options=options)
 
     proc = reference.processor(idefics3_checkpoint, **overrides)
-    text = proc.apply_chat_template(messages_for(question, len(pils), history),
-                                    add_generation_prompt=True)
+    text = proc.apply_chat_template(
+        messages_for(question, len(pils), history), add_generation_prompt=True
+    )
     theirs = proc(text=text, images=pils or None, return_tensors="pt")
     theirs.pop("rows", None), theirs.pop("cols", None)
     assert prepared.input_ids == theirs["input_ids"][0].tolist()
@@ -54,7 +55,9 @@ def test_prompt_logits_and_greedy_tokens_match_transformers(
         ids = torch.tensor([prepared.input_ids])
         embeds = idefics3_backend.embed(ids, torch.cat(features) if features else None)
         ours = idefics3_backend.forward(
-            embeds, torch.ones_like(ids), torch.arange(ids.shape[1])[None],
+            embeds,
+            torch.ones_like(ids),
+            torch.arange(ids.shape[1])[None],
             idefics3_backend.new_cache(),
         )[0]
     torch.testing.assert_close(ours, ref_logits, rtol=1e-4, atol=1e-4)
@@ -64,8 +67,13 @@ def test_prompt_logits_and_greedy_tokens_match_transformers(
     hf_tokens = generated[0, theirs["input_ids"].shape[1] :].tolist()
     with LocalEngine(idefics3_backend) as engine:
         out = engine.generate(
-            GenerationRequest(question, images=images, history=history, options=options,
-                              sampling=SamplingParams(max_new_tokens=16))
+            GenerationRequest(
+                question,
+                images=images,
+                history=history,
+                options=options,
+                sampling=SamplingParams(max_new_tokens=16),
+            )
         )
     stops = idefics3_backend.stop_token_ids
     assert out.token_ids == [t for t in hf_tokens if t not in stops][: len(out.token_ids)]
