@@ -46,6 +46,13 @@ def _configs(family: str, quick: bool) -> tuple[dict[str, Any], Any, Any]:
 
 
 def _peak_mb() -> float:
+    """This process's peak RSS (VmHWM: ru_maxrss keeps the parent's high-water mark over exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
