@@ -114,6 +114,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="results directory (default: benchmarks/results; a --quick run writes none)",
     )
     parser.add_argument("--skip", default="", help="comma-separated: startup,service,engine")
+    parser.add_argument(
+        "--idefics",
+        action="store_true",
+        help="also run the Idefics2/Idefics3 stage (benchmarks/idefics.py; full width, minutes)",
+    )
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         results = _run(args, stack, argv)
@@ -182,6 +187,11 @@ def _run(
             results["service"] = measure_service(checkpoint, new_tokens=new_tokens)
         except Exception as e:
             results["service"] = {"error": f"{type(e).__name__}: {e}"}
+    if args.idefics:
+        from benchmarks import idefics
+
+        print("measuring the Idefics stage ...", file=sys.stderr)
+        results["idefics"] = idefics.run(quick=args.quick, out=args.out)
     results["wall_seconds"] = time.time() - started
     return results
 

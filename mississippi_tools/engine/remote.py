@@ -12,7 +12,8 @@ What the server is decides what else is sent. ``GET /v1/models`` tells (its ``ow
                        ``request_id``; its completions carry tiles, cache hits, timings and token
                        ids in a ``mississippi`` object
 ``vllm``               ``response_format`` json_schema (structured outputs), ``mm_processor_kwargs``
-                       (``max_dynamic_patch``, ``use_msac``: vLLM's H2OVL processor honours both),
+                       (``max_dynamic_patch``, ``use_msac``: vLLM's H2OVL processor honours both;
+                       ``size.longest_edge`` for Idefics3),
                        ``top_k``, ``repetition_penalty``, ``ignore_eos``, ``return_token_ids``
 anything else          only standard OpenAI fields; no grammar, so JSON extraction falls back to
                        parse, repair and retry with the validation errors
@@ -133,6 +134,21 @@ _VLLM_PROCESSOR_OPTIONS: dict[str, dict[str, ModelOption]] = {
             "max_tiles", int, "most 448-px tiles per image", minimum=1, maximum=40
         ),
         "use_msac": ModelOption("use_msac", bool, "multi-scale adaptive cropping (one image)"),
+    },
+    # -- Idefics3 -------------------------------------------------------------------------------
+    # vLLM's Idefics3 processor takes ``size={"longest_edge": N}`` (N a multiple of the 364-px
+    # tile; vllm/model_executor/models/idefics3.py, Idefics3ProcessingInfo.get_hf_processor and
+    # _get_image_feature_grid_size). It counts image tokens with splitting on, so
+    # do_image_splitting is not offered. A dotted key is a nested kwarg.
+    "idefics3": {
+        "size.longest_edge": ModelOption(
+            "longest_edge",
+            int,
+            "longest image side before tiling, a multiple of 364 (vLLM's default: the "
+            "checkpoint's 1456)",
+            minimum=364,
+            maximum=4004,
+        ),
     },
 }
 
@@ -843,7 +859,14 @@ class RemoteEngine(Engine):
         if info.kind == "vllm":
             body["return_token_ids"] = True
             names = _VLLM_PROCESSOR_OPTIONS.get(info.model_info.family, {})
-            processor = {key: options[o.name] for key, o in names.items() if o.name in options}
+            processor: dict[str, Any] = {}
+            for key, option in names.items():
+                if option.name in options:
+                    *parents, leaf = key.split(".")
+                    target = processor
+                    for parent in parents:
+                        target = target.setdefault(parent, {})
+                    target[leaf] = options[option.name]
             if processor:
                 body["mm_processor_kwargs"] = processor
         if info.kind == "mississippi":

@@ -40,6 +40,11 @@ KNOWN_MODELS: dict[str, str] = {
     "h2oai/h2ovl-mississippi-2b": "h2ovl",
     # -- websight (VLM_WebSight_finetuned) --
     "HuggingFaceM4/VLM_WebSight_finetuned": "websight",
+    # -- Idefics2 / Idefics3 (HuggingFaceM4) --------------------------------------------------
+    "HuggingFaceM4/idefics2-8b": "idefics2",
+    "HuggingFaceM4/idefics2-8b-chatty": "idefics2",
+    "HuggingFaceM4/idefics2-8b-AWQ": "idefics2",
+    "HuggingFaceM4/Idefics3-8B-Llama3": "idefics3",
 }
 
 #: Name fragments (lower case) that tell a family when the exact hub id is not known, most
@@ -48,6 +53,9 @@ _NAME_HINTS: list[tuple[str, str]] = [
     ("h2ovl", "h2ovl"),
     # -- websight --
     ("websight", "websight"),
+    # -- Idefics2 / Idefics3 --
+    ("idefics3", "idefics3"),
+    ("idefics2", "idefics2"),
 ]
 
 #: ``model_type`` or architecture name -> "module:Class" of a backend with ``from_directory``.
@@ -57,6 +65,11 @@ BACKENDS: dict[str, str] = {
     # -- websight: model_type "vmistral", VMistralForVisionText2Text --
     "vmistral": "mississippi_tools.models.websight.backend:WebSightBackend",
     "VMistralForVisionText2Text": "mississippi_tools.models.websight.backend:WebSightBackend",
+    # -- Idefics2 / Idefics3 (transformers' native classes, published configs) ----------------
+    "idefics2": "mississippi_tools.models.idefics2.backend:Idefics2Backend",
+    "Idefics2ForConditionalGeneration": "mississippi_tools.models.idefics2.backend:Idefics2Backend",
+    "idefics3": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
+    "Idefics3ForConditionalGeneration": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
 }
 
 

@@ -63,6 +63,9 @@ DIALECTS: dict[str, str] = {
     "generic": "mississippi_tools.tasks.dialects:Dialect",
     "h2ovl": "mississippi_tools.tasks.dialects.h2ovl:H2OVLDialect",
     "websight": "mississippi_tools.tasks.dialects.websight:WebSightDialect",
+    # -- Idefics2 / Idefics3 --
+    "idefics2": "mississippi_tools.tasks.dialects.idefics:Idefics2Dialect",
+    "idefics3": "mississippi_tools.tasks.dialects.idefics:Idefics3Dialect",
 }
 
 _loaded: dict[str, Dialect] = {}
