@@ -25,7 +25,7 @@ TASK_ARGUMENTS = {
     "ocr": {},
     "read_chart": {},
     "read_table": {},
-    "extract": {"schema": {"total": 0}},
+    "extract": {"json_schema": {"total": 0}},
     "ask": {"question": "What is the total?"},
 }
 
