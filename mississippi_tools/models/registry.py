@@ -26,6 +26,7 @@ __all__ = [
     "KNOWN_MODELS",
     "backend_for_config",
     "family_for_model_name",
+    "family_of",
     "load_backend",
     "register_backend",
 ]
@@ -94,6 +95,31 @@ def register_backend(
     if family is not None:
         KNOWN_MODELS.update(dict.fromkeys(hub_ids, family))
         _NAME_HINTS[:0] = [(hint, family) for hint in name_hints]
+
+
+def family_of(model: str | Path) -> str:
+    """The family of a model to be loaded, without loading it.
+
+    A local directory (or a hub snapshot already in the cache) tells by its ``config.json``;
+    otherwise the name does (:func:`family_for_model_name`). Nothing is downloaded.
+    """
+    config_path = Path(model).expanduser() / "config.json"
+    if not config_path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(model), "config.json")
+            config_path = Path(cached) if isinstance(cached, str) else config_path
+        except Exception:  # not a hub id, or huggingface_hub not installed
+            pass
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        family = getattr(backend_for_config(config), "family", None)
+        if isinstance(family, str):
+            return family
+    except (OSError, ValueError, ConfigError, ImportError, AttributeError, TypeError):
+        pass
+    return family_for_model_name(str(model))
 
 
 def family_for_model_name(name: str) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,8 +18,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from mississippi_tools.errors import MississippiError
 from mississippi_tools.server import openai, tasks
 from mississippi_tools.server.auth import (
     check_api_key,
@@ -33,15 +31,12 @@ from mississippi_tools.server.metrics import CONTENT_TYPE_LATEST, MetricsMiddlew
 from mississippi_tools.server.middleware import BodyLimitMiddleware
 from mississippi_tools.server.settings import ServerSettings
 from mississippi_tools.server.state import LOADING_RETRY_AFTER, ServiceState, VLMFactory
+from mississippi_tools.serving import ModelLoader, describe_origin
 from mississippi_tools.vlm import MississippiVLM
 
-__all__ = ["LOAD_FAILURE", "create_app", "load_vlm"]
+__all__ = ["create_app", "load_vlm"]
 
 logger = logging.getLogger(__name__)
-
-LOAD_FAILURE = "mississippi_load_failure"
-"""Attribute set on the log record of a failed model load (:func:`serve` raises the error
-itself, so its console drops that record)."""
 
 
 def load_vlm(settings: ServerSettings) -> MississippiVLM:
@@ -72,62 +67,16 @@ def load_vlm(settings: ServerSettings) -> MississippiVLM:
     )
 
 
-def _start_loading(state: ServiceState, factory: VLMFactory) -> threading.Thread:
-    settings = state.settings
+def _loader(settings: ServerSettings, factory: VLMFactory) -> ModelLoader:
     logger.info(
         "loading model %s from %s, device %s, dtype %s; requests get 503 until it is ready "
         "(GET /health says when)",
         settings.model,
-        _origin(settings.model),
+        describe_origin(settings.model),
         settings.device,
         settings.dtype,
     )
-
-    def run() -> None:
-        started = time.monotonic()
-        try:
-            vlm = factory(state.settings)
-        except MississippiError as e:  # expected (no such model, bad config ...): one line
-            logger.error("the model could not be loaded: %s", e, extra={LOAD_FAILURE: True})
-            state.set_failed(e)
-            return
-        except BaseException as e:  # a bug: with its traceback; /health reports it
-            logger.error(
-                "the model could not be loaded: %s", e, exc_info=e, extra={LOAD_FAILURE: True}
-            )
-            state.set_failed(e)
-            return
-        if state.phase == "stopping":  # shut down while loading
-            vlm.close()
-            return
-        state.set_ready(vlm)
-        logger.info(
-            "model %s ready in %.1f s (%s); serving",
-            vlm.model_id,
-            time.monotonic() - started,
-            _placement(vlm),
-        )
-
-    thread = threading.Thread(target=run, name="mississippi-load", daemon=True)
-    thread.start()
-    return thread
-
-
-def _origin(model: str) -> str:
-    """Where a model is read from, for the start-up message."""
-    from pathlib import Path
-
-    if Path(model).expanduser().is_dir():
-        return "a local directory"
-    return "the hub cache (downloaded first if missing)"
-
-
-def _placement(vlm: MississippiVLM) -> str:
-    """Device and dtype of a loaded model, e.g. ``cpu, bfloat16`` (the engine's name if unknown)."""
-    backend = getattr(vlm.engine, "backend", None)
-    if backend is None:
-        return f"{vlm.engine.name} engine"
-    return f"{backend.device}, {str(backend.dtype).removeprefix('torch.')}"
+    return ModelLoader(lambda: factory(settings), name=settings.model)
 
 
 def create_app(
@@ -165,16 +114,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if vlm is not None:
-            state.set_ready(vlm)
-        else:
-            _start_loading(state, vlm_factory or load_vlm)
+        loader = (
+            ModelLoader.loaded(vlm)
+            if vlm is not None
+            else _loader(settings, vlm_factory or load_vlm)
+        )
+        state.start_loading(loader)
         try:
             yield
         finally:
             state.begin_stopping()
-            if owns_vlm and state.vlm is not None:
-                await asyncio.to_thread(state.vlm.close)
+            if owns_vlm:
+                await asyncio.to_thread(loader.close)
             state.close()
 
     app = FastAPI(
@@ -232,12 +183,24 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(openai.router)
-    app.include_router(tasks.router)
-    _document_request_bodies(app)
+    router, documented = tasks.build_router(_served_tasks(settings, vlm))
+    app.include_router(router)
+    _document_request_bodies(app, documented)
     return app
 
 
-def _document_request_bodies(app: FastAPI) -> None:
+def _served_tasks(settings: ServerSettings, vlm: MississippiVLM | None) -> list[Any]:
+    """The catalogue's tasks the served model can do, known before it loads (from its config)."""
+    from mississippi_tools.models.base import ModelInfo
+    from mississippi_tools.models.registry import family_of
+    from mississippi_tools.tasks.catalogue import tasks_for
+
+    if vlm is not None:
+        return vlm.tasks
+    return tasks_for(ModelInfo(model_id=settings.model, family=family_of(settings.model)))
+
+
+def _document_request_bodies(app: FastAPI, documented: list[type[BaseModel]]) -> None:
     """Add the task request models (parsed by hand for multipart support) to the components."""
 
     def openapi() -> dict[str, Any]:
@@ -250,7 +213,7 @@ def _document_request_bodies(app: FastAPI) -> None:
             routes=app.routes,
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in tasks.REQUEST_MODELS:
+        for model in documented:
             model_schema = model.model_json_schema(
                 by_alias=True, ref_template="#/components/schemas/{model}"
             )

@@ -22,7 +22,7 @@ from mississippi_tools.errors import (
 from mississippi_tools.images import LoadedImage, load_image
 from mississippi_tools.server.state import ServiceState
 
-__all__ = ["ImageSource", "Upload", "load_request_image", "load_request_images"]
+__all__ = ["ImageSource", "Upload", "load_request_image", "load_request_images", "request_bytes"]
 
 
 class Upload(NamedTuple):
@@ -118,3 +118,38 @@ async def load_request_images(
     if not sources:
         return []
     return await asyncio.to_thread(lambda: [_load(s, state, page) for s in sources])
+
+
+def _bytes_of(source: ImageSource, state: ServiceState) -> tuple[bytes, str]:
+    if isinstance(source, Upload):
+        name = (source.filename or "").replace("\\", "/").rsplit("/", 1)[-1][:200]
+        return source.data, name or "upload"
+    if isinstance(source, bytes):
+        return source, "bytes"
+    text = source.strip()
+    if text[:5].lower() == "data:":
+        header, _, payload = text.partition(",")
+        if ";base64" not in header.lower():
+            raise InvalidInputError("a data: URI must be base64-encoded ('data:...;base64,...')")
+        return _decode_base64(payload, state), "data URI"
+    if _URL.match(text) is not None:
+        if not state.policy.allow_urls:
+            raise AccessDeniedError(
+                "this server does not fetch image URLs; send the document as a data: URI or "
+                "base64 (or start the server with --allow-urls)"
+            )
+        from mississippi_tools.sources import fetch_url
+
+        return fetch_url(text, state.policy, max_bytes=state.limits.max_bytes), text
+    return _decode_base64(text, state), "base64"
+
+
+async def request_bytes(source: ImageSource, state: ServiceState) -> tuple[bytes, str]:
+    """A request's document as bytes and the name to report it by (for page selections).
+
+    Raises:
+        AccessDeniedError: A URL while URLs are disabled, or refused by the URL policy.
+        ImageTooLargeError: Over the byte limit.
+        InvalidInputError: Not base64, a data URI that is not base64.
+    """
+    return await asyncio.to_thread(_bytes_of, source, state)

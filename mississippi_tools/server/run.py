@@ -22,9 +22,10 @@ import uvicorn
 from uvicorn.config import LOG_LEVELS
 from uvicorn.logging import DefaultFormatter
 
-from mississippi_tools.server.app import LOAD_FAILURE, create_app
+from mississippi_tools.server.app import create_app
 from mississippi_tools.server.settings import ServerSettings
 from mississippi_tools.server.state import ServiceState
+from mississippi_tools.serving import LOAD_FAILURE
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -139,16 +140,20 @@ class _NotLoadFailures(logging.Filter):
 
 @contextlib.contextmanager
 def _console(level: str) -> Iterator[None]:
-    """Send the ``mississippi_tools.server`` loggers to stderr, formatted as uvicorn's lines."""
-    package = logging.getLogger("mississippi_tools.server")
+    """Send the service's loggers (and the loader's) to stderr, formatted as uvicorn's lines."""
+    loggers = [
+        logging.getLogger(n) for n in ("mississippi_tools.server", "mississippi_tools.serving")
+    ]
     handler = logging.StreamHandler()
     handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
     handler.addFilter(_NotLoadFailures())
-    previous = package.level
-    package.setLevel(LOG_LEVELS[level])
-    package.addHandler(handler)
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(LOG_LEVELS[level])
+        logger.addHandler(handler)
     try:
         yield
     finally:
-        package.removeHandler(handler)
-        package.setLevel(previous)
+        for logger, level_before in zip(loggers, previous, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level_before)

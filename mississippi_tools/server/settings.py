@@ -14,10 +14,10 @@ import ipaddress
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from mississippi_tools.errors import MississippiError
-from mississippi_tools.images import DEFAULT_MAX_PIXELS
+from mississippi_tools.serving import ModelSettings
 
 __all__ = [
     "DEFAULT_HOST",
@@ -82,7 +82,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class ServerSettings(BaseSettings):
+class ServerSettings(ModelSettings):
     """How ``mississippi-tools serve`` runs.
 
     Example:
@@ -102,10 +102,6 @@ class ServerSettings(BaseSettings):
     """Hub id or local checkpoint directory of the model."""
     served_model_name: str | None = None
     """Name reported by ``/v1/models`` and in completions (default: the model's id)."""
-    device: str = "auto"
-    """``auto``, ``cpu``, ``cuda``, ``cuda:1`` ..."""
-    dtype: str = "auto"
-    """``auto``, ``float32``, ``bfloat16`` or ``float16``."""
     attention: str = "auto"
     """``auto``, ``sdpa`` or ``eager``."""
     revision: str | None = None
@@ -114,10 +110,6 @@ class ServerSettings(BaseSettings):
     """Never download the model."""
     api_key: SecretStr | None = None
     """Bearer token every ``/v1`` request must send (``Authorization: Bearer <key>``)."""
-    allow_urls: bool = False
-    """Accept http(s) image URLs (the server then fetches them); off by default."""
-    allow_private_urls: bool = False
-    """Also fetch URLs on private, loopback and link-local addresses."""
     max_batch_size: int = Field(default=8, ge=1)
     """Requests decoding together."""
     max_queue_size: int = Field(default=64, ge=0)
@@ -136,8 +128,6 @@ class ServerSettings(BaseSettings):
     """Largest request body; larger ones get 413."""
     max_image_bytes: int = Field(default=DEFAULT_MAX_IMAGE_BYTES, ge=1)
     """Largest encoded image; larger ones get 413."""
-    max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
-    """Largest ``width * height`` decoded (decompression bombs are refused before decoding)."""
     max_images_per_request: int = Field(default=DEFAULT_MAX_IMAGES_PER_REQUEST, ge=1)
     """Most images in one request."""
     default_max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from mississippi_tools.engine.base import Engine, GenerationOutput, GenerationRe
 from mississippi_tools.errors import MississippiError
 from mississippi_tools.images import ImageLimits
 from mississippi_tools.server.errors import ClientDisconnectedError, NotReadyError
+from mississippi_tools.serving import ModelLoader
 from mississippi_tools.sources import SourcePolicy
 
 if TYPE_CHECKING:
@@ -57,11 +57,9 @@ class ServiceState:
     def __init__(self, settings: ServerSettings, metrics: ServiceMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.phase: Phase = "loading"
-        self.vlm: MississippiVLM | None = None
-        self.load_error: BaseException | None = None
+        self.loader: ModelLoader | None = None
+        self.stopping = False
         self.started = time.time()
-        self.ready_event = threading.Event()
         self.limits = ImageLimits(
             max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )
@@ -80,22 +78,37 @@ class ServiceState:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def set_ready(self, vlm: MississippiVLM) -> None:
-        """The model is loaded."""
-        self.vlm = vlm
-        if self.phase == "loading":
-            self.phase = "ready"
-        self.ready_event.set()
+    def start_loading(self, loader: ModelLoader) -> None:
+        """Serve the model ``loader`` loads (started here unless it is loaded already)."""
+        self.loader = loader
+        loader.start()
 
-    def set_failed(self, error: BaseException) -> None:
-        """The model could not be loaded."""
-        self.load_error = error
-        self.phase = "failed"
-        self.ready_event.set()
+    @property
+    def phase(self) -> Phase:
+        """``loading``, ``ready``, ``failed`` or ``stopping``, from the loader."""
+        if self.stopping or self.loader is None:
+            return "stopping" if self.stopping else "loading"
+        return {
+            "idle": "loading",
+            "loading": "loading",
+            "ready": "ready",
+            "failed": "failed",
+            "closed": "stopping",
+        }[self.loader.state]  # type: ignore[return-value]
+
+    @property
+    def vlm(self) -> MississippiVLM | None:
+        """The model, once loaded."""
+        return None if self.loader is None else self.loader.vlm
+
+    @property
+    def load_error(self) -> BaseException | None:
+        """Why the model could not be loaded."""
+        return None if self.loader is None else self.loader.error
 
     def begin_stopping(self) -> None:
         """Shutdown started: refuse new work."""
-        self.phase = "stopping"
+        self.stopping = True
 
     def cancel_in_flight(self) -> None:
         """Cancel every request still running (their handlers answer 503 at once)."""
@@ -123,8 +136,9 @@ class ServiceState:
             NotReadyError: Still loading (503, retry in a few seconds), failed to load, or
                 shutting down.
         """
-        if self.phase == "ready" and self.vlm is not None:
-            return self.vlm
+        vlm = self.vlm
+        if self.phase == "ready" and vlm is not None:
+            return vlm
         if self.phase == "loading":
             raise NotReadyError(
                 f"the model {self.settings.model!r} is still loading; retry shortly "

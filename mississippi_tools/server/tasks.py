@@ -1,23 +1,34 @@
-"""The task endpoints: ``POST /v1/ocr``, ``/v1/chart``, ``/v1/table``, ``/v1/extract``, ``/v1/ask``.
+"""The task routes, generated from the task catalogue: ``POST /v1/<task>`` for every task.
 
-Each takes either a JSON body, with the image as base64, a ``data:`` URI or (when the server allows
-URLs) an http(s) URL, or a ``multipart/form-data`` upload with the image in the ``image`` file
-field and the other fields as form fields (``schema`` and ``history`` as JSON text). Each answers
-with the task's typed result (``OCRResult``, ``ChartData``, ``TableData``, ``ExtractResponse``,
-``Answer``), described in the OpenAPI document at ``/openapi.json``.
+``/v1/ocr``, ``/v1/read_chart``, ``/v1/read_table``, ``/v1/extract``, ``/v1/ask`` (and any task the
+served model adds, such as ``/v1/to_html``). Each takes either a JSON body, with the image as
+base64, a ``data:`` URI or (when the server allows URLs) an http(s) URL, or a
+``multipart/form-data`` upload with the image in the ``image`` file field and the other fields as
+form fields (objects such as ``json_schema`` and ``history`` as JSON text). The body's fields are
+the task's own arguments (the catalogue's names and descriptions, shared with every surface) plus
+``page`` or ``pages``, ``max_tiles``, ``options`` and ``max_new_tokens``.
+
+Each answers with the task's typed result; with ``pages`` (a selection of a document's pages), with
+``{"pages": [{"page": ..., "result": ..., "error": ...}, ...]}``, one entry per page in order. The
+former routes ``/v1/chart`` and ``/v1/table`` stay as deprecated aliases. Tasks the served model
+cannot do are not routed.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-from typing import Annotated, Any, TypeVar
+from collections.abc import Sequence
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model, model_validator
 from starlette.datastructures import UploadFile
 
+from mississippi_tools.batch import NamedSource, PageOutcome
 from mississippi_tools.errors import InvalidInputError
 from mississippi_tools.images import LoadedImage
 from mississippi_tools.server.auth import require_api_key, require_vlm, service_state
@@ -25,29 +36,14 @@ from mississippi_tools.server.errors import ERROR_RESPONSES
 from mississippi_tools.server.inputs import (
     ImageSource,
     Upload,
-    load_request_image,
     load_request_images,
+    request_bytes,
 )
 from mississippi_tools.server.state import ServiceState, run_cancellable
-from mississippi_tools.tasks.ask import Answer
-from mississippi_tools.tasks.chart import ChartData
-from mississippi_tools.tasks.ocr import OCRFormat, OCRResult
-from mississippi_tools.tasks.results import ResultMetadata
-from mississippi_tools.tasks.table import TableData
+from mississippi_tools.tasks.catalogue import TaskSpec
 from mississippi_tools.vlm import MississippiVLM
 
-__all__ = [
-    "REQUEST_MODELS",
-    "AskRequest",
-    "ChartRequest",
-    "ExtractRequest",
-    "ExtractResponse",
-    "OCRRequest",
-    "TableRequest",
-    "router",
-]
-
-M = TypeVar("M", bound=BaseModel)
+__all__ = ["TaskRequest", "build_router", "request_model"]
 
 _IMAGE_DOC = (
     "The image: base64 data, a data: URI, or an http(s) URL when the server allows URLs. With "
@@ -56,102 +52,88 @@ _IMAGE_DOC = (
 
 
 class TaskRequest(BaseModel):
-    """Fields every task takes."""
+    """Fields every task route takes besides the task's own arguments."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
 
     image: str | None = Field(default=None, description=_IMAGE_DOC)
     page: int | None = Field(default=None, ge=1)
-    """Page of a PDF or multi-page TIFF (1-based); required when it has several."""
-    max_tiles: int | None = Field(default=None, ge=1, le=40)
-    """Most 448-px tiles (the model's default is 6); more tiles read smaller print, slower."""
+    """Page of a PDF or multi-page TIFF (1-based); one result."""
+    pages: int | str | list[int] | None = None
+    """Pages of a PDF or multi-page TIFF (``"1-3,5"``, ``[2, 4]``); one entry per page."""
+    max_tiles: int | None = Field(default=None, ge=1)
+    """H2OVL models: most 448-px tiles (the model's default is 6); more read smaller print."""
+    options: dict[str, Any] | None = None
+    """Model options (``GET /v1/models`` lists the served model's)."""
     max_new_tokens: int | None = Field(default=None, ge=1)
-    """Most tokens to generate (default: 1024, 512 for questions)."""
-
-
-class OCRRequest(TaskRequest):
-    """Read the text of an image."""
-
-    format: OCRFormat = "text"
-    """``text``, ``markdown`` (headings, lists, tables) or ``lines``."""
-    confidence: bool = False
-    """Add a per-line confidence from the model's token probabilities."""
-
-
-class ChartRequest(TaskRequest):
-    """Read a chart: title, type, axes and data points."""
-
-
-class TableRequest(TaskRequest):
-    """Read a table: columns and rows."""
-
-
-class ExtractRequest(TaskRequest):
-    """Extract JSON valid under a schema."""
-
-    schema_: dict[str, Any] = Field(alias="schema")
-    """A JSON Schema, or a template like ``{"name": "", "total": 0}`` (types from the values)."""
-    instructions: str | None = None
-    """Extra guidance for the model."""
-    confidence: bool = False
-    """Add per-field confidences (keyed by JSON pointer)."""
-    max_retries: int = Field(default=2, ge=0, le=5)
-    """Retries with the validation error, for engines without grammars."""
-
-
-class AskRequest(TaskRequest):
-    """Ask a question about one image, several, or none."""
-
-    question: str = Field(min_length=1)
-    """The question."""
-    images: list[str] | None = None
-    """Several images (instead of ``image``), in the same forms."""
-    history: list[tuple[str, str]] = Field(default_factory=list)
-    """Earlier ``[question, answer]`` turns."""
+    """Most tokens to generate (default: the task's)."""
 
     @model_validator(mode="after")
-    def _one_way_of_giving_images(self) -> AskRequest:
+    def _one_way_of_choosing_pages(self) -> TaskRequest:
+        if self.page is not None and self.pages is not None:
+            raise ValueError("give either page (one result) or pages (one entry per page)")
+        return self
+
+
+class _ManyImages(TaskRequest):
+    images: list[str] | None = None
+    """Several images (instead of ``image``), in the same forms."""
+
+    @model_validator(mode="after")
+    def _one_way_of_giving_images(self) -> _ManyImages:
         if self.image is not None and self.images:
             raise ValueError("give either image or images, not both")
         return self
 
 
-class ExtractResponse(BaseModel):
-    """Data extracted from an image, valid under the requested schema."""
+class PageError(BaseModel):
+    """Why one page failed."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True)
-
-    data: Any
-    """The value, valid under the schema."""
-    raw_text: str
-    """The model's answer the data was parsed from."""
-    confidence: dict[str, float] | None = None
-    """When requested: the model's probability for each leaf value, keyed by JSON pointer."""
-    errors: list[str] = Field(default_factory=list)
-    """Why earlier attempts failed (empty when the first one succeeded)."""
-    meta: ResultMetadata
-    """How the result was produced."""
+    code: str
+    message: str
 
 
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (
-    OCRRequest,
-    ChartRequest,
-    TableRequest,
-    ExtractRequest,
-    AskRequest,
-)
-"""Request bodies documented in the OpenAPI components."""
+#: Former names of task arguments on this surface, still accepted for one release.
+_FORMER_NAMES = {"json_schema": "schema"}
 
-_JSON_FORM_FIELDS = frozenset({"schema", "history"})
-_IMAGE_FIELDS = frozenset({"image", "images"})
+
+def request_model(spec: TaskSpec[Any, Any]) -> type[TaskRequest]:
+    """The body of ``POST /v1/<task>``: the common fields and the task's own arguments."""
+    base: type[TaskRequest] = _ManyImages if spec.images == "many" else TaskRequest
+    fields: dict[str, Any] = {}
+    for name, info in spec.arguments.model_fields.items():
+        if name in _FORMER_NAMES:
+            info = copy.copy(info)
+            info.validation_alias = AliasChoices(name, _FORMER_NAMES[name])
+        fields[name] = (info.annotation, info)
+    name = "".join(part.title() for part in spec.name.split("_")) + "Request"
+    model: type[TaskRequest] = create_model(name, __base__=base, __doc__=spec.title, **fields)
+    return model
+
+
+def pages_model(spec: TaskSpec[Any, Any]) -> type[BaseModel]:
+    """The answer of a task route called with ``pages``."""
+    entry = create_model(
+        f"{spec.result.__name__}Page",
+        page=(int | None, None),
+        result=(spec.result | None, None),
+        error=(PageError | None, None),
+    )
+    pages: type[BaseModel] = create_model(
+        f"{spec.result.__name__}Pages",
+        pages=(list[entry], ...),  # type: ignore[valid-type]
+    )
+    return pages
 
 
 # -- request parsing ---------------------------------------------------------------------------
 
+_IMAGE_FIELDS = frozenset({"image", "images"})
+
 
 async def parse_task_body(
-    request: Request, model: type[M], state: ServiceState
-) -> tuple[M, list[ImageSource]]:
+    request: Request, model: type[TaskRequest], state: ServiceState
+) -> tuple[TaskRequest, list[ImageSource]]:
     """The validated body and its image sources, from JSON or multipart/form-data.
 
     Raises:
@@ -160,9 +142,8 @@ async def parse_task_body(
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        data, sources = await _read_form(request, state)
-        body = model.model_validate(data)
-        return body, sources
+        data, sources = await _read_form(request, model, state)
+        return model.model_validate(data), sources
     if content_type and content_type != "application/json" and not content_type.endswith("+json"):
         raise InvalidInputError(
             f"unsupported content type {content_type!r}; send application/json or "
@@ -171,24 +152,41 @@ async def parse_task_body(
     raw = await request.body()
     try:
         payload = json.loads(raw) if raw else {}
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body",), "msg": f"not valid JSON: {e}"}]
         ) from None
     body = model.model_validate(payload)
-    text_sources: list[ImageSource] = []
-    image = getattr(body, "image", None)
-    if image is not None:
-        text_sources.append(image)
-    text_sources.extend(getattr(body, "images", None) or [])
-    return body, text_sources
+    sources: list[ImageSource] = [body.image] if body.image is not None else []
+    sources.extend(getattr(body, "images", None) or [])
+    return body, sources
+
+
+def _object_fields(model: type[BaseModel]) -> set[str]:
+    """Fields sent as JSON text in a form: everything that is not a plain scalar."""
+    scalars = (str, int, float, bool, type(None))
+
+    def scalar(annotation: Any) -> bool:
+        if get_origin(annotation) is Literal or annotation in scalars:
+            return True
+        members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+        return bool(members) and all(scalar(member) for member in members)
+
+    names = {info.alias or name for name, info in model.model_fields.items()}
+    objects = {
+        info.alias or name
+        for name, info in model.model_fields.items()
+        if not scalar(info.annotation)
+    }
+    return (objects & names) - _IMAGE_FIELDS - {"pages"}
 
 
 async def _read_form(
-    request: Request, state: ServiceState
+    request: Request, model: type[TaskRequest], state: ServiceState
 ) -> tuple[dict[str, Any], list[ImageSource]]:
     limit = state.settings.max_images_per_request
     form = await request.form(max_files=limit, max_fields=64)
+    json_fields = _object_fields(model)
     data: dict[str, Any] = {}
     sources: list[ImageSource] = []
     try:
@@ -201,10 +199,10 @@ async def _read_form(
                 sources.append(Upload(await value.read(), value.filename))
             elif key in _IMAGE_FIELDS:
                 sources.append(value)
-            elif key in _JSON_FORM_FIELDS:
+            elif key in json_fields:
                 try:
                     data[key] = json.loads(value)
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:
                     raise InvalidInputError(f"form field {key!r} must be JSON text: {e}") from None
             else:
                 data[key] = value
@@ -213,34 +211,104 @@ async def _read_form(
     return data, sources
 
 
-async def _one_image(
-    sources: list[ImageSource], state: ServiceState, page: int | None
-) -> LoadedImage:
-    if not sources:
-        raise InvalidInputError(
-            "no image: send 'image' (base64 or a data: URI) in JSON, or upload it as the "
-            "'image' file with multipart/form-data"
-        )
-    if len(sources) > 1:
-        raise InvalidInputError(f"this task reads one image; got {len(sources)}")
-    return await load_request_image(sources[0], state, page=page)
+# -- running a task ----------------------------------------------------------------------------
 
 
-def _generation_kwargs(body: TaskRequest, state: ServiceState) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"max_tiles": body.max_tiles, "timeout": state.request_timeout}
+def _settings(body: TaskRequest, state: ServiceState) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "max_tiles": body.max_tiles,
+        "options": body.options,
+        "timeout": state.request_timeout,
+    }
     if body.max_new_tokens is not None:
-        kwargs["max_new_tokens"] = body.max_new_tokens
-    return kwargs
+        settings["max_new_tokens"] = body.max_new_tokens
+    return settings
 
 
-def _result(result: BaseModel) -> JSONResponse:
-    return JSONResponse(result.model_dump(mode="json"))
+def _arguments(spec: TaskSpec[Any, Any], body: TaskRequest) -> dict[str, Any]:
+    return {name: getattr(body, name) for name in spec.arguments.model_fields}
 
 
-def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+async def _run_one(
+    spec: TaskSpec[Any, Any],
+    vlm: MississippiVLM,
+    body: TaskRequest,
+    sources: Sequence[ImageSource],
+    state: ServiceState,
+) -> Any:
+    images = await load_request_images(list(sources), state, page=body.page)
+    if spec.images == "one":
+        if len(images) != 1:
+            raise InvalidInputError(
+                "no image: send 'image' (base64 or a data: URI) in JSON, or upload it as the "
+                "'image' file with multipart/form-data"
+                if not images
+                else f"{spec.name} reads one image; got {len(images)}"
+            )
+        target: LoadedImage | list[LoadedImage] | None = images[0]
+    else:
+        target = None if not images else images[0] if len(images) == 1 else images
+    return await vlm.arun(spec.name, target, **_settings(body, state), **_arguments(spec, body))
+
+
+async def _run_pages(
+    spec: TaskSpec[Any, Any],
+    vlm: MississippiVLM,
+    body: TaskRequest,
+    sources: Sequence[ImageSource],
+    state: ServiceState,
+) -> dict[str, Any]:
+    if len(sources) != 1:
+        raise InvalidInputError(f"pages selects pages of one document; got {len(sources)} images")
+    data, name = await request_bytes(sources[0], state)
+    reader = vlm.with_policy(state.policy, limits=state.limits)
+    entries = []
+    outcome: PageOutcome[Any]
+    async for outcome in reader.aiter_batch(
+        spec.name,
+        [NamedSource(name, data)],
+        pages=body.pages,
+        max_pages=state.settings.max_pages,
+        **_settings(body, state),
+        **_arguments(spec, body),
+    ):
+        error = outcome.error
+        if error is not None and not outcome.opened:
+            raise error  # the document itself: the request fails with its error
+        entries.append(
+            {
+                "page": outcome.page,
+                "result": None
+                if outcome.result is None
+                else outcome.result.model_dump(mode="json"),
+                "error": None if error is None else {"code": error.code, "message": error.message},
+            }
+        )
+    return {"pages": entries}
+
+
+def _route(spec: TaskSpec[Any, Any], model: type[TaskRequest]) -> Any:
+    async def handle(
+        request: Request, vlm: Annotated[MississippiVLM, Depends(require_vlm)]
+    ) -> Response:
+        state = service_state(request)
+        body, sources = await parse_task_body(request, model, state)
+        if body.pages is not None:
+            answer = await run_cancellable(request, _run_pages(spec, vlm, body, sources, state))
+            return JSONResponse(answer)
+        result = await run_cancellable(request, _run_one(spec, vlm, body, sources, state))
+        return JSONResponse(result.model_dump(mode="json"))
+
+    handle.__name__ = spec.name
+    handle.__doc__ = spec.description
+    return handle
+
+
+def _body_doc(model: type[TaskRequest], spec: TaskSpec[Any, Any]) -> dict[str, Any]:
     """The OpenAPI requestBody: the JSON model, or the same fields as a multipart upload."""
     schema = model.model_json_schema(by_alias=True)
     properties: dict[str, Any] = {}
+    json_fields = _object_fields(model)
     for key, prop in schema.get("properties", {}).items():
         if key == "images":
             continue
@@ -248,9 +316,9 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
             properties["image"] = {
                 "type": "string",
                 "format": "binary",
-                "description": "The image file (repeat the field for several images with ask)",
+                "description": "The image file (repeat the field for several images)",
             }
-        elif key in _JSON_FORM_FIELDS:
+        elif key in json_fields:
             properties[key] = {
                 "type": "string",
                 "description": f"{prop.get('description', '')} As JSON text.".strip(),
@@ -258,7 +326,7 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
         else:
             properties[key] = prop
     required = [*schema.get("required", [])]
-    if model is not AskRequest:
+    if spec.images == "one":
         required.append("image")
     return {
         "requestBody": {
@@ -273,120 +341,44 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-# -- routes --------------------------------------------------------------------------------
-
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["Tasks"])
-
-VLM = Annotated[MississippiVLM, Depends(require_vlm)]
-
-
-@router.post(
-    "/v1/ocr",
-    response_model=OCRResult,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_body_doc(OCRRequest),
-    summary="Read the text of an image",
-)
-async def ocr(request: Request, vlm: VLM) -> Response:
-    """Read the text of an image (the model's OCR mode); ``format`` text, markdown or lines."""
-    state = service_state(request)
-    body, sources = await parse_task_body(request, OCRRequest, state)
-    image = await _one_image(sources, state, body.page)
-    result = await run_cancellable(
-        request,
-        vlm.aocr(
-            image, format=body.format, confidence=body.confidence, **_generation_kwargs(body, state)
-        ),
-    )
-    return _result(result)
-
-
-@router.post(
-    "/v1/chart",
-    response_model=ChartData,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_body_doc(ChartRequest),
-    summary="Read a chart",
-)
-async def chart(request: Request, vlm: VLM) -> Response:
-    """Read a chart: title, type, axes with units, and series of data points."""
-    state = service_state(request)
-    body, sources = await parse_task_body(request, ChartRequest, state)
-    image = await _one_image(sources, state, body.page)
-    result = await run_cancellable(
-        request, vlm.aread_chart(image, **_generation_kwargs(body, state))
-    )
-    return _result(result)
-
-
-@router.post(
-    "/v1/table",
-    response_model=TableData,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_body_doc(TableRequest),
-    summary="Read a table",
-)
-async def table(request: Request, vlm: VLM) -> Response:
-    """Read a table: columns and rows."""
-    state = service_state(request)
-    body, sources = await parse_task_body(request, TableRequest, state)
-    image = await _one_image(sources, state, body.page)
-    result = await run_cancellable(
-        request, vlm.aread_table(image, **_generation_kwargs(body, state))
-    )
-    return _result(result)
-
-
-@router.post(
-    "/v1/extract",
-    response_model=ExtractResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_body_doc(ExtractRequest),
-    summary="Extract JSON valid under a schema",
-)
-async def extract(request: Request, vlm: VLM) -> Response:
-    """Extract JSON valid under a JSON Schema or a template (422 with the raw text if none)."""
-    state = service_state(request)
-    body, sources = await parse_task_body(request, ExtractRequest, state)
-    image = await _one_image(sources, state, body.page)
-    result = await run_cancellable(
-        request,
-        vlm.aextract_result(
-            image,
-            body.schema_,
-            instructions=body.instructions,
-            confidence=body.confidence,
-            max_retries=body.max_retries,
-            **_generation_kwargs(body, state),
-        ),
-    )
-    payload = result.model_dump(mode="json")
-    response = ExtractResponse(
-        data=payload["data"],
-        raw_text=result.raw_text,
-        confidence=result.confidence,
-        errors=result.errors,
-        meta=result.meta,
-    )
-    return _result(response)
-
-
-@router.post(
-    "/v1/ask",
-    response_model=Answer,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_body_doc(AskRequest),
-    summary="Ask a question about images",
-)
-async def ask(request: Request, vlm: VLM) -> Response:
-    """Answer a question about one image, several (``images``), or none."""
-    state = service_state(request)
-    body, sources = await parse_task_body(request, AskRequest, state)
-    images = await load_request_images(sources, state, page=body.page)
-    target: LoadedImage | list[LoadedImage] | None
-    target = None if not images else images[0] if len(images) == 1 else images
-    result = await run_cancellable(
-        request,
-        vlm.aask(target, body.question, history=body.history, **_generation_kwargs(body, state)),
-    )
-    return _result(result)
+def build_router(specs: Sequence[TaskSpec[Any, Any]]) -> tuple[APIRouter, list[type[BaseModel]]]:
+    """The routes of ``specs``, and the request models to document in the OpenAPI components."""
+    router = APIRouter(dependencies=[Depends(require_api_key)], tags=["Tasks"])
+    documented: list[type[BaseModel]] = []
+    for spec in specs:
+        model = request_model(spec)
+        documented.append(model)
+        handler = _route(spec, model)
+        responses = {
+            **ERROR_RESPONSES,
+            200: {
+                "description": f"The {spec.result.__name__}; with pages, one entry per page.",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "anyOf": [
+                                {"$ref": f"#/components/schemas/{spec.result.__name__}"},
+                                {"$ref": f"#/components/schemas/{pages_model(spec).__name__}"},
+                            ]
+                        }
+                    }
+                },
+            },
+        }
+        documented.extend([spec.result, pages_model(spec)])
+        for path, deprecated in (
+            (spec.name, False),
+            *((alias, True) for alias in spec.aliases),
+        ):
+            router.add_api_route(
+                f"/v1/{path}",
+                handler,
+                methods=["POST"],
+                summary=spec.title,
+                description=spec.description,
+                responses=responses,  # type: ignore[arg-type]
+                openapi_extra=_body_doc(model, spec),
+                deprecated=deprecated,
+                name=f"{spec.name}" if not deprecated else f"{path} (alias of {spec.name})",
+            )
+    return router, documented

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -76,3 +77,7 @@ def png_bytes(
 
 def data_uri(data: bytes, media_type: str = "image/png") -> str:
     return f"data:{media_type};base64," + base64.b64encode(data).decode()
+
+
+PDF_BYTES = (Path(__file__).parents[1] / "bad_inputs" / "three_pages.pdf").read_bytes()
+"""A three-page PDF, for page selections."""

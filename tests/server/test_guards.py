@@ -146,6 +146,7 @@ def test_serve_says_what_loads_from_where_and_when_it_is_ready(
     server_vlm, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="mississippi_tools.server")
+    caplog.set_level(logging.INFO, logger="mississippi_tools.serving")  # the shared loader
     settings = quiet_settings(model=str(tmp_path))
     with run_server(settings, vlm_factory=lambda s: server_vlm, close_vlm=False) as live:
         wait_until(lambda: live.state.phase == "ready", timeout=30, what="the model ready")

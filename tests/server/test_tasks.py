@@ -188,16 +188,17 @@ def test_openapi_documents_the_task_endpoints(live: LiveServer) -> None:
     schemas = document["components"]["schemas"]
     expected = {
         "/v1/ocr": "OCRResult",
-        "/v1/chart": "ChartData",
-        "/v1/table": "TableData",
-        "/v1/extract": "ExtractResponse",
+        "/v1/read_chart": "ChartData",
+        "/v1/read_table": "TableData",
+        "/v1/extract": "ExtractionResult",
         "/v1/ask": "Answer",
     }
     for path, result in expected.items():
         operation = document["paths"][path]["post"]
         ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
-        assert ok["$ref"] == f"#/components/schemas/{result}"
-        assert result in schemas
+        one, pages = (branch["$ref"].rsplit("/", 1)[-1] for branch in ok["anyOf"])
+        assert (one, pages) == (result, f"{result}Pages")
+        assert result in schemas and pages in schemas
         content = operation["requestBody"]["content"]
         request_ref = content["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
         assert request_ref in schemas
@@ -208,3 +209,32 @@ def test_openapi_documents_the_task_endpoints(live: LiveServer) -> None:
         ].endswith("ErrorResponse")
     assert "ResultMetadata" in schemas
     assert "/v1/chat/completions" in document["paths"]
+    for former in ("/v1/chart", "/v1/table"):
+        assert document["paths"][former]["post"]["deprecated"] is True
+    assert "/v1/to_html" not in document["paths"]  # a task this model cannot do is not routed
+
+
+def test_pages_give_one_entry_per_page_and_the_former_schema_name_still_works(
+    live: LiveServer,
+) -> None:
+    from tests.server.live import PDF_BYTES
+
+    pdf = base64.b64encode(PDF_BYTES).decode()
+    response = _post(
+        live, "/v1/ocr", json={"image": pdf, "pages": "2-3", "max_new_tokens": 2, "max_tiles": 1}
+    )
+    assert response.status_code == 200, response.text
+    entries = response.json()["pages"]
+    assert [(e["page"], e["error"]) for e in entries] == [(2, None), (3, None)]
+    assert all(OCRResult.model_validate(e["result"]).meta.page == e["page"] for e in entries)
+    too_far = _post(live, "/v1/ocr", json={"image": pdf, "pages": "2-9", "max_new_tokens": 2})
+    assert too_far.status_code == 400 and "out of range" in too_far.json()["error"]["message"]
+    both = _post(live, "/v1/ocr", json={"image": pdf, "pages": "2", "page": 2})
+    assert both.status_code == 422
+    former = _post(
+        live,
+        "/v1/extract",
+        json={"image": data_uri(IMAGE), "schema": {"a": ""}, "max_new_tokens": 24, "max_tiles": 1},
+    )
+    assert former.status_code in (200, 422), former.text
+    assert former.json().get("error", {}).get("code") != "invalid_request"

@@ -1,0 +1,266 @@
+"""What the HTTP service and the MCP server share: background loading, readiness, settings.
+
+A server answers at once (``/health``, ``initialize``, ``tools/list``) while the model loads in a
+:class:`ModelLoader` thread; requests that need the model wait for it (:meth:`ModelLoader.wait`,
+:meth:`ModelLoader.await_ready`, with progress callbacks) or are told to retry. Each server reads
+:class:`ModelSettings` (the model, where it runs, what inputs it takes) under its own environment
+prefix: ``MISSISSIPPI_`` for ``mississippi-tools serve``, ``MISSISSIPPI_MCP_`` for
+``mississippi-mcp``, so that one machine can run both without their settings colliding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from mississippi_tools.batch import DEFAULT_MAX_PAGES
+from mississippi_tools.errors import MississippiError
+from mississippi_tools.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    from mississippi_tools.vlm import MississippiVLM
+
+__all__ = [
+    "LOAD_FAILURE",
+    "LoaderState",
+    "ModelLoader",
+    "ModelNotReadyError",
+    "ModelSettings",
+    "describe_origin",
+    "describe_placement",
+]
+
+logger = logging.getLogger(__name__)
+
+LOAD_FAILURE = "mississippi_load_failure"
+"""Attribute set on the log record of a failed load, so that a server which raises the error
+itself (``mississippi-tools serve``) can keep it off its console."""
+
+LoaderState = Literal["idle", "loading", "ready", "failed", "closed"]
+"""Where a :class:`ModelLoader` is: not started, loading, ready, failed, or closed."""
+
+ProgressCallback = Callable[[float, str], Awaitable[None]]
+"""Reports ``(seconds waited, message)`` while a caller waits for the model."""
+
+
+class ModelNotReadyError(MississippiError):
+    """The model is not there (yet): still loading past the wait, failed to load, or closed.
+
+    Attributes:
+        state: The loader's state when the wait ended.
+        cause: The load's error, when it failed.
+    """
+
+    code = "model_not_ready"
+
+    def __init__(
+        self, message: str, *, state: LoaderState, cause: BaseException | None = None
+    ) -> None:
+        super().__init__(message)
+        self.state: LoaderState = state
+        self.cause = cause
+
+
+class ModelLoader:
+    """A server's one :class:`~mississippi_tools.MississippiVLM`, loaded in a background thread.
+
+    Args:
+        build: Loads or connects to the model (``MississippiVLM.load``, ``.connect``); runs in a
+            daemon thread.
+        name: The model's name, for messages.
+
+    Example:
+        >>> loader = ModelLoader(lambda: MississippiVLM.load(path), name="tiny")  # doctest: +SKIP
+        >>> loader.start()                      # returns at once
+        >>> vlm = await loader.await_ready()    # waits (with optional progress reports)
+    """
+
+    def __init__(self, build: Callable[[], MississippiVLM], *, name: str) -> None:
+        self.name = name
+        self._build = build
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._vlm: MississippiVLM | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self.started_at: float | None = None
+        self.load_seconds: float | None = None
+
+    @classmethod
+    def loaded(cls, vlm: MississippiVLM) -> ModelLoader:
+        """A loader around a model that is already loaded (embedding, tests)."""
+        loader = cls(lambda: vlm, name=vlm.model_id)
+        loader._vlm = vlm
+        loader.load_seconds = 0.0
+        loader._done.set()
+        return loader
+
+    @property
+    def state(self) -> LoaderState:
+        """``idle``, ``loading``, ``ready``, ``failed`` or ``closed``."""
+        if self._closed:
+            return "closed"
+        if self._done.is_set():
+            return "ready" if self._vlm is not None else "failed"
+        return "idle" if self._thread is None else "loading"
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the load failed, once it has."""
+        return self._error
+
+    @property
+    def vlm(self) -> MississippiVLM | None:
+        """The model once loaded (``None`` before, after a failure, or once closed)."""
+        return self._vlm
+
+    def start(self) -> None:
+        """Start loading in a daemon thread; does nothing once started, loaded or closed."""
+        with self._lock:
+            if self._thread is not None or self._done.is_set() or self._closed:
+                return
+            self.started_at = time.monotonic()
+            self._thread = threading.Thread(target=self._load, name="mississippi-load", daemon=True)
+            self._thread.start()
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            vlm = self._build()
+        except BaseException as e:  # reported to every caller; the server keeps answering
+            self._error = e
+            failure = {LOAD_FAILURE: True}
+            if isinstance(e, MississippiError):  # expected (no such model ...): one line
+                logger.error("the model could not be loaded: %s", e, extra=failure)
+            else:  # a bug: with its traceback
+                logger.error("the model could not be loaded: %r", e, exc_info=e, extra=failure)
+        else:
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._vlm = vlm
+            if closed:
+                vlm.close()
+            self.load_seconds = time.monotonic() - started
+            logger.info(
+                "model %s ready in %.1f s (%s); serving",
+                vlm.model_id,
+                self.load_seconds,
+                describe_placement(vlm),
+            )
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the load has ended (``True``) or ``timeout`` seconds passed (``False``)."""
+        return self._done.wait(timeout)
+
+    async def await_ready(
+        self,
+        *,
+        timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+        interval: float = 1.0,
+    ) -> MississippiVLM:
+        """The model, starting the load if needed and waiting for it without blocking the loop.
+
+        Args:
+            timeout: Most seconds to wait (``None``: as long as it takes).
+            progress: Called every ``interval`` seconds while waiting.
+            interval: Seconds between progress reports.
+
+        Raises:
+            ModelNotReadyError: Still loading after ``timeout``, failed, or closed.
+        """
+        self.start()
+        started = self.started_at or time.monotonic()
+        while not self._done.is_set():
+            elapsed = time.monotonic() - started
+            if timeout is not None and elapsed > timeout:
+                raise ModelNotReadyError(
+                    f"the model {self.name} is still loading after {elapsed:.0f} s; the load "
+                    "goes on in the background; try again in a minute",
+                    state="loading",
+                )
+            if progress is not None:
+                await progress(
+                    round(elapsed, 2),
+                    f"loading the model {self.name} ({elapsed:.0f} s so far); the call goes on "
+                    "when it is ready",
+                )
+            await asyncio.to_thread(self._done.wait, interval)
+        return self.require()
+
+    def require(self) -> MississippiVLM:
+        """The loaded model, or :class:`ModelNotReadyError` saying why there is none."""
+        if self._vlm is not None and not self._closed:
+            return self._vlm
+        state = self.state
+        if state == "failed":
+            error = self._error
+            detail = error.message if isinstance(error, MississippiError) else type(error).__name__
+            raise ModelNotReadyError(
+                f"the model {self.name} could not be loaded: {detail}",
+                state=state,
+                cause=error,
+            )
+        if state == "closed":
+            raise ModelNotReadyError("the server is shutting down", state=state)
+        raise ModelNotReadyError(f"the model {self.name} is still loading", state=state)
+
+    def close(self) -> None:
+        """Release the model (a load still running releases its result when it ends)."""
+        with self._lock:
+            self._closed = True
+            vlm, self._vlm = self._vlm, None
+        if vlm is not None:
+            vlm.close()
+
+
+class ModelSettings(BaseSettings):
+    """The settings every server of the model shares (each subclass sets its env prefix).
+
+    Field docstrings are the help of the settings; the servers' command-line flags take the same
+    names.
+    """
+
+    model: str | None = None
+    """Hub id or local checkpoint directory (default ``h2oai/h2ovl-mississippi-800m``)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    dtype: str = "auto"
+    """``auto``, ``float32``, ``bfloat16`` or ``float16``."""
+    allow_urls: bool = False
+    """Fetch http(s) image URLs (public addresses only)."""
+    allow_private_urls: bool = False
+    """Also fetch URLs on private, loopback and link-local addresses (trusted intranets)."""
+    max_image_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
+    """Largest input accepted, in bytes."""
+    max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    """Largest image accepted, in pixels (checked before decoding)."""
+    max_pages: int = Field(default=DEFAULT_MAX_PAGES, ge=0)
+    """Most pages read from one document per request or call (0: no limit)."""
+
+
+def describe_origin(model: str) -> str:
+    """Where a model is read from, for start-up messages."""
+    if Path(model).expanduser().is_dir():
+        return "a local directory"
+    return "the hub cache (downloaded first if missing)"
+
+
+def describe_placement(vlm: MississippiVLM) -> str:
+    """Device and dtype of a loaded model, e.g. ``cpu, bfloat16`` (the engine's name if remote)."""
+    backend = getattr(vlm.engine, "backend", None)
+    if backend is None:
+        return f"{vlm.engine.name} engine"
+    return f"{backend.device}, {str(backend.dtype).removeprefix('torch.')}"
