@@ -19,14 +19,16 @@ Pages:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from mississippi_tools.batch import DEFAULT_MAX_PAGES, PageOutcome
-from mississippi_tools.errors import InvalidInputError
+from mississippi_tools.batch import DEFAULT_MAX_PAGES, PageOutcome, check_source
+from mississippi_tools.errors import InvalidInputError, MississippiError
+from mississippi_tools.pdf import check_page_selection
 
 if TYPE_CHECKING:
     from mississippi_tools.sources import SourcePolicy
@@ -42,6 +44,7 @@ __all__ = [
     "ToolSettings",
     "acall_tool",
     "call_tool",
+    "check_call",
     "check_tool_arguments",
     "document_fields",
     "policy_note",
@@ -203,11 +206,14 @@ class _Selection:
             return cls()
         if isinstance(pages, bool):
             raise InvalidInputError(f"pages must be a page number or a range, got {pages!r}")
-        if isinstance(pages, int):
-            return cls(page=pages)
         if isinstance(pages, str) and pages.strip().isdigit():
-            return cls(page=int(pages))
-        return cls(spec=pages.strip() if isinstance(pages, str) else list(pages))
+            pages = int(pages)
+        if isinstance(pages, int):
+            check_page_selection([pages], what="the image")
+            return cls(page=pages)
+        spec = pages.strip() if isinstance(pages, str) else list(pages)
+        check_page_selection(spec, what="the image")
+        return cls(spec=spec)
 
 
 def _combine(spec: TaskSpec[Any, Any], outcomes: list[PageOutcome[Any]]) -> ToolOutput:
@@ -227,6 +233,21 @@ def _combine(spec: TaskSpec[Any, Any], outcomes: list[PageOutcome[Any]]) -> Tool
         raise error.rephrased(f"all {len(outcomes)} pages failed; page {page}: {error.message}")
     artifact = [o.result if o.error is None else o.error for o in outcomes]
     return ToolOutput("\n\n".join(sections), artifact, outcomes)
+
+
+def check_call(image: str, pages: PageArgument, policy: SourcePolicy) -> None:
+    """The checks of a call that need neither the model nor the image's bytes.
+
+    Servers run them before waiting for a model that is still loading, so that a malformed
+    page selection, a missing file or a path outside the allowed roots is answered at once.
+
+    Raises:
+        InvalidInputError: A malformed page selection.
+        ImageNotFoundError: No file at the path.
+        AccessDeniedError: The path or URL is refused by ``policy``.
+    """
+    _Selection.of(pages)
+    check_source(image, policy)
 
 
 def call_tool(
@@ -271,8 +292,14 @@ async def acall_tool(
     pages: PageArgument,
     arguments: Mapping[str, Any],
     settings: ToolSettings,
+    on_page: Callable[[int, int | None], Awaitable[None]] | None = None,
 ) -> ToolOutput:
-    """Async twin of :func:`call_tool`."""
+    """Async twin of :func:`call_tool`.
+
+    For a range of pages, ``on_page(done, total)`` is awaited once before the first page (with
+    ``done=0``) and after each page, for progress reports; ``total`` is ``None`` when the
+    document cannot be counted beforehand.
+    """
     selection = _Selection.of(pages)
     values = {**arguments, **settings.fixed}
     run = settings.run_settings()
@@ -280,18 +307,26 @@ async def acall_tool(
         result = await vlm.arun(spec.name, image, page=selection.page, **run, **values)
         outcome = PageOutcome(0, image, selection.page, result=result)
         return ToolOutput(spec.render(result), result, [outcome])
-    outcomes = [
-        outcome
-        async for outcome in vlm.aiter_batch(
-            spec.name,
-            [image],
-            pages=selection.spec,
-            max_pages=settings.max_pages,
-            concurrency=settings.concurrency,
-            **run,
-            **values,
-        )
-    ]
+    total = None
+    if on_page is not None:
+        try:
+            total = await asyncio.to_thread(vlm.count_pages, [image], selection.spec)
+        except MississippiError:
+            total = None  # the batch reports what is wrong with the document
+        await on_page(0, total)
+    outcomes = []
+    async for outcome in vlm.aiter_batch(
+        spec.name,
+        [image],
+        pages=selection.spec,
+        max_pages=settings.max_pages,
+        concurrency=settings.concurrency,
+        **run,
+        **values,
+    ):
+        outcomes.append(outcome)
+        if on_page is not None:
+            await on_page(len(outcomes), total)
     return _combine(spec, outcomes)
 
 
@@ -328,7 +363,7 @@ def document_fields(
             error_type=type(error).__name__,
         )
         return "", metadata
-    result = outcome.result
+    result = outcome.unwrap()
     metadata["tiles"] = result.meta.tiles
     metadata["result"] = result.model_dump(mode="json", exclude={"meta"})
     data = metadata["result"].get("data")

@@ -35,12 +35,27 @@ __all__ = [
     "describe_source",
     "iter_outcomes",
     "iter_source_pages",
+    "page_selection",
 ]
 
 R = TypeVar("R")
 
 PageSelection = str | int | Sequence[int] | None
 """Pages of PDFs and multi-page TIFFs: ``"1-3,5"``, ``"5-"``, ``2``, ``[1, 2]``, ``None`` (all)."""
+
+
+def page_selection(pages: PageSelection) -> str | Sequence[int] | None:
+    """``pages`` in the forms the page readers take (an int becomes ``"N"``).
+
+    Raises:
+        InvalidInputError: ``pages`` is a bool (``True`` is not a page).
+    """
+    if isinstance(pages, bool):
+        raise InvalidInputError(
+            f"pages must be a page number, a selection such as '1-3' or None, got {pages!r}"
+        )
+    return str(pages) if isinstance(pages, int) else pages
+
 
 DEFAULT_MAX_PAGES = 20
 """Most pages read from one document by default, on every surface (API batch forms, CLI, loaders,
@@ -88,10 +103,27 @@ class PageOutcome(Generic[R]):
         """Whether the page has a result."""
         return self.error is None
 
+    def unwrap(self) -> R:
+        """The result; the page's error is raised when it failed."""
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None  # a page without an error has its result
+        return self.result
+
     @property
     def where(self) -> str:
         """``source`` with its page, for messages (``report.pdf, page 3``)."""
         return self.source if self.page is None else f"{self.source}, page {self.page}"
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"page", "result", "error"}`` as plain JSON (a result's ``model_dump``)."""
+        result, error = self.result, self.error
+        dump = getattr(result, "model_dump", None)
+        return {
+            "page": self.page,
+            "result": dump(mode="json") if dump is not None else result,
+            "error": None if error is None else {"code": error.code, "message": error.message},
+        }
 
 
 def describe_source(source: ImageInput | NamedSource) -> str:
@@ -129,7 +161,7 @@ def iter_source_pages(
     """
     from mississippi_tools.images import iter_pages
 
-    selection = str(pages) if isinstance(pages, int) and not isinstance(pages, bool) else pages
+    selection = page_selection(pages)
     for given in sources:
         name = describe_source(given)
         source = given.data if isinstance(given, NamedSource) else given
@@ -271,6 +303,10 @@ async def _aoutcome(
         return PageOutcome(index, name, page, error=e)
 
 
+_PATH_MAX = 4096
+"""Longest path Linux opens; a longer string can only be (bad) inline data."""
+
+
 def check_source(source: ImageInput, policy: SourcePolicy) -> None:
     """Fail now, without reading it, when ``source`` names a file that cannot be read.
 
@@ -282,18 +318,17 @@ def check_source(source: ImageInput, policy: SourcePolicy) -> None:
         ImageNotFoundError: No file at the path.
         AccessDeniedError: The path or URL is refused by the policy.
     """
+    from mississippi_tools.images import is_inline_image
     from mississippi_tools.sources import check_url_allowed, resolve_path
 
     if not isinstance(source, str | Path):
         return
     text = str(source).strip()
-    if text[:5].lower() == "data:":
-        return
+    if isinstance(source, str) and (is_inline_image(text) or len(text) >= _PATH_MAX):
+        return  # image data (or no path at all): checked when decoded, with the precise reason
     scheme, sep, _ = text.partition("://")
     if sep and scheme.isalpha():
         if scheme.lower() in ("http", "https"):
             check_url_allowed(text, policy)
-        return
-    if len(text) > 300 and not Path(text).exists():  # long inline base64, checked when decoded
         return
     resolve_path(source, policy)

@@ -312,7 +312,7 @@ def download(
 ) -> None:
     """Download a model into the hub cache (with a progress bar) for offline use."""
     with _exit_on_error():
-        from mississippi_tools._deps import require
+        from mississippi_tools.extras import require
 
         require("huggingface_hub", "local", purpose="downloading models")
         from mississippi_tools.models.hub import resolve_model_dir
@@ -430,7 +430,7 @@ def build_checkpoint(
     chart that plots, a table, an invoice for the README's schema, some text. With --size 800m,
     the full-size shape (1.6 GB) for benchmarks: compute does not depend on the weights.
     """
-    from mississippi_tools._deps import require
+    from mississippi_tools.extras import require
 
     with _exit_on_error():
         require("torch", "local", purpose="building checkpoints")

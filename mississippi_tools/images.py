@@ -510,6 +510,22 @@ def _read_string(text: str, limits: ImageLimits, policy: SourcePolicy | None) ->
         ) from None
 
 
+def is_inline_image(text: str) -> bool:
+    """Whether ``text`` is read as image data rather than as a path or URL.
+
+    Image data is a data URI, or base64 of a supported format. Cheap (decodes 64 characters at
+    most); never raises.
+    """
+    stripped = text.strip()
+    if stripped[:5].lower() == "data:":
+        return True
+    if len(stripped) < _BASE64_MIN_CHARS or _BASE64_TEXT.fullmatch(stripped) is None:
+        return False
+    compact = "".join(stripped[:128].split()).rstrip("=").replace("-", "+").replace("_", "/")
+    head = _b64decode(compact[:64])
+    return head is not None and _sniff(head) is not None
+
+
 def _try_base64(text: str, limits: ImageLimits) -> tuple[bytes | None, str | None]:
     """Decode ``text`` if it is base64 of a supported format.
 

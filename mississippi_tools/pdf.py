@@ -53,6 +53,7 @@ __all__ = [
     "MAX_PDF_DPI",
     "PDFDocument",
     "check_dpi",
+    "check_page_selection",
     "check_streams",
     "is_pdf",
     "parse_page_selection",
@@ -119,6 +120,67 @@ def parse_page_selection(
     return _parse_page_selection(spec, page_count, what=what, error=InvalidInputError)
 
 
+def check_page_selection(spec: str | Sequence[int], *, what: str = "the document") -> None:
+    """Check a page selection's form before the document's length is known.
+
+    Raises:
+        InvalidInputError: The selection is malformed, empty, or has a page below 1 or a range
+            that ends before it starts.
+
+    Example:
+        >>> check_page_selection("1,3,5-")
+    """
+    _selection_ranges(spec, what=what)
+
+
+_FORMS = 'use forms like "3", "1-3", "1,3,5-7" or "5-" (pages are 1-based)'
+
+
+def _selection_ranges(spec: str | Sequence[int], *, what: str) -> list[tuple[int, int | None]]:
+    """The selection as ``(first, last)`` ranges, ``last=None`` for "to the end"; form only."""
+    ranges: list[tuple[int, int | None]] = []
+    if isinstance(spec, str):
+        if not spec.strip():
+            raise InvalidInputError(f"empty page selection for {what}; {_FORMS}")
+        for part in spec.split(","):
+            match = _SELECTION_PART.match(part)
+            if match is None:
+                raise InvalidInputError(
+                    f"invalid page selection {spec!r}: cannot read {part.strip()!r}; {_FORMS}"
+                )
+            first = int(match.group(1))
+            if match.group(2) is None:
+                last: int | None = first
+            else:
+                last = int(match.group(3)) if match.group(3) else None
+            if last is not None and last < first:
+                raise InvalidInputError(
+                    f"invalid page range {part.strip()!r} in {spec!r}: it ends before it starts; "
+                    f"write it as {last}-{first}"
+                )
+            _check_page(first, None, what=what, error=InvalidInputError)
+            ranges.append((first, last))
+        return ranges
+    try:
+        requested = list(spec)
+    except TypeError:
+        raise InvalidInputError(
+            f"page selection must be a string or a sequence of ints, got "
+            f"{type(spec).__name__}; {_FORMS}"
+        ) from None
+    if not requested:
+        raise InvalidInputError(f"empty page selection for {what}; {_FORMS}")
+    for page in requested:
+        if isinstance(page, bool) or not isinstance(page, int):
+            raise InvalidInputError(
+                f"page numbers must be ints, got {page!r} ({type(page).__name__}) in the "
+                f"selection for {what}"
+            )
+        _check_page(page, None, what=what, error=InvalidInputError)
+        ranges.append((page, page))
+    return ranges
+
+
 def _parse_page_selection(
     spec: str | Sequence[int],
     page_count: int,
@@ -126,59 +188,23 @@ def _parse_page_selection(
     what: str,
     error: type[InvalidInputError],
 ) -> list[int]:
-    forms = 'use forms like "3", "1-3", "1,3,5-7" or "5-" (pages are 1-based)'
     pages: list[int] = []
-    if isinstance(spec, str):
-        if not spec.strip():
-            raise InvalidInputError(f"empty page selection for {what}; {forms}")
-        for part in spec.split(","):
-            match = _SELECTION_PART.match(part)
-            if match is None:
-                raise InvalidInputError(
-                    f"invalid page selection {spec!r}: cannot read {part.strip()!r}; {forms}"
-                )
-            first = int(match.group(1))
-            if match.group(2) is None:
-                last = first
-            elif match.group(3):
-                last = int(match.group(3))
-            else:
-                last = max(page_count, first)  # "5-": to the end (range-checked below)
-            if last < first:
-                raise InvalidInputError(
-                    f"invalid page range {part.strip()!r} in {spec!r}: it ends before it starts; "
-                    f"write it as {last}-{first}"
-                )
-            for page in (first, last):
-                _check_page(page, page_count, what=what, error=error)
-            pages.extend(range(first, last + 1))
-    else:
-        try:
-            requested = list(spec)
-        except TypeError:
-            raise InvalidInputError(
-                f"page selection must be a string or a sequence of ints, got "
-                f"{type(spec).__name__}; {forms}"
-            ) from None
-        if not requested:
-            raise InvalidInputError(f"empty page selection for {what}; {forms}")
-        for page in requested:
-            if isinstance(page, bool) or not isinstance(page, int):
-                raise InvalidInputError(
-                    f"page numbers must be ints, got {page!r} ({type(page).__name__}) in the "
-                    f"selection for {what}"
-                )
-            _check_page(page, page_count, what=what, error=error)
-            pages.append(page)
+    for first, last in _selection_ranges(spec, what=what):
+        end = max(page_count, first) if last is None else last  # "5-": to the end
+        _check_page(first, page_count, what=what, error=error)
+        _check_page(end, page_count, what=what, error=error)
+        pages.extend(range(first, end + 1))
     return list(dict.fromkeys(pages))
 
 
-def _check_page(page: int, page_count: int, *, what: str, error: type[InvalidInputError]) -> None:
+def _check_page(
+    page: int, page_count: int | None, *, what: str, error: type[InvalidInputError]
+) -> None:
     if page < 1:
         raise InvalidInputError(
             f"page {page} is not a page number; pages are 1-based, so the first page is 1"
         )
-    if page > page_count:
+    if page_count is not None and page > page_count:
         pages = "1 page" if page_count == 1 else f"{page_count} pages"
         raise error(f"page {page} is out of range: {what} has {pages}; pick pages 1-{page_count}")
 

@@ -76,6 +76,9 @@ class ModelLoader:
         build: Loads or connects to the model (``MississippiVLM.load``, ``.connect``); runs in a
             daemon thread.
         name: The model's name, for messages.
+        retry_on: Failures after which the next :meth:`start` (every wait calls it) tries again,
+            instead of reporting the failure for ever: a remote service that was not reachable
+            yet (:class:`~mississippi_tools.errors.RemoteConnectionError`), say.
 
     Example:
         >>> loader = ModelLoader(lambda: MississippiVLM.load(path), name="tiny")  # doctest: +SKIP
@@ -83,9 +86,16 @@ class ModelLoader:
         >>> vlm = await loader.await_ready()    # waits (with optional progress reports)
     """
 
-    def __init__(self, build: Callable[[], MississippiVLM], *, name: str) -> None:
+    def __init__(
+        self,
+        build: Callable[[], MississippiVLM],
+        *,
+        name: str,
+        retry_on: tuple[type[BaseException], ...] = (),
+    ) -> None:
         self.name = name
         self._build = build
+        self._retry_on = retry_on
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,11 +134,21 @@ class ModelLoader:
         return self._vlm
 
     def start(self) -> None:
-        """Start loading in a daemon thread; does nothing once started, loaded or closed."""
+        """Start loading in a daemon thread; does nothing once started, loaded or closed.
+
+        After a failure listed in ``retry_on``, starts a new attempt.
+        """
         with self._lock:
-            if self._thread is not None or self._done.is_set() or self._closed:
+            if self._closed:
+                return
+            if self._done.is_set() and isinstance(self._error, self._retry_on):
+                logger.info("loading the model %s again after: %s", self.name, self._error)
+                self._error, self._thread = None, None
+                self._done.clear()
+            if self._thread is not None or self._done.is_set():
                 return
             self.started_at = time.monotonic()
+            logger.info("loading the model %s", self.name)
             self._thread = threading.Thread(target=self._load, name="mississippi-load", daemon=True)
             self._thread.start()
 
@@ -136,6 +156,8 @@ class ModelLoader:
         started = time.monotonic()
         try:
             vlm = self._build()
+            ready = f"model {vlm.model_id} ready"  # a remote engine asks its service here
+            placement = describe_placement(vlm)
         except BaseException as e:  # reported to every caller; the server keeps answering
             self._error = e
             failure = {LOAD_FAILURE: True}
@@ -151,12 +173,7 @@ class ModelLoader:
             if closed:
                 vlm.close()
             self.load_seconds = time.monotonic() - started
-            logger.info(
-                "model %s ready in %.1f s (%s); serving",
-                vlm.model_id,
-                self.load_seconds,
-                describe_placement(vlm),
-            )
+            logger.info("%s in %.1f s (%s); serving", ready, self.load_seconds, placement)
         finally:
             self._done.set()
 

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from mississippi_tools.batch import (
     DEFAULT_MAX_PAGES,
+    NamedSource,
     PageOutcome,
     PageSelection,
     aiter_outcomes,
     iter_outcomes,
     iter_source_pages,
+    page_selection,
 )
 from mississippi_tools.engine.base import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -193,7 +195,7 @@ class MississippiVLM:
             ModelNotFoundError: No weights locally and no way to fetch them.
             ModelLoadError: The checkpoint is unreadable or does not match its config.
         """
-        from mississippi_tools._deps import require
+        from mississippi_tools.extras import require
 
         require("torch", "local", purpose="running the model in this process")
         require("transformers", "local", purpose="running the model in this process")
@@ -536,7 +538,7 @@ class MississippiVLM:
     def iter_batch(
         self,
         task: str,
-        sources: Iterable[ImageInput],
+        sources: Iterable[ImageInput | NamedSource],
         *,
         pages: PageSelection = None,
         max_pages: int = DEFAULT_MAX_PAGES,
@@ -581,7 +583,7 @@ class MississippiVLM:
     async def aiter_batch(
         self,
         task: str,
-        sources: Iterable[ImageInput],
+        sources: Iterable[ImageInput | NamedSource],
         *,
         pages: PageSelection = None,
         max_pages: int = DEFAULT_MAX_PAGES,
@@ -612,7 +614,7 @@ class MississippiVLM:
     def run_batch(
         self,
         task: str,
-        sources: Iterable[ImageInput],
+        sources: Iterable[ImageInput | NamedSource],
         *,
         pages: PageSelection = None,
         progress: bool = False,
@@ -648,7 +650,7 @@ class MississippiVLM:
     async def arun_batch(
         self,
         task: str,
-        sources: Iterable[ImageInput],
+        sources: Iterable[ImageInput | NamedSource],
         *,
         pages: PageSelection = None,
         progress: bool = False,
@@ -895,14 +897,17 @@ class MississippiVLM:
                 raise item
             yield item
 
-    def count_pages(self, sources: Iterable[ImageInput], pages: PageSelection = None) -> int:
+    def count_pages(
+        self, sources: Iterable[ImageInput | NamedSource], pages: PageSelection = None
+    ) -> int:
         """How many images :meth:`pages` yields (for progress bars)."""
         from mississippi_tools.pdf import parse_page_selection
 
-        selection = str(pages) if isinstance(pages, int) and not isinstance(pages, bool) else pages
+        selection = page_selection(pages)
         total = 0
         for source in sources:
-            count = count_pages(source, policy=self.policy)
+            data = source.data if isinstance(source, NamedSource) else source
+            count = count_pages(data, limits=self.limits, policy=self.policy)
             total += (
                 len(parse_page_selection(selection, count))
                 if selection is not None and count > 1

@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from mississippi_tools._deps import require
+from mississippi_tools.extras import require
 
 require("langchain_core", "langchain", purpose="the LangChain integration")
 

@@ -146,6 +146,8 @@ class MississippiToolkit(BaseToolkit):
         for spec in self.vlm.tasks:
             if wanted is not None and spec.name not in wanted:
                 continue
-            extra = {"extraction_schema": self.extraction_schema} if spec.name == "extract" else {}
+            extra: dict[str, Any] = (
+                {"extraction_schema": self.extraction_schema} if spec.name == "extract" else {}
+            )
             tools.append(tool_class(spec.name)(**common, **extra))
         return tools

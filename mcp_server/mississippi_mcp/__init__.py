@@ -1,7 +1,8 @@
 """mississippi-mcp: the MCP server of mississippi-tools, for desktop assistants and coding agents.
 
-Five read-only tools over one local vision-language model (H2OVL-Mississippi): ``ocr``,
-``read_chart``, ``read_table``, ``extract_json`` and ``ask_image``, with structured results.
+One read-only tool per task the loaded model supports (for H2OVL-Mississippi: ``ocr``,
+``read_chart``, ``read_table``, ``extract`` and ``ask``; ``to_html`` for the WebSight model),
+generated from the task catalogue, with structured results.
 
 Setup:
     .. code-block:: bash
@@ -99,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return config_main(args[1:])
 
-    from mississippi_tools._deps import require
     from mississippi_tools.errors import MissingDependencyError
+    from mississippi_tools.extras import require
 
     try:
         require("mcp", "mcp", purpose="the MCP server")

@@ -291,7 +291,7 @@ def _server_args(options: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str]) -> int:
     """Run ``mississippi-mcp config``; returns the exit code (0, 1 on a file problem, 2 usage)."""
     options = _parser().parse_args(list(argv))
-    env = {"MISSISSIPPI_API_KEY": options.api_key} if options.api_key else None
+    env = {"MISSISSIPPI_MCP_REMOTE_API_KEY": options.api_key} if options.api_key else None
     package = options.package or (
         "mississippi-tools[mcp,pdf]" if options.engine == "remote" else PACKAGE_SPEC
     )

@@ -1,15 +1,20 @@
-"""The MCP server: five read-only tools over one :class:`~mississippi_tools.MississippiVLM`.
+"""The MCP server: one read-only tool per task of the catalogue, over one model.
 
-Tools: ``ocr``, ``read_chart``, ``read_table``, ``extract_json`` and ``ask_image``. Each returns
-structured content (its output schema is the core's result model) and a short text for the model.
-Failures come back as ``isError`` results whose text says what was wrong and what to do:
+Tools: every task the served model can do (``ocr``, ``read_chart``, ``read_table``, ``extract``,
+``ask``, and any task it adds such as ``to_html``), with the catalogue's names, descriptions and
+arguments (``image``, ``pages``, then the task's own), shared with every other surface. Each
+returns the catalogue's text for the model and structured content: ``{"result": ...}`` for one
+image or page, ``{"pages": [{"page", "result", "error"}, ...]}`` for a page range. Failures come
+back as ``isError`` results whose text says what was wrong and what to change on this server:
 :class:`~mississippi_tools.errors.MississippiError` messages pass through with their code, and an
 unexpected exception is logged on stderr and reported without its details; the server keeps
-serving either way.
+serving either way. Page handling, rendering and arguments are the core's
+(:mod:`mississippi_tools.agent_tools`); this module translates.
 
-Loading: :class:`ModelHolder` loads the model once, in a background thread started by the server's
-lifespan, so ``initialize`` and ``tools/list`` answer at once. A tool call that arrives during the
-load waits for it, sending progress notifications; a failed load is reported by every call.
+Loading: the model loads once, in a background thread started by the server's lifespan
+(:class:`~mississippi_tools.serving.ModelLoader`), so ``initialize`` and ``tools/list`` answer at
+once. A tool call that arrives during the load waits for it, sending progress notifications; a
+failed load is reported by every call.
 
 Access: every call reads images under a :class:`~mississippi_tools.sources.SourcePolicy` built from
 the configured directories plus the client's MCP roots (fetched for each call, so a change of
@@ -19,53 +24,59 @@ URLs, when enabled) are read. The policy does every path and URL check.
 
 from __future__ import annotations
 
+import copy
 import inspect
-import json
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-import anyio
-import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import ListRoots, Resolve
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic_core import PydanticUndefined
 
 from mississippi_mcp.settings import DEFAULT_LOAD_TIMEOUT, MCPSettings
+from mississippi_tools import MississippiVLM
+from mississippi_tools.agent_tools import (
+    IMAGE_DESCRIPTION,
+    PAGES_DESCRIPTION,
+    PageArgument,
+    ToolOutput,
+    ToolSettings,
+    acall_tool,
+    check_call,
+)
 from mississippi_tools.errors import (
     AccessDeniedError,
     ImageTooLargeError,
     MississippiError,
+    RemoteConnectionError,
 )
-from mississippi_tools.images import ImageLimits, LoadedImage
+from mississippi_tools.images import ImageLimits
+from mississippi_tools.serving import ModelLoader, ModelNotReadyError
 from mississippi_tools.sources import SourcePolicy
-from mississippi_tools.tasks.ask import Answer
-from mississippi_tools.tasks.chart import ChartData
-from mississippi_tools.tasks.ocr import OCRResult
-from mississippi_tools.tasks.results import ResultMetadata
-from mississippi_tools.tasks.table import TableData
-from mississippi_tools.vlm import MississippiVLM
+from mississippi_tools.tasks.catalogue import TaskSpec, all_tasks, tasks_for
 
 __all__ = [
+    "MCP_SPELLING",
     "PROGRESS_INTERVAL",
     "SERVER_NAME",
-    "TOOL_NAMES",
-    "ExtractionOutput",
     "ModelHolder",
-    "OCRDocument",
     "ServerState",
     "build_server",
     "load_vlm",
+    "output_model",
     "root_paths",
+    "tool_names",
 ]
 
 logger = logging.getLogger("mississippi_mcp")
@@ -74,46 +85,90 @@ SERVER_NAME = "mississippi"
 """The server's name in ``initialize`` and in client configurations."""
 PROGRESS_INTERVAL = 1.0
 """Seconds between progress notifications while a call waits for the model to load."""
-TOOL_NAMES = ("ocr", "read_chart", "read_table", "extract_json", "ask_image")
-"""The tools of the server, in the order they are listed."""
+
+#: How the options that fix errors are spelled for the model calling this server's tools.
+MCP_SPELLING: dict[str, str] = {
+    "allow_urls": "this MCP server does not download URLs; ask the user to start it with "
+    "--allow-urls, or pass a file path or a data URI",
+    "pages": "pass pages='{value}'",
+    "max_pages": "this server reads at most --max-pages pages per call; ask for a range",
+}
 
 T = TypeVar("T")
 ToolContext = Context[Any, Any]
 ProgressFn = Callable[[float, "float | None", str], Awaitable[None]]
 """Reports ``(progress, total, message)`` for the current call."""
-State = Literal["idle", "loading", "ready", "failed", "closed"]
 
 
 # ------------------------------------------------------------------------------------------------
-# Output models (the core's results, plus what a tool adds around them)
+# Output models: the task's result, one image or page at a time
 # ------------------------------------------------------------------------------------------------
 
 
-class OCRDocument(BaseModel):
-    """Text read from an image or from the selected pages of a document."""
+class PageError(BaseModel):
+    """Why one page failed."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-    text: str
-    """All the text, pages in order and separated by a blank line."""
-    page_count: int = Field(ge=1)
-    """How many images or pages were read."""
-    pages: list[OCRResult]
-    """One result per image or page (``meta.page`` numbers document pages)."""
+    code: str
+    """The error's stable code."""
+    message: str
+    """What was wrong and what to do."""
 
 
-class ExtractionOutput(BaseModel):
-    """Data extracted from an image, valid under the requested JSON Schema or template."""
+def _as_sent(result: type[BaseModel]) -> type[BaseModel]:
+    """``result`` without its fields kept out of dumps: the shape a client receives."""
+    excluded = [name for name, info in result.model_fields.items() if info.exclude]
+    if not excluded:
+        return result
+    fields: dict[str, Any] = {
+        name: (info.annotation, info)
+        for name, info in result.model_fields.items()
+        if name not in excluded
+    }
+    return create_model(  # type: ignore[no-any-return, call-overload]
+        result.__name__, __config__=result.model_config, __doc__=result.__doc__, **fields
+    )
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    data: Any
-    """The extracted JSON value (an object for object schemas and templates)."""
-    confidence: dict[str, float] | None = None
-    """When requested: the model's probability for each leaf value, keyed by JSON pointer
-    (``/items/0/price``). Not a calibrated accuracy."""
-    meta: ResultMetadata
-    """How the result was produced."""
+def output_model(spec: TaskSpec[Any, Any]) -> type[BaseModel]:
+    """The structured content of a task's tool: one ``result``, or ``pages`` for a range."""
+    result = _as_sent(spec.result)
+    page_fields: dict[str, Any] = {
+        "page": (int | None, Field(description="The 1-based page.")),
+        "result": (result | None, Field(default=None, description="The page's result.")),
+        "error": (PageError | None, Field(default=None, description="Why the page failed.")),
+    }
+    page = create_model(
+        f"{result.__name__}Page", __config__=ConfigDict(extra="forbid"), **page_fields
+    )
+    fields: dict[str, Any] = {
+        "result": (result | None, Field(default=None, description="The result, for one image.")),
+        "pages": (
+            list[page] | None,  # type: ignore[valid-type]
+            Field(default=None, description="One entry per page, for a page range."),
+        ),
+    }
+    model: type[BaseModel] = create_model(
+        f"{result.__name__}Output", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    return model
+
+
+def _structured(output: ToolOutput) -> dict[str, Any]:
+    if not isinstance(output.artifact, list):
+        return {"result": output.artifact.model_dump(mode="json"), "pages": None}
+    pages = []
+    for outcome in output.outcomes:
+        error = outcome.error
+        pages.append(
+            {
+                "page": outcome.page,
+                "result": None
+                if outcome.result is None
+                else outcome.result.model_dump(mode="json"),
+                "error": None if error is None else {"code": error.code, "message": error.message},
+            }
+        )
+    return {"result": None, "pages": pages}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -122,18 +177,15 @@ class ExtractionOutput(BaseModel):
 
 
 class ModelHolder:
-    """The server's one :class:`MississippiVLM`, loaded in a background thread on first start.
+    """The server's one model: a shared loader whose waits report MCP progress.
+
+    Failures and timeouts become tool errors that say what to change on the server.
 
     Args:
         loader: Builds the model (``MississippiVLM.load`` or ``connect``); runs in a thread.
         name: The model's name for progress messages and errors.
         load_timeout: Seconds a tool call waits for the load before failing (the load goes on).
         progress_interval: Seconds between progress notifications while waiting.
-
-    Example:
-        >>> holder = ModelHolder(lambda: MississippiVLM.load(path), name="tiny")  # doctest: +SKIP
-        >>> holder.start()  # returns at once
-        >>> vlm = await holder.get(ctx.report_progress)  # waits, reporting progress
     """
 
     def __init__(
@@ -144,128 +196,76 @@ class ModelHolder:
         load_timeout: float = DEFAULT_LOAD_TIMEOUT,
         progress_interval: float = PROGRESS_INTERVAL,
     ) -> None:
+        self.loader = ModelLoader(loader, name=name, retry_on=(RemoteConnectionError,))
         self.name = name
         self.load_timeout = load_timeout
         self.progress_interval = progress_interval
-        self._loader = loader
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._vlm: MississippiVLM | None = None
-        self._error: BaseException | None = None
-        self._started_at: float | None = None
-        self._closed = False
 
     @classmethod
     def loaded(cls, vlm: MississippiVLM) -> ModelHolder:
         """A holder around a model that is already loaded (embedding, tests)."""
         holder = cls(lambda: vlm, name=vlm.model_id)
-        holder._vlm = vlm
-        holder._done.set()
+        holder.loader = ModelLoader.loaded(vlm)
         return holder
 
     @property
-    def state(self) -> State:
+    def state(self) -> str:
         """``idle`` (not started), ``loading``, ``ready``, ``failed`` or ``closed``."""
-        if self._closed:
-            return "closed"
-        if self._done.is_set():
-            return "ready" if self._vlm is not None else "failed"
-        return "idle" if self._thread is None else "loading"
+        return self.loader.state
 
     @property
     def error(self) -> BaseException | None:
         """Why the load failed, once it has."""
-        return self._error
+        return self.loader.error
 
     def start(self) -> None:
         """Start loading in a daemon thread; does nothing when started already."""
-        with self._lock:
-            if self._thread is not None or self._done.is_set() or self._closed:
-                return
-            self._started_at = time.monotonic()
-            self._thread = threading.Thread(
-                target=self._load, name="mississippi-mcp-load", daemon=True
-            )
-            self._thread.start()
-
-    def _load(self) -> None:
-        logger.info("loading the model %s in the background", self.name)
-        started = time.monotonic()
-        try:
-            vlm = self._loader()
-        except BaseException as e:  # reported to every tool call; the server keeps serving
-            self._error = e
-            if isinstance(e, MississippiError):
-                logger.error("the model could not be loaded: %s", e.message)
-            else:
-                logger.exception("the model could not be loaded")
-        else:
-            with self._lock:
-                if self._closed:
-                    vlm.close()
-                else:
-                    self._vlm = vlm
-            logger.info("model %s ready in %.1f s", self.name, time.monotonic() - started)
-        finally:
-            self._done.set()
+        self.loader.start()
 
     async def get(self, progress: ProgressFn | None = None) -> MississippiVLM:
-        """The model, waiting for the load and calling ``progress`` every ``progress_interval``.
+        """The model, waiting for the load and reporting progress meanwhile.
 
         Raises:
             ToolError: The load failed, did not finish within ``load_timeout``, or the server
                 is shutting down.
         """
-        if not self._done.is_set():
-            self.start()
-            await self._wait(progress)
-        if self._vlm is not None:
-            return self._vlm
-        raise ToolError(self._failure_message())
 
-    async def _wait(self, progress: ProgressFn | None) -> None:
-        started = self._started_at or time.monotonic()
-        while not self._done.is_set():
-            elapsed = time.monotonic() - started
-            if elapsed > self.load_timeout:
-                raise ToolError(
-                    f"the model {self.name} is still loading after {elapsed:.0f} s; the load "
-                    "goes on in the background; call the tool again in a minute"
-                )
+        async def report(elapsed: float, message: str) -> None:
             if progress is not None:
-                await progress(
-                    round(elapsed, 2),
-                    None,
-                    f"loading the model {self.name} ({elapsed:.0f} s so far); the call goes on "
-                    "when it is ready",
-                )
-            await anyio.to_thread.run_sync(
-                self._done.wait, self.progress_interval, abandon_on_cancel=True
-            )
+                await progress(elapsed, None, message)
 
-    def _failure_message(self) -> str:
-        error = self._error
-        if self._closed:
+        try:
+            return await self.loader.await_ready(
+                timeout=self.load_timeout, progress=report, interval=self.progress_interval
+            )
+        except ModelNotReadyError as e:
+            raise ToolError(self._failure_message(e)) from None
+
+    def _failure_message(self, error: ModelNotReadyError) -> str:
+        if error.state == "closed":
             return "the server is shutting down; reconnect and call the tool again"
-        if isinstance(error, MississippiError):
+        if error.state == "loading":
+            return error.message + "; call the tool again in a minute"
+        cause = error.cause
+        if isinstance(cause, RemoteConnectionError):
             return (
-                f"{error.code}: the model {self.name} could not be loaded: {error.message}; "
+                f"{cause.code}: {cause.message}; start the service (or fix the server's "
+                "--base-url); the next call tries to connect again"
+            )
+        if isinstance(cause, MississippiError):
+            return (
+                f"{cause.code}: the model {self.name} could not be loaded: {cause.message}; "
                 "fix the server's model settings (--model, --device, or --engine remote "
                 "--base-url) and restart the server"
             )
         return (
-            f"the model {self.name} could not be loaded ({type(error).__name__}); the server's "
+            f"the model {self.name} could not be loaded ({type(cause).__name__}); the server's "
             "log (stderr) has the details; fix the model settings and restart the server"
         )
 
     def close(self) -> None:
         """Release the model (a load still running releases its result when it ends)."""
-        with self._lock:
-            self._closed = True
-            vlm, self._vlm = self._vlm, None
-        if vlm is not None:
-            vlm.close()
+        self.loader.close()
 
 
 def load_vlm(settings: MCPSettings) -> MississippiVLM:
@@ -276,11 +276,12 @@ def load_vlm(settings: MCPSettings) -> MississippiVLM:
     policy = SourcePolicy(allowed_roots=())
     if settings.engine == "remote":
         assert settings.base_url is not None  # checked by MCPSettings
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        key = settings.remote_api_key.get_secret_value() if settings.remote_api_key else None
         return MississippiVLM.connect(
             settings.base_url,
-            api_key=api_key or None,
+            api_key=key or None,
             model=settings.model,
+            family=settings.family,
             policy=policy,
         )
     return MississippiVLM.load(
@@ -290,56 +291,6 @@ def load_vlm(settings: MCPSettings) -> MississippiVLM:
         progress=False,  # no progress bars: stdout is the protocol on stdio
         policy=policy,
     )
-
-
-# ------------------------------------------------------------------------------------------------
-# Arguments
-# ------------------------------------------------------------------------------------------------
-
-
-def _page_selection(value: Any) -> Any:
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-def _json_object(value: Any) -> Any:
-    """Accept an object sent as a JSON string (some models stringify nested arguments)."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError as e:
-            raise ValueError(f"not a JSON object ({e}); pass a JSON object") from None
-    return value
-
-
-ImageArg = Annotated[
-    str,
-    Field(
-        min_length=1,
-        description=(
-            "The image or document: a file path (absolute, or relative to the first allowed "
-            "directory), a data URI ('data:image/png;base64,...') or plain base64, or an "
-            "http(s) URL when the server allows URLs. PNG, JPEG, GIF, WEBP, BMP, TIFF or PDF."
-        ),
-    ),
-]
-PageArg = Annotated[
-    int | None,
-    Field(
-        ge=1,
-        description="Page to read (1-based), required for PDFs and TIFFs with several pages.",
-    ),
-]
-PagesArg = Annotated[
-    str | None,
-    BeforeValidator(_page_selection),
-    Field(
-        description=(
-            "Pages of a PDF or multi-page TIFF: '3', '1-3', '1,3,5-7' or '5-' (to the end). "
-            "Default: every page (up to the server's per-call limit). Ignored for plain images."
-        ),
-    ),
-]
-JsonObjectArg = Annotated[dict[str, Any] | None, BeforeValidator(_json_object)]
 
 
 @dataclass(frozen=True)
@@ -413,70 +364,6 @@ def _is_url(image: str) -> bool:
     return image.strip()[:8].lower().startswith(("http://", "https://"))
 
 
-# ------------------------------------------------------------------------------------------------
-# Results
-# ------------------------------------------------------------------------------------------------
-
-
-def _tool_result(text: str, structured: BaseModel) -> CallToolResult:
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)],
-        structured_content=structured.model_dump(mode="json"),
-    )
-
-
-def _cut_note(meta: ResultMetadata) -> str:
-    if meta.finish_reason == "length":
-        return "\n\n[The answer was cut at the token limit; it may be incomplete.]"
-    return ""
-
-
-def _ocr_text(document: OCRDocument) -> str:
-    if len(document.pages) == 1:
-        text = document.pages[0].text
-        return (text or "(no text found)") + _cut_note(document.pages[0].meta)
-    parts = []
-    for index, page in enumerate(document.pages, start=1):
-        number = page.meta.page or index
-        parts.append(f"[page {number}]\n{page.text or '(no text found)'}{_cut_note(page.meta)}")
-    return "\n\n".join(parts)
-
-
-def _chart_text(chart: ChartData) -> str:
-    head = [f"Chart: {chart.title or '(untitled)'}"]
-    if chart.chart_type:
-        head[0] += f" ({chart.chart_type})"
-    for name, axis in (("x axis", chart.x_axis), ("y axis", chart.y_axis)):
-        label = axis.text() if axis is not None else None
-        if label:
-            head.append(f"{name}: {label}")
-    text = "\n".join(head) + "\n\n" + chart.to_markdown()
-    if chart.notes:
-        text += "\nNotes: " + "; ".join(chart.notes)
-    return text + _cut_note(chart.meta)
-
-
-def _table_text(table: TableData) -> str:
-    text = table.to_markdown()
-    if table.notes:
-        text += "\nNotes: " + "; ".join(table.notes)
-    return text + _cut_note(table.meta)
-
-
-# ------------------------------------------------------------------------------------------------
-# The server
-# ------------------------------------------------------------------------------------------------
-
-
-_INSTRUCTIONS = """\
-Reads images and PDF pages with a local vision-language model (H2OVL-Mississippi).
-Use ocr for the text of documents and screenshots, read_table for tables, read_chart for
-charts, extract_json to fill a JSON Schema or template from a form, receipt or ID, and
-ask_image for any other question about an image. Pass images as file paths under the
-allowed directories, as data URIs or base64{urls}. Allowed directories at start-up: {dirs}{roots}.
-"""
-
-
 class _CallProgress:
     """The progress notifications of one call, increasing across its phases (as MCP requires).
 
@@ -505,13 +392,19 @@ class _CallProgress:
 
 
 class _Tools:
-    """The tool bodies, sharing the settings, the model holder and the error translation."""
+    """What every tool shares: the settings, the model holder and the error translation."""
 
     def __init__(self, settings: MCPSettings, holder: ModelHolder) -> None:
         self.settings = settings
         self.holder = holder
         self.limits = ImageLimits(
             max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+        )
+        self.run_settings = ToolSettings(
+            max_tiles=settings.max_tiles,
+            max_new_tokens=settings.max_new_tokens,
+            timeout=settings.request_timeout,
+            max_pages=settings.max_pages,
         )
 
     def policy(self, roots: ListRootsResult | None) -> SourcePolicy:
@@ -526,71 +419,69 @@ class _Tools:
             url_timeout=self.settings.url_timeout,
         )
 
-    def task_kwargs(self) -> dict[str, Any]:
-        """Server-wide generation settings, passed to every task when set."""
-        kwargs: dict[str, Any] = {}
-        if self.settings.max_tiles is not None:
-            kwargs["max_tiles"] = self.settings.max_tiles
-        if self.settings.max_new_tokens is not None:
-            kwargs["max_new_tokens"] = self.settings.max_new_tokens
-        if self.settings.request_timeout is not None:
-            kwargs["timeout"] = self.settings.request_timeout
-        return kwargs
-
-    async def run(
+    async def call(
         self,
-        tool: str,
+        spec: TaskSpec[Any, Any],
         image: str,
+        pages: PageArgument,
+        arguments: dict[str, Any],
         ctx: ToolContext,
         roots: ListRootsResult | None,
-        work: Callable[[MississippiVLM, str, ProgressFn], Awaitable[T]],
-    ) -> T:
-        """Run ``work`` on a per-call model view, translating every failure for the model."""
+    ) -> CallToolResult:
+        """Run one tool call on a per-call view of the model, translating every failure."""
         progress = _CallProgress(ctx)
+        policy = self.policy(roots)
+        try:  # a bad page selection or path is refused before any wait for the model
+            check_call(_as_source(image), pages, policy)
+        except MississippiError as e:
+            raise ToolError(self.explain(e, image, policy)) from e
         base = await self.holder.get(progress)
         progress.next_phase()
-        policy = self.policy(roots)
         vlm = MississippiVLM(base.engine, policy=policy, limits=self.limits)
         started = time.monotonic()
+
+        async def on_page(done: int, total: int | None) -> None:
+            if done == 0:
+                message = "reading the pages" if total is None else f"reading {total} page(s)"
+            else:
+                message = "done" if done == total else f"read {done} page(s)"
+            await progress(done, total, message)
+
         try:
-            result = await work(vlm, _as_source(image), progress)
-        except ToolError:
-            raise
+            output = await acall_tool(
+                vlm, spec, _as_source(image), pages, arguments, self.run_settings, on_page
+            )
         except MississippiError as e:
             raise ToolError(self.explain(e, image, policy)) from e
         except Exception as e:  # a crash: logged here, reported without its details
-            logger.exception("tool %s crashed", tool)
+            logger.exception("tool %s crashed", spec.name)
             raise ToolError(
-                f"internal error in {tool} ({type(e).__name__}); the details are in the "
+                f"internal error in {spec.name} ({type(e).__name__}); the details are in the "
                 "server's log (stderr); the server keeps running: retry once, and report the "
                 "problem if it happens again"
             ) from e
-        logger.info("%s done in %.2f s", tool, time.monotonic() - started)
-        return result
+        logger.info("%s done in %.2f s", spec.name, time.monotonic() - started)
+        return CallToolResult(
+            content=[TextContent(type="text", text=output.content)],
+            structured_content=_structured(output),
+        )
 
     def explain(self, error: MississippiError, image: str, policy: SourcePolicy) -> str:
         """The error's message with its code, plus what to change on this MCP server."""
-        message = f"{error.code}: {error.message}"
+        message = f"{error.code}: {error.describe(MCP_SPELLING)}"
         settings = self.settings
-        if isinstance(error, AccessDeniedError):
-            if _is_url(image):
-                if not settings.allow_urls:
-                    message += (
-                        ". This MCP server does not download URLs: pass the image as a file "
-                        "path or a data URI, or ask the user to start the server with "
-                        "--allow-urls"
-                    )
-                elif not settings.allow_private_urls:
-                    message += ". Private addresses need --allow-private-urls on this MCP server"
-            else:
-                roots = policy.allowed_roots or ()
-                where = ", ".join(str(root) for root in roots) or "none"
-                message += (
-                    f". This MCP server reads files only under its allowed directories "
-                    f"({where}): pass the image inline as a data URI or base64, or ask the user "
-                    "to add the folder with --allow-dir (MISSISSIPPI_ALLOW_DIRS) or as a root "
-                    "in the MCP client"
-                )
+        if isinstance(error, AccessDeniedError) and not _is_url(image):
+            roots = policy.allowed_roots or ()
+            where = ", ".join(str(root) for root in roots) or "none"
+            message += (
+                f". This MCP server reads files only under its allowed directories "
+                f"({where}): pass the image inline as a data URI or base64, or ask the user "
+                "to add the folder with --allow-dir (MISSISSIPPI_MCP_ALLOW_DIRS) or as a root "
+                "in the MCP client"
+            )
+        elif isinstance(error, AccessDeniedError) and settings.allow_urls:
+            if not settings.allow_private_urls:
+                message += ". Private addresses need --allow-private-urls on this MCP server"
         elif isinstance(error, ImageTooLargeError):
             message += (
                 f". This MCP server accepts inputs up to {settings.max_image_bytes:,} bytes and "
@@ -599,151 +490,80 @@ class _Tools:
             )
         return message
 
-    # -- the tools --------------------------------------------------------------------------
 
-    async def ocr(
-        self,
-        image: str,
-        ctx: ToolContext,
-        roots: ListRootsResult | None,
-        pages: str | None,
-        format: Literal["text", "markdown"],
-    ) -> CallToolResult:
-        async def work(vlm: MississippiVLM, source: str, progress: ProgressFn) -> OCRDocument:
-            count = await anyio.to_thread.run_sync(vlm.count_pages, [source], pages)
-            limit = self.settings.max_pages
-            if count > limit:
-                raise ToolError(
-                    f"the selection has {count} pages; this server reads at most {limit} per "
-                    f"call (--max-pages); pass pages='1-{limit}', then the next pages in "
-                    "further calls"
-                )
-            results: list[OCRResult] = []
-            async for loaded in _pages(vlm, source, pages):
-                if count > 1:
-                    await progress(
-                        len(results), count, f"reading page {loaded.page or len(results) + 1}"
-                    )
-                results.append(await vlm.aocr(loaded, format=format, **self.task_kwargs()))
-            if count > 1:
-                await progress(count, count, "done")
-            return OCRDocument(
-                text="\n\n".join(result.text for result in results),
-                page_count=len(results),
-                pages=results,
-            )
+def _tool_function(spec: TaskSpec[Any, Any], tools: _Tools) -> Callable[..., Any]:
+    """The tool's function, its signature built from the task's arguments model."""
+    fields = spec.arguments.model_fields
 
-        document = await self.run("ocr", image, ctx, roots, work)
-        return _tool_result(_ocr_text(document), document)
+    async def tool(**kwargs: Any) -> CallToolResult:
+        ctx, roots = kwargs.pop("ctx"), kwargs.pop("roots", None)
+        image, pages = kwargs.pop("image"), kwargs.pop("pages", None)
+        return await tools.call(spec, image, pages, kwargs, ctx, roots)
 
-    async def read_chart(
-        self, image: str, ctx: ToolContext, roots: ListRootsResult | None, page: int | None
-    ) -> CallToolResult:
-        async def work(vlm: MississippiVLM, source: str, _progress: ProgressFn) -> ChartData:
-            return await vlm.aread_chart(source, page=page, **self.task_kwargs())
-
-        chart = await self.run("read_chart", image, ctx, roots, work)
-        return _tool_result(_chart_text(chart), chart)
-
-    async def read_table(
-        self, image: str, ctx: ToolContext, roots: ListRootsResult | None, page: int | None
-    ) -> CallToolResult:
-        async def work(vlm: MississippiVLM, source: str, _progress: ProgressFn) -> TableData:
-            return await vlm.aread_table(source, page=page, **self.task_kwargs())
-
-        table = await self.run("read_table", image, ctx, roots, work)
-        return _tool_result(_table_text(table), table)
-
-    async def extract_json(
-        self,
-        image: str,
-        ctx: ToolContext,
-        roots: ListRootsResult | None,
-        json_schema: dict[str, Any] | None,
-        template: dict[str, Any] | None,
-        instructions: str | None,
-        page: int | None,
-        confidence: bool,
-    ) -> CallToolResult:
-        schema = _check_schema_arguments(json_schema, template)
-
-        async def work(vlm: MississippiVLM, source: str, _progress: ProgressFn) -> ExtractionOutput:
-            result = await vlm.aextract_result(
-                source,
-                schema,
-                instructions=instructions,
-                page=page,
-                confidence=confidence,
-                **self.task_kwargs(),
-            )
-            data = (
-                result.data.model_dump(mode="json")
-                if isinstance(result.data, BaseModel)
-                else (result.data)
-            )
-            return ExtractionOutput(data=data, confidence=result.confidence, meta=result.meta)
-
-        output = await self.run("extract_json", image, ctx, roots, work)
-        text = json.dumps(output.data, indent=2, ensure_ascii=False) + _cut_note(output.meta)
-        return _tool_result(text, output)
-
-    async def ask_image(
-        self,
-        image: str,
-        question: str,
-        ctx: ToolContext,
-        roots: ListRootsResult | None,
-        page: int | None,
-    ) -> CallToolResult:
-        async def work(vlm: MississippiVLM, source: str, _progress: ProgressFn) -> Answer:
-            return await vlm.aask(source, question, page=page, **self.task_kwargs())
-
-        answer = await self.run("ask_image", image, ctx, roots, work)
-        return _tool_result((answer.text or "(no answer)") + _cut_note(answer.meta), answer)
-
-
-def _check_schema_arguments(
-    json_schema: dict[str, Any] | None, template: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The one schema of an ``extract_json`` call, refusing ambiguous or missing ones."""
-    from mississippi_tools.schema import is_json_schema
-
-    if (json_schema is None) == (template is None):
-        raise ToolError(
-            "pass exactly one of json_schema (a JSON Schema) or template (an example object "
-            'such as {"name": "", "total": 0})'
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [
+        inspect.Parameter(
+            "image",
+            keyword,
+            annotation=Annotated[str, Field(min_length=1, description=IMAGE_DESCRIPTION)],
+        ),
+        inspect.Parameter("ctx", keyword, annotation=ToolContext),
+        inspect.Parameter("roots", keyword, annotation=RootsArg, default=None),
+        inspect.Parameter(
+            "pages",
+            keyword,
+            annotation=Annotated[PageArgument, Field(description=PAGES_DESCRIPTION)],
+            default=None,
+        ),
+    ]
+    for name, info in fields.items():
+        default = (
+            inspect.Parameter.empty
+            if info.is_required()
+            else info.get_default(call_default_factory=True)
         )
-    if json_schema is not None:
-        if not is_json_schema(json_schema):
-            raise ToolError(
-                "json_schema does not look like a JSON Schema (it needs keywords such as "
-                '"type": "object" and "properties"); pass example values as template instead'
+        constraints = copy.copy(info)  # the default moves to the signature, once
+        constraints.default, constraints.default_factory = PydanticUndefined, None
+        parameters.append(
+            inspect.Parameter(
+                name, keyword, annotation=Annotated[info.annotation, constraints], default=default
             )
-        return json_schema
-    assert template is not None
-    if is_json_schema(template):
-        raise ToolError(
-            "template looks like a JSON Schema (its keys are schema keywords); pass it as "
-            "json_schema instead"
         )
-    return template
+    returns = Annotated[CallToolResult, output_model(spec)]
+    tool.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
+    tool.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}
+    tool.__name__ = spec.name
+    tool.__doc__ = spec.description
+    return tool
 
 
-async def _pages(vlm: MississippiVLM, source: str, pages: str | None) -> AsyncIterator[LoadedImage]:
-    """The selected pages of ``source``, rendered one at a time in a worker thread."""
-    iterator: Iterator[LoadedImage] = await anyio.to_thread.run_sync(
-        lambda: iter(vlm.pages([source], pages))
-    )
-    try:
-        while True:
-            loaded = await anyio.to_thread.run_sync(next, iterator, None)
-            if loaded is None:
-                return
-            yield loaded
-    finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            close()
+def tool_names(settings: MCPSettings) -> list[str]:
+    """The tools a server with these settings lists, in order."""
+    return [spec.name for spec in _served_tasks(settings)]
+
+
+def _served_tasks(settings: MCPSettings) -> list[TaskSpec[Any, Any]]:
+    """The tasks the configured model can do, known before it loads.
+
+    A remote engine whose family is not given lists every task: its service is asked only when
+    the first call comes.
+    """
+    from mississippi_tools.models.base import ModelInfo
+    from mississippi_tools.models.registry import family_of
+
+    if settings.engine == "remote" and settings.family is None:
+        return all_tasks()
+    family = settings.family or family_of(settings.model_name)
+    return tasks_for(ModelInfo(model_id=settings.model_name, family=family))
+
+
+_INSTRUCTIONS = """\
+Reads images and PDF pages with a local vision-language model ({model}).
+Tools: {tools}. Use ocr for the text of documents and screenshots, read_table for tables,
+read_chart for charts, extract to fill a JSON Schema or template from a form, receipt or ID, and
+ask for any other question about an image. Pass images as file paths under the allowed
+directories, as data URIs or base64{urls}. Allowed directories at start-up: {dirs}{roots}.
+"""
 
 
 def build_server(
@@ -772,8 +592,8 @@ def build_server(
         )
     model = holder
     tools = _Tools(settings, model)
-
     state = ServerState(settings=settings, holder=model)
+    served = model.loader.vlm.tasks if model.loader.vlm is not None else _served_tasks(settings)
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
@@ -782,10 +602,30 @@ def build_server(
 
     dirs = ", ".join(str(path) for path in settings.allow_dirs) or "none"
     instructions = _INSTRUCTIONS.format(
+        model=settings.model_name,
+        tools=", ".join(spec.name for spec in served),
         urls=", or as http(s) URLs" if settings.allow_urls else "",
         dirs=dirs,
         roots=", plus the client's roots" if settings.client_roots else "",
     )
+    annotations = ToolAnnotations(
+        read_only_hint=True,
+        destructive_hint=False,
+        idempotent_hint=True,
+        open_world_hint=settings.allow_urls,
+    )
+    listed = [
+        _refusing_unknown_arguments(
+            Tool.from_function(
+                _tool_function(spec, tools),
+                name=spec.name,
+                title=spec.title,
+                description=spec.description,
+                annotations=annotations,
+            )
+        )
+        for spec in served
+    ]
     from mississippi_mcp import __version__
 
     server: MCPServer[ServerState] = MCPServer(
@@ -795,120 +635,32 @@ def build_server(
         instructions=instructions,
         lifespan=lifespan,
         log_level=settings.log_level,
+        tools=listed,
     )
-    annotations = ToolAnnotations(
-        read_only_hint=True,
-        destructive_hint=False,
-        idempotent_hint=True,
-        open_world_hint=settings.allow_urls,
-    )
-
-    def tool(title: str) -> Callable[[Callable[..., Awaitable[CallToolResult]]], Any]:
-        """Register a tool; its docstring, dedented, is the description the model reads."""
-
-        def register(fn: Callable[..., Awaitable[CallToolResult]]) -> Any:
-            description = inspect.cleandoc(fn.__doc__ or "")
-            server.add_tool(fn, title=title, description=description, annotations=annotations)
-            return fn
-
-        return register
-
-    @tool("Read text (OCR)")
-    async def ocr(
-        image: ImageArg,
-        ctx: ToolContext,
-        roots: RootsArg,
-        pages: PagesArg = None,
-        format: Annotated[
-            Literal["text", "markdown"],
-            Field(description="'text' (plain lines) or 'markdown' (headings, lists, tables)."),
-        ] = "text",
-    ) -> Annotated[CallToolResult, OCRDocument]:
-        """Read all the text of an image, a screenshot or PDF pages (OCR), in reading order.
-
-        Returns the text, and per page its lines. Best for documents, receipts, forms, slides
-        and screenshots; for a table's cells use read_table, for specific fields extract_json.
-        """
-        return await tools.ocr(image, ctx, roots, pages, format)
-
-    @tool("Read a chart")
-    async def read_chart(
-        image: ImageArg, ctx: ToolContext, roots: RootsArg, page: PageArg = None
-    ) -> Annotated[CallToolResult, ChartData]:
-        """Read a chart (bar, line, pie, scatter): title, type, axes with units, and data series.
-
-        Returns every series as (label, value) points, plus a Markdown table of the values.
-        """
-        return await tools.read_chart(image, ctx, roots, page)
-
-    @tool("Read a table")
-    async def read_table(
-        image: ImageArg, ctx: ToolContext, roots: RootsArg, page: PageArg = None
-    ) -> Annotated[CallToolResult, TableData]:
-        """Read a table from an image or a PDF page: its title, column names and rows of cells.
-
-        Returns the cells as structured data and the table as Markdown.
-        """
-        return await tools.read_table(image, ctx, roots, page)
-
-    @tool("Extract JSON")
-    async def extract_json(
-        image: ImageArg,
-        ctx: ToolContext,
-        roots: RootsArg,
-        json_schema: Annotated[
-            JsonObjectArg,
-            Field(
-                description=(
-                    'A JSON Schema the result must be valid under, e.g. {"type": "object", '
-                    '"properties": {"total": {"type": "number"}}, "required": '
-                    '["total"]}. Give this or template.'
-                )
-            ),
-        ] = None,
-        template: Annotated[
-            JsonObjectArg,
-            Field(
-                description=(
-                    "An example of the wanted JSON whose values give the types, e.g. "
-                    '{"name": "", "date_of_birth": "", "total": 0.0, "items": '
-                    '[{"name": "", "price": 0.0}]}; a field that is absent comes back '
-                    "null. Give this or json_schema."
-                )
-            ),
-        ] = None,
-        instructions: Annotated[
-            str | None,
-            Field(description="Extra guidance for the model, e.g. 'dates as YYYY-MM-DD'."),
-        ] = None,
-        page: PageArg = None,
-        confidence: Annotated[
-            bool, Field(description="Add the model's confidence for each extracted value.")
-        ] = False,
-    ) -> Annotated[CallToolResult, ExtractionOutput]:
-        """Extract data from an image (form, receipt, invoice, ID card...) as JSON.
-
-        The output is guaranteed to be valid under the given JSON Schema or template. Use it to
-        pull specific fields; use ocr for all the text.
-        """
-        return await tools.extract_json(
-            image, ctx, roots, json_schema, template, instructions, page, confidence
-        )
-
-    @tool("Ask about an image")
-    async def ask_image(
-        image: ImageArg,
-        question: Annotated[
-            str, Field(min_length=1, description="The question about the image, in any language.")
-        ],
-        ctx: ToolContext,
-        roots: RootsArg,
-        page: PageArg = None,
-    ) -> Annotated[CallToolResult, Answer]:
-        """Answer a question about an image: what it shows, where something is, what it says.
-
-        Short factual questions work best; for all the text use ocr, for charts read_chart.
-        """
-        return await tools.ask_image(image, question, ctx, roots, page)
-
     return server
+
+
+def _refusing_unknown_arguments(tool: Tool) -> Tool:
+    """``tool`` with an argument it does not take refused, not dropped (``page`` for ``pages``).
+
+    The SDK ignores unknown arguments by default, which would run the call without what the
+    caller asked for.
+    """
+    base = tool.fn_metadata.arg_model
+    known = sorted(base.model_fields)
+
+    def refuse_unknown(cls: type[BaseModel], data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(str(name) for name in data if name not in base.model_fields)
+            if unknown:
+                raise ValueError(
+                    f"{tool.name} takes no argument {', '.join(map(repr, unknown))}; its "
+                    f"arguments are: {', '.join(known)}"
+                )
+        return data
+
+    validators: dict[str, Any] = {"refuse_unknown": model_validator(mode="before")(refuse_unknown)}
+    strict = create_model(base.__name__, __base__=base, __validators__=validators)
+    tool.fn_metadata.arg_model = strict
+    tool.parameters = {**tool.parameters, "additionalProperties": False}
+    return tool

@@ -1,15 +1,16 @@
-"""Settings of the MCP server: environment variables (``MISSISSIPPI_…``) and command-line flags.
+"""Settings of the MCP server: environment variables (``MISSISSIPPI_MCP_…``) and flags.
 
-Every setting can come from an environment variable, and most from a flag; a flag wins over the
-environment. Shared with the rest of mississippi-tools: ``MISSISSIPPI_MODEL``,
-``MISSISSIPPI_DEVICE``, ``MISSISSIPPI_DTYPE``, ``MISSISSIPPI_API_KEY``. Settings of the MCP
-transport itself carry an ``MCP_`` infix (``MISSISSIPPI_MCP_TRANSPORT``, ``MISSISSIPPI_MCP_HOST``,
-``MISSISSIPPI_MCP_PORT``, ``MISSISSIPPI_MCP_HTTP_TOKEN``) so that they never collide with the HTTP
-service's own host and port, nor pick up a generic ``PORT``.
+Every setting can come from an environment variable named ``MISSISSIPPI_MCP_`` + its name in
+capitals (``MISSISSIPPI_MCP_MODEL``, ``MISSISSIPPI_MCP_ALLOW_DIRS``, ``MISSISSIPPI_MCP_PORT``), and
+most from a flag; a flag wins over the environment. The prefix is the MCP server's own, so that it
+never reads the HTTP service's settings (``MISSISSIPPI_PORT`` is the service's port,
+``MISSISSIPPI_API_KEY`` the key the service requires). The names of the previous release
+(``MISSISSIPPI_MODEL``, ``MISSISSIPPI_ALLOW_DIRS``, ``MISSISSIPPI_API_KEY`` for the remote service's
+token ...) are still read when the new one is not set, with a warning on stderr, for one release.
 
 Which files the tools may read:
 
-- ``--allow-dir DIR`` (repeatable) or ``MISSISSIPPI_ALLOW_DIRS`` (directories separated by
+- ``--allow-dir DIR`` (repeatable) or ``MISSISSIPPI_MCP_ALLOW_DIRS`` (directories separated by
   ``os.pathsep``, or a JSON list), plus the client's MCP roots when it declares them
   (``--no-client-roots`` ignores them).
 - With no directory at all, **no path is read**: images must be passed inline (data URI or base64)
@@ -22,15 +23,23 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-from mississippi_tools.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from mississippi_tools.serving import ModelSettings
 from mississippi_tools.sources import DEFAULT_URL_TIMEOUT
 
 __all__ = [
@@ -46,8 +55,10 @@ __all__ = [
     "parse_args",
 ]
 
-ENV_PREFIX = "MISSISSIPPI_"
+ENV_PREFIX = "MISSISSIPPI_MCP_"
 """Prefix of every environment variable read by :class:`MCPSettings`."""
+LEGACY_PREFIX = "MISSISSIPPI_"
+"""Prefix of the previous release's names, still read for one release (with a warning)."""
 DEFAULT_MODEL = "h2oai/h2ovl-mississippi-800m"
 """The model loaded when ``--model`` is not given (local engine)."""
 DEFAULT_HOST = "127.0.0.1"
@@ -55,7 +66,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 """Port of the streamable HTTP transport."""
 DEFAULT_MAX_PAGES = 20
-"""Most document pages one ``ocr`` call reads; larger selections are refused with a hint."""
+"""Most document pages one call reads; larger selections are refused with a hint."""
 DEFAULT_LOAD_TIMEOUT = 600.0
 """Seconds a tool call waits for the model to finish loading before giving up."""
 
@@ -79,8 +90,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class MCPSettings(BaseSettings):
-    """Everything ``mississippi-mcp`` can be told, from flags or ``MISSISSIPPI_…`` variables.
+class MCPSettings(ModelSettings):
+    """Everything ``mississippi-mcp`` can be told, from flags or ``MISSISSIPPI_MCP_…`` variables.
 
     Example:
         >>> settings = MCPSettings(allow_dirs=["/tmp"], transport="stdio")
@@ -101,20 +112,15 @@ class MCPSettings(BaseSettings):
     """Hub id or local checkpoint directory (local engine; default
     ``h2oai/h2ovl-mississippi-800m``), or the served model name (remote engine; default: the
     first model the service lists)."""
-    device: str = "auto"
-    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ... (local engine)."""
-    dtype: str = "auto"
-    """``auto``, ``float32``, ``bfloat16`` or ``float16`` (local engine)."""
     engine: EngineKind = "local"
     """``local`` loads the model in this process; ``remote`` uses a running service."""
-    base_url: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("MISSISSIPPI_BASE_URL", "MISSISSIPPI_REMOTE_URL"),
-    )
-    """Address of the service for ``engine=remote``: ``mississippi-tools serve`` or vLLM
-    (``MISSISSIPPI_BASE_URL``, or ``MISSISSIPPI_REMOTE_URL`` as for ``mississippi-tools``)."""
-    api_key: SecretStr | None = None
+    base_url: str | None = None
+    """Address of the service for ``engine=remote``: ``mississippi-tools serve`` or vLLM."""
+    remote_api_key: SecretStr | None = None
     """Bearer token the remote service requires, if any."""
+    family: str | None = None
+    """With ``engine=remote``: the served model's family (``h2ovl``, ``idefics3`` ...), when
+    neither the service nor the model's name tells."""
     load_timeout: float = Field(default=DEFAULT_LOAD_TIMEOUT, gt=0)
     """Seconds a tool call waits for the model to load before failing (the load goes on)."""
 
@@ -123,42 +129,25 @@ class MCPSettings(BaseSettings):
     """Directories whose files the tools may read (with their subdirectories)."""
     client_roots: bool = True
     """Also allow the directories the client declares as MCP roots."""
-    allow_urls: bool = False
-    """Let the tools download http(s) image URLs (public addresses only)."""
-    allow_private_urls: bool = False
-    """Also allow URLs on private, loopback and link-local addresses (trusted intranets)."""
     url_timeout: float = Field(default=DEFAULT_URL_TIMEOUT, gt=0)
     """Seconds allowed for a whole URL download."""
-    max_image_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
-    """Largest input accepted, in bytes (files, URL bodies, decoded base64)."""
-    max_image_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
-    """Largest image accepted, in pixels (checked before decoding)."""
-    max_pages: int = Field(default=DEFAULT_MAX_PAGES, ge=1)
-    """Most document pages one ``ocr`` call reads."""
 
     # -- generation --------------------------------------------------------------------------------
-    max_tiles: int | None = Field(default=None, ge=1, le=40)
-    """Most 448-px tiles per image (default: the model's own, 6 for the 800M)."""
+    max_tiles: int | None = Field(default=None, ge=1)
+    """H2OVL models: most 448-px tiles per image (default: the model's own, 6 for the 800M)."""
     max_new_tokens: int | None = Field(default=None, ge=1)
     """Cap on tokens generated per answer (default: each task's own)."""
     request_timeout: float | None = Field(default=None, gt=0)
     """Seconds before one generation fails (default: no limit)."""
 
     # -- transport ---------------------------------------------------------------------------------
-    transport: Transport = Field(default="stdio", validation_alias="MISSISSIPPI_MCP_TRANSPORT")
+    transport: Transport = "stdio"
     """``stdio`` (desktop clients start the server) or ``streamable-http``."""
-    host: str = Field(default=DEFAULT_HOST, validation_alias="MISSISSIPPI_MCP_HOST")
+    host: str = DEFAULT_HOST
     """Address to bind for ``streamable-http``; any non-loopback address needs ``http_token``."""
-    port: int = Field(
-        default=DEFAULT_PORT,
-        ge=0,
-        le=65535,
-        validation_alias="MISSISSIPPI_MCP_PORT",
-    )
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     """Port for ``streamable-http``."""
-    http_token: SecretStr | None = Field(
-        default=None, validation_alias="MISSISSIPPI_MCP_HTTP_TOKEN"
-    )
+    http_token: SecretStr | None = None
     """Bearer token every HTTP request must carry (``Authorization: Bearer …``)."""
     log_level: LogLevel = "INFO"
     """Level of the log written to stderr."""
@@ -185,7 +174,7 @@ class MCPSettings(BaseSettings):
             if not path.is_dir():
                 raise ValueError(
                     f"allowed directory {str(raw)!r} is not an existing directory; create it or "
-                    "fix --allow-dir / MISSISSIPPI_ALLOW_DIRS"
+                    "fix --allow-dir / MISSISSIPPI_MCP_ALLOW_DIRS"
                 )
             if path not in checked:
                 checked.append(path)
@@ -206,7 +195,7 @@ class MCPSettings(BaseSettings):
         if self.engine == "remote" and not self.base_url:
             raise ValueError(
                 "engine 'remote' needs the service's address: pass --base-url "
-                "http://HOST:PORT (or set MISSISSIPPI_BASE_URL)"
+                "http://HOST:PORT (or set MISSISSIPPI_MCP_BASE_URL)"
             )
         if (
             self.transport == "streamable-http"
@@ -219,6 +208,19 @@ class MCPSettings(BaseSettings):
                 f"{DEFAULT_HOST}"
             )
         return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags, then ``MISSISSIPPI_MCP_…``, then the previous release's names."""
+        legacy = _LegacyEnvSource(settings_cls)
+        return init_settings, env_settings, legacy, dotenv_settings, file_secret_settings
 
     @property
     def token_value(self) -> str | None:
@@ -235,13 +237,62 @@ class MCPSettings(BaseSettings):
         return DEFAULT_MODEL if self.engine == "local" else "(the service's default model)"
 
 
+#: Settings the previous release read without the ``MCP_`` infix (the transport's already had
+#: it), and the former name of those renamed since.
+_LEGACY_NAMES: dict[str, tuple[str, ...]] = {
+    **{
+        name: (f"{LEGACY_PREFIX}{name.upper()}",)
+        for name in (
+            "model",
+            "device",
+            "dtype",
+            "engine",
+            "load_timeout",
+            "allow_dirs",
+            "client_roots",
+            "allow_urls",
+            "allow_private_urls",
+            "url_timeout",
+            "max_image_bytes",
+            "max_image_pixels",
+            "max_pages",
+            "max_tiles",
+            "max_new_tokens",
+            "request_timeout",
+            "log_level",
+        )
+    },
+    "base_url": ("MISSISSIPPI_BASE_URL", "MISSISSIPPI_REMOTE_URL"),
+    "remote_api_key": ("MISSISSIPPI_API_KEY",),
+}
+
+logger = logging.getLogger("mississippi_mcp")
+
+
+class _LegacyEnvSource(EnvSettingsSource):
+    """The previous release's environment names, for settings whose new name is not set."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        for name in _LEGACY_NAMES.get(field_name, ()):
+            value = self.env_vars.get(name.lower())
+            if value is not None:
+                new = f"{ENV_PREFIX}{field_name.upper()}"
+                if new.lower() not in self.env_vars:
+                    logger.warning(
+                        "%s is deprecated for mississippi-mcp; set %s instead", name, new
+                    )
+                    return value, field_name, self.field_is_complex(field)
+        return None, field_name, False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``mississippi-mcp`` argument parser (flags override ``MISSISSIPPI_…`` variables)."""
+    """The ``mississippi-mcp`` argument parser (flags override ``MISSISSIPPI_MCP_…`` variables)."""
     parser = argparse.ArgumentParser(
         prog="mississippi-mcp",
         description=(
-            "MCP server for H2OVL-Mississippi: OCR, chart and table reading, JSON extraction "
-            "and questions about images, for desktop assistants and coding agents. "
+            "MCP server of mississippi-tools: OCR, chart and table reading, JSON extraction "
+            "and questions about images on a local vision-language model (H2OVL-Mississippi "
+            "by default), for desktop assistants and coding agents. "
             "Subcommand: 'mississippi-mcp config claude [--write]' prints (or installs) the "
             "Claude Desktop entry."
         ),
@@ -259,7 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-url", help="Service address for --engine remote (mississippi-tools serve, vLLM)."
     )
     model.add_argument(
-        "--api-key", help="Bearer token of the remote service (prefer MISSISSIPPI_API_KEY)."
+        "--remote-api-key",
+        "--api-key",
+        dest="remote_api_key",
+        help="Bearer token of the remote service (prefer MISSISSIPPI_MCP_REMOTE_API_KEY).",
+    )
+    model.add_argument(
+        "--family", help="The remote model's family (h2ovl, idefics3 ...) for --engine remote."
     )
     model.add_argument("--load-timeout", type=float, help="Seconds a call waits for loading.")
     access = parser.add_argument_group("what the tools may read")
@@ -286,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument("--url-timeout", type=float, help="Seconds for one URL download.")
     access.add_argument("--max-image-bytes", type=int, help="Largest input, in bytes.")
     access.add_argument("--max-image-pixels", type=int, help="Largest image, in pixels.")
-    access.add_argument("--max-pages", type=int, help="Most pages one ocr call reads.")
+    access.add_argument("--max-pages", type=int, help="Most pages one call reads (0: no limit).")
     generation = parser.add_argument_group("generation")
     generation.add_argument("--max-tiles", type=int, help="Most 448-px tiles per image.")
     generation.add_argument("--max-new-tokens", type=int, help="Cap on tokens per answer.")

@@ -11,7 +11,7 @@ Needs the ``server`` extra: ``pip install "mississippi-tools[server,local]"``.
 
 from __future__ import annotations
 
-from mississippi_tools._deps import require
+from mississippi_tools.extras import require
 
 for _package in (
     "fastapi",

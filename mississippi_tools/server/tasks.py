@@ -113,12 +113,12 @@ def request_model(spec: TaskSpec[Any, Any]) -> type[TaskRequest]:
 
 def pages_model(spec: TaskSpec[Any, Any]) -> type[BaseModel]:
     """The answer of a task route called with ``pages``."""
-    entry = create_model(
-        f"{spec.result.__name__}Page",
-        page=(int | None, None),
-        result=(spec.result | None, None),
-        error=(PageError | None, None),
-    )
+    fields: dict[str, Any] = {
+        "page": (int | None, None),
+        "result": (spec.result | None, None),
+        "error": (PageError | None, None),
+    }
+    entry = create_model(f"{spec.result.__name__}Page", **fields)
     pages: type[BaseModel] = create_model(
         f"{spec.result.__name__}Pages",
         pages=(list[entry], ...),  # type: ignore[valid-type]
@@ -157,9 +157,9 @@ async def parse_task_body(
             [{"type": "json_invalid", "loc": ("body",), "msg": f"not valid JSON: {e}"}]
         ) from None
     body = model.model_validate(payload)
-    sources: list[ImageSource] = [body.image] if body.image is not None else []
-    sources.extend(getattr(body, "images", None) or [])
-    return body, sources
+    given: list[ImageSource] = [body.image] if body.image is not None else []
+    given.extend(getattr(body, "images", None) or [])
+    return body, given
 
 
 def _object_fields(model: type[BaseModel]) -> set[str]:

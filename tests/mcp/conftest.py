@@ -53,12 +53,12 @@ def spawn_env(checkpoint: Path, allowed: Path, **extra: str) -> dict[str, str]:
         "HOME": os.environ.get("HOME", str(allowed)),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "MISSISSIPPI_MODEL": str(checkpoint),
-        "MISSISSIPPI_DEVICE": "cpu",
-        "MISSISSIPPI_DTYPE": "float32",
-        "MISSISSIPPI_ALLOW_DIRS": str(allowed),
-        "MISSISSIPPI_MAX_NEW_TOKENS": str(FAST_SETTINGS["max_new_tokens"]),
-        "MISSISSIPPI_MAX_TILES": str(FAST_SETTINGS["max_tiles"]),
+        "MISSISSIPPI_MCP_MODEL": str(checkpoint),
+        "MISSISSIPPI_MCP_DEVICE": "cpu",
+        "MISSISSIPPI_MCP_DTYPE": "float32",
+        "MISSISSIPPI_MCP_ALLOW_DIRS": str(allowed),
+        "MISSISSIPPI_MCP_MAX_NEW_TOKENS": str(FAST_SETTINGS["max_new_tokens"]),
+        "MISSISSIPPI_MCP_MAX_TILES": str(FAST_SETTINGS["max_tiles"]),
     }
     env.update(extra)
     return env

@@ -9,7 +9,7 @@ test switches. They are driven by environment variables set by the tests only:
   no sleeps) without waiting longer than the real load takes.
 - ``MISSISSIPPI_TEST_NOISE=1``: the loader writes to stdout the way libraries do (``print``, a
   tqdm bar, a raw ``write(1, ...)``); on stdio none of it may reach the protocol stream.
-- ``MISSISSIPPI_TEST_CRASH_QUESTION=<text>``: ``ask_image`` with that question raises an
+- ``MISSISSIPPI_TEST_CRASH_QUESTION=<text>``: ``ask`` with that question raises an
   unexpected ``RuntimeError`` inside the tool.
 """
 
@@ -53,14 +53,14 @@ def _install_hooks() -> None:
 
     crash_question = os.environ.get("MISSISSIPPI_TEST_CRASH_QUESTION")
     if crash_question:
-        original_aask = MississippiVLM.aask
+        original_arun = MississippiVLM.arun
 
-        async def aask(self: MississippiVLM, images: Any, question: str, **kwargs: Any) -> Any:
-            if question == crash_question:
+        async def arun(self: MississippiVLM, task: str, images: Any, **kwargs: Any) -> Any:
+            if task == "ask" and kwargs.get("question") == crash_question:
                 raise RuntimeError("injected crash with a secret detail")
-            return await original_aask(self, images, question, **kwargs)
+            return await original_arun(self, task, images, **kwargs)
 
-        MississippiVLM.aask = aask  # type: ignore[method-assign]
+        MississippiVLM.arun = arun  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -35,9 +35,20 @@ def tool_calls(image: str) -> list[tuple[str, dict[str, Any]]]:
         ("ocr", {"image": image}),
         ("read_chart", {"image": image}),
         ("read_table", {"image": image}),
-        ("extract_json", {"image": image, "json_schema": BOOLEAN_SCHEMA, "confidence": True}),
-        ("ask_image", {"image": image, "question": "What is written?"}),
+        ("extract", {"image": image, "json_schema": BOOLEAN_SCHEMA, "confidence": True}),
+        ("ask", {"image": image, "question": "What is written?"}),
     ]
+
+
+#: The tools of a server over an H2OVL model, in order.
+TOOL_NAMES = ("ocr", "read_chart", "read_table", "extract", "ask")
+
+
+def result_of(structured: dict[str, Any]) -> dict[str, Any]:
+    """The one result of a tool's structured content (for one image or page)."""
+    assert structured["pages"] is None, structured
+    result: dict[str, Any] = structured["result"]
+    return result
 
 
 def text_of(result: types.CallToolResult) -> str:
@@ -79,9 +90,7 @@ async def probe(server: Any, image: str, roots: list[Path] | None = None) -> str
 
     with anyio.fail_after(10):
         async with Client(server, list_roots_callback=list_roots if roots else None) as client:
-            result = await client.call_tool(
-                "ask_image", {"image": image, "question": "?", "page": 2}
-            )
+            result = await client.call_tool("ask", {"image": image, "question": "?", "pages": 2})
     text = text_of(result)
     assert result.is_error
     return "allowed" if "single image" in text else text

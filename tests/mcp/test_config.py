@@ -75,13 +75,13 @@ def test_launchers_and_secrets() -> None:
         "args": ["--from", "mississippi-tools[mcp,local,pdf]", "mississippi-mcp",
                  "--allow-dir", "/data"],
     }  # fmt: skip
-    pipx = server_entry([], launcher="pipx", env={"MISSISSIPPI_API_KEY": "k"})
+    pipx = server_entry([], launcher="pipx", env={"MISSISSIPPI_MCP_REMOTE_API_KEY": "k"})
     assert pipx["command"] == "pipx" and pipx["args"][:3] == [
         "run",
         "--spec",
         "mississippi-tools[mcp,local,pdf]",
     ]
-    assert pipx["env"] == {"MISSISSIPPI_API_KEY": "k"}
+    assert pipx["env"] == {"MISSISSIPPI_MCP_REMOTE_API_KEY": "k"}
 
 
 def test_remote_entry_keeps_the_key_out_of_args(
@@ -96,7 +96,9 @@ def test_remote_entry_keeps_the_key_out_of_args(
     assert code == 0
     assert entry["args"][1] == "mississippi-tools[mcp,pdf]"  # no torch for a remote engine
     assert entry["args"][-4:] == ["--engine", "remote", "--base-url", "http://gpu:8090"]
-    assert "k3y" not in json.dumps(entry["args"]) and entry["env"] == {"MISSISSIPPI_API_KEY": "k3y"}
+    assert "k3y" not in json.dumps(entry["args"]) and entry["env"] == {
+        "MISSISSIPPI_MCP_REMOTE_API_KEY": "k3y"
+    }
 
 
 def test_write_creates_the_file(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,9 +23,8 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mississippi_mcp.server import TOOL_NAMES
 from tests.mcp.conftest import server_command, spawn_env
-from tests.mcp.support import check_error, check_structured, text_of, tool_calls
+from tests.mcp.support import TOOL_NAMES, check_error, check_structured, text_of, tool_calls
 from tests.support import await_until
 
 TOKEN = "test-token-0123456789"
@@ -177,7 +176,9 @@ async def test_a_client_disconnecting_mid_call_leaves_the_server_serving(ready: 
 
                 async def long_call() -> None:
                     await client.call_tool(
-                        "ocr", {"image": "three_pages.pdf"}, progress_callback=on_progress
+                        "ocr",
+                        {"image": "three_pages.pdf", "pages": "1-3"},
+                        progress_callback=on_progress,
                     )
 
                 group.start_soon(long_call)
@@ -186,7 +187,7 @@ async def test_a_client_disconnecting_mid_call_leaves_the_server_serving(ready: 
         assert scope.cancelled_caught
         async with connect(ready) as client:
             assert len((await client.list_tools()).tools) == 5
-            after = await client.call_tool("ask_image", {"image": "page.png", "question": "?"})
+            after = await client.call_tool("ask", {"image": "page.png", "question": "?"})
     assert not after.is_error, text_of(after)
     assert ready.process.poll() is None
 
@@ -195,12 +196,10 @@ async def test_errors_and_crashes_are_results_and_the_server_goes_on(ready: HTTP
     with anyio.fail_after(60):
         async with connect(ready) as client:
             refused = await client.call_tool("read_chart", {"image": "../stderr.log"})
-            crashed = await client.call_tool(
-                "ask_image", {"image": "page.png", "question": "crash now"}
-            )
-            after = await client.call_tool("ask_image", {"image": "page.png", "question": "?"})
+            crashed = await client.call_tool("ask", {"image": "page.png", "question": "crash now"})
+            after = await client.call_tool("ask", {"image": "page.png", "question": "?"})
     check_error(refused, "access_denied", "outside the allowed roots")
-    assert "secret" not in check_error(crashed, "internal error in ask_image (RuntimeError)")
+    assert "secret" not in check_error(crashed, "internal error in ask (RuntimeError)")
     assert not after.is_error
     assert "injected crash with a secret detail" in ready.log()
 
@@ -213,7 +212,7 @@ async def test_several_clients_at_once(ready: HTTPServer) -> None:
             assert len((await client.list_tools()).tools) == 5
             # Read and checked, then refused before any generation (page 2 of a 1-page image).
             answers.append(
-                await client.call_tool("read_chart", {"image": "page.png", "page": 2 + index})
+                await client.call_tool("read_chart", {"image": "page.png", "pages": 2 + index})
             )
 
     with anyio.fail_after(60):

@@ -111,7 +111,7 @@ def test_langchain_mcp_adapters_load_and_call_our_tools(
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     out = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert set(out["tools"]) == {"ocr", "read_chart", "read_table", "extract_json", "ask_image"}
+    assert set(out["tools"]) == {"ocr", "read_chart", "read_table", "extract", "ask"}
     assert "image" in out["schemas"]["ocr"]["properties"]
     table = out["table"]
     assert table["status"] == "success"

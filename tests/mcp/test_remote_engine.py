@@ -90,7 +90,7 @@ async def test_tools_over_a_running_service(service: str, images: Path) -> None:
             calls = dict(tool_calls("page.png"))
             results = {
                 name: await client.call_tool(name, calls[name])
-                for name in ("ocr", "extract_json", "ask_image")
+                for name in ("ocr", "extract", "ask")
             }
     finally:
         holder.close()
@@ -98,5 +98,5 @@ async def test_tools_over_a_running_service(service: str, images: Path) -> None:
         structured = check_structured(result, tools[name])
         meta = structured["pages"][0]["meta"] if name == "ocr" else structured["meta"]
         assert meta["engine"] == "remote"
-    assert results["extract_json"].structured_content is not None
-    assert set(results["extract_json"].structured_content["data"]) == {"ok"}
+    assert results["extract"].structured_content is not None
+    assert set(results["extract"].structured_content["result"]["data"]) == {"ok"}

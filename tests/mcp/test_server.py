@@ -16,16 +16,16 @@ import pytest
 from mcp import Client
 
 from mississippi_mcp import MCPSettings, ModelHolder, build_server
-from mississippi_mcp.server import TOOL_NAMES
 from mississippi_tools.errors import ModelNotFoundError
 from mississippi_tools.vlm import MississippiVLM
 from tests.mcp.conftest import make_server
 from tests.mcp.support import (
-    BOOLEAN_SCHEMA,
     FAST_SETTINGS,
+    TOOL_NAMES,
     check_error,
     check_structured,
     probe,
+    result_of,
     text_of,
     tool_calls,
 )
@@ -63,8 +63,9 @@ async def test_lists_five_described_read_only_tools(scripted_vlm: MississippiVLM
         assert tool.annotations.read_only_hint is True
         assert tool.annotations.destructive_hint is False
         assert tool.annotations.open_world_hint is False
-    assert tools["ask_image"].input_schema["required"] == ["image", "question"]
-    assert set(tools["extract_json"].input_schema["properties"]) >= {"json_schema", "template"}
+    assert tools["ask"].input_schema["required"] == ["image", "question"]
+    assert tools["extract"].input_schema["required"] == ["image", "json_schema"]
+    assert "template" in tools["extract"].input_schema["properties"]["json_schema"]["description"]
 
 
 async def test_every_tool_returns_structured_content_valid_under_its_schema(
@@ -75,17 +76,21 @@ async def test_every_tool_returns_structured_content_valid_under_its_schema(
         results = {
             name: await client.call_tool(name, args) for name, args in tool_calls("page.png")
         }
-    structured = {name: check_structured(results[name], tools[name]) for name in TOOL_NAMES}
-    assert structured["ocr"]["page_count"] == 1
-    assert structured["ocr"]["pages"][0]["meta"]["engine"] == "local"
+    structured = {
+        name: result_of(check_structured(results[name], tools[name])) for name in TOOL_NAMES
+    }
+    assert structured["ocr"]["meta"]["engine"] == "local"
     assert structured["read_chart"]["series"][0]["points"]  # the grammar guarantees one point
     assert "| total |" in text_of(results["read_table"])  # the scripted answer {"total": 5}
     assert structured["read_table"]["columns"] == ["total"]
     assert structured["read_table"]["rows"] == [[5]]
-    assert structured["extract_json"]["data"] in ({"ok": True}, {"ok": False})
-    assert set(structured["extract_json"]["confidence"]) == {"/ok"}
-    assert json.loads(text_of(results["extract_json"])) == structured["extract_json"]["data"]
-    assert structured["ask_image"]["meta"]["source"].endswith("page.png")
+    assert structured["extract"]["data"] in ({"ok": True}, {"ok": False})
+    assert set(structured["extract"]["confidence"]) == {"/ok"}
+    assert (
+        json.loads(text_of(results["extract"]).split("\nLeast certain")[0])
+        == structured["extract"]["data"]
+    )
+    assert structured["ask"]["meta"]["source"].endswith("page.png")
 
 
 async def test_unparseable_chart_from_the_random_model_is_an_error_result(
@@ -105,7 +110,7 @@ async def test_inline_images_need_no_allowed_directory(
         from_uri = await client.call_tool("read_table", {"image": f"data:image/png;base64,{data}"})
     assert not from_uri.is_error, text_of(from_uri)
     assert from_uri.structured_content is not None
-    assert from_uri.structured_content["meta"]["source"] == "data URI"
+    assert result_of(from_uri.structured_content)["meta"]["source"] == "data URI"
     assert await probe(server, data) == "allowed"  # plain base64 is decoded too
 
 
@@ -117,8 +122,9 @@ async def test_ocr_reads_a_page_range_with_progress(scripted_vlm: MississippiVLM
             "ocr", {"image": PDF.name, "pages": "2-3"}, progress_callback=progress
         )
     structured = check_structured(result, tool)
-    assert structured["page_count"] == 2
-    assert [page["meta"]["page"] for page in structured["pages"]] == [2, 3]
+    assert structured["result"] is None
+    assert [page["page"] for page in structured["pages"]] == [2, 3]
+    assert [page["result"]["meta"]["page"] for page in structured["pages"]] == [2, 3]
     assert "[page 2]" in text_of(result) and "[page 3]" in text_of(result)
     assert [(p, t) for p, t, _ in progress.events] == [(0, 2), (1, 2), (2, 2)]
 
@@ -126,55 +132,46 @@ async def test_ocr_reads_a_page_range_with_progress(scripted_vlm: MississippiVLM
 async def test_page_limits_and_missing_page_are_explained(scripted_vlm: MississippiVLM) -> None:
     server = make_server(scripted_vlm, allow_dirs=[PDF.parent], max_pages=2)
     async with Client(server) as client:
-        too_many = await client.call_tool("ocr", {"image": str(PDF)})
+        too_many = await client.call_tool("ocr", {"image": str(PDF), "pages": "1-"})
         no_page = await client.call_tool("read_table", {"image": str(PDF)})
-        beyond = await client.call_tool(
-            "ask_image", {"image": str(PDF), "question": "?", "page": 9}
-        )
+        beyond = await client.call_tool("ask", {"image": str(PDF), "question": "?", "pages": 9})
         bad_range = await client.call_tool("ocr", {"image": str(PDF), "pages": "7-9"})
         int_page = await client.call_tool("ocr", {"image": str(PDF), "pages": 9})
-    check_error(too_many, "3 pages", "pages='1-2'")
+    check_error(too_many, "3 pages", "at most 2", "pages 1-2")
     check_error(no_page, "invalid_input", "3 pages")
     check_error(beyond, "pdf_error", "3 page")
-    check_error(bad_range, "invalid_input")
-    check_error(int_page, "invalid_input", "9")  # an int page is read as a selection
+    check_error(bad_range, "pdf_error")
+    check_error(int_page, "pdf_error", "9")
 
 
-async def test_extract_json_arguments(scripted_vlm: MississippiVLM, images: Path) -> None:
+async def test_extract_arguments(scripted_vlm: MississippiVLM, images: Path) -> None:
     async with Client(make_server(scripted_vlm, allow_dirs=[images])) as client:
-        neither = await client.call_tool("extract_json", {"image": "page.png"})
-        both = await client.call_tool(
-            "extract_json",
-            {"image": "page.png", "json_schema": BOOLEAN_SCHEMA, "template": {"a": ""}},
-        )
-        schema_as_template = await client.call_tool(
-            "extract_json", {"image": "page.png", "template": BOOLEAN_SCHEMA}
-        )
-        template_as_schema = await client.call_tool(
-            "extract_json", {"image": "page.png", "json_schema": {"name": ""}}
-        )
+        missing = await client.call_tool("extract", {"image": "page.png"})
         unsupported = await client.call_tool(
-            "extract_json",
+            "extract",
             {"image": "page.png", "json_schema": {"type": "object", "not": {"type": "null"}}},
         )
         as_string = await client.call_tool(
-            "extract_json", {"image": "page.png", "template": json.dumps({"ok": True})}
+            "extract", {"image": "page.png", "json_schema": json.dumps({"ok": True})}
         )
-    check_error(neither, "exactly one of json_schema")
-    check_error(both, "exactly one of json_schema")
-    check_error(schema_as_template, "pass it as json_schema")
-    check_error(template_as_schema, "pass example values as template")
+        not_json = await client.call_tool("extract", {"image": "page.png", "json_schema": "{ok:"})
+    check_error(missing, "json_schema")
     check_error(unsupported, "unsupported_schema")
+    check_error(not_json, "not valid JSON")
     assert not as_string.is_error, text_of(as_string)
     assert as_string.structured_content is not None
-    assert set(as_string.structured_content["data"]) == {"ok"}
+    assert set(result_of(as_string.structured_content)["data"]) == {"ok"}
 
 
 async def test_invalid_arguments_are_error_results(scripted_vlm: MississippiVLM) -> None:
     async with Client(make_server(scripted_vlm)) as client:
-        missing = await client.call_tool("ask_image", {"question": "What?"})
-        bad_page = await client.call_tool("read_chart", {"image": "x.png", "page": 0})
+        missing = await client.call_tool("ask", {"question": "What?"})
+        bad_page = await client.call_tool("read_chart", {"image": "x.png", "pages": "0"})
         bad_format = await client.call_tool("ocr", {"image": "x.png", "format": "html"})
+        unknown = await client.call_tool("ask", {"image": "x.png", "question": "?", "page": 2})
+        tools = await tools_by_name(client)
+    check_error(unknown, "ask takes no argument 'page'", "pages, question")
+    assert tools["ask"].input_schema["additionalProperties"] is False
     check_error(missing, "image")
     check_error(bad_page, "page")
     check_error(bad_format, "format")
@@ -212,7 +209,7 @@ async def test_listing_answers_while_the_model_loads_and_calls_wait_with_progres
         async def call() -> None:
             result.append(
                 await client.call_tool(
-                    "ask_image", {"image": "page.png", "question": "?"}, progress_callback=progress
+                    "ask", {"image": "page.png", "question": "?"}, progress_callback=progress
                 )
             )
 
@@ -256,7 +253,7 @@ async def test_progress_keeps_increasing_from_the_load_to_the_pages(
     *loading, first_page, second_page, done = progress.events
     assert all("loading the model" in (message or "") for _, _, message in loading)
     offset = first_page[0]
-    assert offset >= 1 and first_page[1] == offset + 2 and first_page[2] == "reading page 2"
+    assert offset >= 1 and first_page[1] == offset + 2 and first_page[2] == "reading 2 page(s)"
     assert second_page[:2] == (offset + 1, offset + 2) and done[:2] == (offset + 2, offset + 2)
 
 
@@ -292,18 +289,18 @@ async def test_waiting_for_the_load_gives_up_after_the_timeout(
 async def test_a_crash_inside_a_tool_is_an_error_result_and_the_server_goes_on(
     scripted_vlm: MississippiVLM, images: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = MississippiVLM.aask
+    original = MississippiVLM.arun
 
-    async def crashing(self: MississippiVLM, *args: Any, **kwargs: Any) -> Any:
-        if args[1] == "crash":
+    async def crashing(self: MississippiVLM, task: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("question") == "crash":
             raise RuntimeError("a secret detail")
-        return await original(self, *args, **kwargs)
+        return await original(self, task, *args, **kwargs)
 
-    monkeypatch.setattr(MississippiVLM, "aask", crashing)
+    monkeypatch.setattr(MississippiVLM, "arun", crashing)
     async with Client(make_server(scripted_vlm, allow_dirs=[images])) as client:
-        crashed = await client.call_tool("ask_image", {"image": "page.png", "question": "crash"})
-        after = await client.call_tool("ask_image", {"image": "page.png", "question": "fine?"})
-    text = check_error(crashed, "internal error in ask_image (RuntimeError)", "keeps running")
+        crashed = await client.call_tool("ask", {"image": "page.png", "question": "crash"})
+        after = await client.call_tool("ask", {"image": "page.png", "question": "fine?"})
+    text = check_error(crashed, "internal error in ask (RuntimeError)", "keeps running")
     assert "secret" not in text
     assert not after.is_error
 

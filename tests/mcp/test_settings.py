@@ -1,4 +1,4 @@
-"""Settings from flags and MISSISSIPPI_* variables, and the command's exit codes."""
+"""Settings from flags and MISSISSIPPI_MCP_* variables, and the command's exit codes."""
 
 from __future__ import annotations
 
@@ -24,13 +24,15 @@ def test_defaults_are_safe() -> None:
 def test_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    monkeypatch.setenv("MISSISSIPPI_ALLOW_DIRS", f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}")
-    monkeypatch.setenv("MISSISSIPPI_MODEL", "some/model")
-    monkeypatch.setenv("MISSISSIPPI_ALLOW_URLS", "true")
+    dirs = f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}"
+    monkeypatch.setenv("MISSISSIPPI_MCP_ALLOW_DIRS", dirs)
+    monkeypatch.setenv("MISSISSIPPI_MCP_MODEL", "some/model")
+    monkeypatch.setenv("MISSISSIPPI_MCP_ALLOW_URLS", "true")
     monkeypatch.setenv("MISSISSIPPI_MCP_TRANSPORT", "streamable-http")
     monkeypatch.setenv("MISSISSIPPI_MCP_PORT", "9911")
     monkeypatch.setenv("MISSISSIPPI_MCP_HTTP_TOKEN", "s3cret")
-    monkeypatch.setenv("PORT", "1")  # a generic PORT is never read
+    monkeypatch.setenv("MISSISSIPPI_PORT", "1")  # the HTTP service's port is not the server's
+    monkeypatch.setenv("PORT", "1")  # nor is a generic PORT
     settings = MCPSettings()
     assert settings.allow_dirs == [tmp_path / "a", tmp_path / "b"]
     assert settings.model == "some/model" and settings.allow_urls is True
@@ -39,14 +41,34 @@ def test_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert "s3cret" not in repr(settings)
 
 
+def test_previous_names_are_read_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MISSISSIPPI_MODEL", "old/model")
+    monkeypatch.setenv("MISSISSIPPI_ALLOW_DIRS", str(tmp_path))
+    monkeypatch.setenv("MISSISSIPPI_API_KEY", "old-k3y")
+    monkeypatch.setenv("MISSISSIPPI_MCP_MAX_PAGES", "7")
+    monkeypatch.setenv("MISSISSIPPI_MAX_PAGES", "99")  # the new name wins, silently
+    with caplog.at_level("WARNING", logger="mississippi_mcp"):
+        settings = MCPSettings()
+    assert settings.model == "old/model" and settings.allow_dirs == [tmp_path]
+    assert settings.remote_api_key is not None
+    assert settings.remote_api_key.get_secret_value() == "old-k3y"
+    assert settings.max_pages == 7
+    warned = caplog.text
+    assert "MISSISSIPPI_MODEL is deprecated" in warned and "MISSISSIPPI_MCP_MODEL" in warned
+    assert "MISSISSIPPI_API_KEY is deprecated" in warned and "old-k3y" not in warned
+    assert "MISSISSIPPI_MAX_PAGES" not in warned
+
+
 def test_allow_dirs_as_a_json_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MISSISSIPPI_ALLOW_DIRS", f'["{tmp_path}"]')
+    monkeypatch.setenv("MISSISSIPPI_MCP_ALLOW_DIRS", f'["{tmp_path}"]')
     assert MCPSettings().allow_dirs == [tmp_path]
 
 
 def test_flags_win_over_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MISSISSIPPI_MODEL", "from/env")
-    monkeypatch.setenv("MISSISSIPPI_DEVICE", "cuda")
+    monkeypatch.setenv("MISSISSIPPI_MCP_MODEL", "from/env")
+    monkeypatch.setenv("MISSISSIPPI_MCP_DEVICE", "cuda")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "docs").mkdir()
     settings = parse_args(

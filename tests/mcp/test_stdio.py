@@ -16,10 +16,9 @@ import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from mississippi_mcp.server import TOOL_NAMES
 from tests.mcp.conftest import server_command, spawn_env
 from tests.mcp.serve_for_tests import NOISE
-from tests.mcp.support import check_error, check_structured, tool_calls
+from tests.mcp.support import TOOL_NAMES, check_error, check_structured, tool_calls
 from tests.support import await_until
 
 
@@ -85,12 +84,10 @@ async def test_stdio_server_end_to_end(
             results = {name: await client.call_tool(name, a) for name, a in calls.items()}
             results["ocr"] = first[0]
             refused = await client.call_tool("ocr", {"image": "/etc/hostname"})
-            crashed = await client.call_tool(
-                "ask_image", {"image": "page.png", "question": "crash now"}
-            )
+            crashed = await client.call_tool("ask", {"image": "page.png", "question": "crash now"})
             # Still serving (read and checked; page 2 of a one-page image stops before the model).
             after = await client.call_tool(
-                "ask_image", {"image": "page.png", "question": "ok?", "page": 2}
+                "ask", {"image": "page.png", "question": "ok?", "pages": 2}
             )
 
     print(
@@ -103,11 +100,11 @@ async def test_stdio_server_end_to_end(
     for name in TOOL_NAMES:
         check_structured(results[name], tools[name])
     check_error(refused, "access_denied")
-    assert "secret" not in check_error(crashed, "internal error in ask_image")
+    assert "secret" not in check_error(crashed, "internal error in ask")
     check_error(after, "invalid_input", "single image")
     # Nothing but protocol on stdout: the loader's prints went to stderr.
     assert recorder.stray == []
     stderr_file.seek(0)
     log = stderr_file.read()
     assert f"{NOISE} print" in log and f"{NOISE} fd1" in log and NOISE in log
-    assert "tool ask_image crashed" in log and "injected crash with a secret detail" in log
+    assert "tool ask crashed" in log and "injected crash with a secret detail" in log

@@ -194,7 +194,7 @@ async def _mcp_call(fam: Family, directory: Path, arguments: dict) -> tuple[bool
 
     with anyio.fail_after(120):
         async with Client(make_server(fam.vlm, allow_dirs=[directory])) as client:
-            result = await client.call_tool("ask_image", arguments)
+            result = await client.call_tool("ask", arguments)
     return bool(result.is_error), text_of(result), result.structured_content
 
 
@@ -207,7 +207,7 @@ async def test_mcp_ask_tool_answers_normally(family: Family, tmp_path: Path) -> 
     assert not is_error, text
     assert structured is not None
     if family.answer is not None:
-        assert structured["text"] == family.answer
+        assert structured["result"]["text"] == family.answer
 
 
 async def test_mcp_ask_tool_refuses_lone_surrogates_as_an_error_result(

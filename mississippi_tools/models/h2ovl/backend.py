@@ -253,7 +253,7 @@ class H2OVLBackend(DecoderBackend):
                     for i in range(0, pixels.shape[0], step)
                 ]
             )
-        return list(features.split([t.shape[0] for t in tiles]))
+        return list(torch.split(features, [t.shape[0] for t in tiles]))
 
     def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with the image features in place of ``<IMG_CONTEXT>``."""

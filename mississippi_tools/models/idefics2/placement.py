@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mississippi_tools._deps import require
 from mississippi_tools.errors import ConfigError, MissingDependencyError, MississippiError
+from mississippi_tools.extras import require
 
 if TYPE_CHECKING:
     import torch

@@ -239,7 +239,7 @@ class MississippiImageReader(BaseReader):
         self.max_pages = max_pages
         self.concurrency = concurrency
         self.on_error: OnError = on_error
-        settings = {
+        settings: dict[str, Any] = {
             "max_tiles": max_tiles,
             "options": options,
             "max_new_tokens": max_new_tokens,
@@ -378,7 +378,7 @@ class MississippiImageReader(BaseReader):
             result = fields.pop("result")
             metadata.update(
                 tiles=fields["tiles"],
-                finish_reason=outcome.result.meta.finish_reason,
+                finish_reason=outcome.unwrap().meta.finish_reason,
                 result_json=json.dumps(result, ensure_ascii=False, separators=(",", ":")),
             )
             data = result.get("data")

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from mississippi_tools._deps import require
+from mississippi_tools.extras import require
 
 require("llama_index.core", "llamaindex", purpose="the LlamaIndex integration")
 

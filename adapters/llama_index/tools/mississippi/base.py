@@ -122,7 +122,9 @@ class MississippiToolSpec(BaseToolSpec):
                 'MississippiVLM.connect("http://127.0.0.1:8090")'
             )
         self.vlm = vlm
-        self.policy = policy if policy is not None else agent_policy(vlm.policy, tool="tools")
+        self.policy = agent_policy(
+            policy if policy is not None else vlm.policy, tool="MississippiToolSpec"
+        )
         self._reader = vlm.with_policy(self.policy)
         self._fixed = {get_task(name).name: dict(v) for name, v in (fixed_arguments or {}).items()}
         self._settings = ToolSettings(
