@@ -328,3 +328,17 @@ def test_a_merge_that_breaks_the_schema_says_so() -> None:
     plan.first_request()
     with pytest.raises(ExtractionError, match="merged they are not"):
         plan.handle_batch([_output('{"tags": ["a"]}'), _output('{"tags": ["b"]}')])
+
+
+async def test_async_twins(scripted: MississippiVLM, three_pages: Path, sample_png: Path) -> None:
+    result = await scripted.aextract_document(three_pages, SCHEMA, pages="1-2", **FAST)
+    assert result.pages == [1, 2]
+    outcomes = [
+        o
+        async for o in scripted.aiter_batch(
+            "extract_document", [three_pages, sample_png], json_schema=SCHEMA, **FAST
+        )
+    ]
+    assert [o.result.pages for o in outcomes] == [[1, 2, 3], [1]]  # type: ignore[union-attr]
+    data = await scripted.aextract(three_pages, SCHEMA, pages=[3], **FAST)
+    assert set(data) == {"total", "note"}  # type: ignore[arg-type]

@@ -106,3 +106,22 @@ def test_the_toolkit_has_a_document_extraction_tool(
     assert message.status == "success", message.content
     assert isinstance(message.artifact, DocumentExtractionResult)
     assert message.artifact.pages == [1, 2]
+
+
+async def test_async_tools_zoom_and_read_documents(
+    scripted_vlm: MississippiVLM, mixed_pdf: Path
+) -> None:
+    tools = {tool.name: tool for tool in MississippiToolkit(vlm=scripted_vlm).get_tools()}
+    message = await tools["mississippi_extract_document"].ainvoke(
+        tool_call(
+            "mississippi_extract_document", {"image": str(mixed_pdf), "json_schema": {"total": 0}}
+        )
+    )
+    assert message.status == "success", message.content
+    assert message.artifact.pages == [1, 2]
+    message = await tools["mississippi_ocr"].ainvoke(
+        tool_call(
+            "mississippi_ocr", {"image": str(mixed_pdf), "pages": "1", "region": [0, 0, 1, 0.115]}
+        )
+    )
+    assert message.content == "\n".join(INVOICE_LINES[:2])
