@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from mississippi_tools.engine.remote import (
         RemoteEngine,
     )
+    from mississippi_tools.engine.repetition import (
+        RepetitionCheck,
+    )
     from mississippi_tools.errors import (
         AccessDeniedError,
         CheckpointError,
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
         RemoteConnectionError,
         RemoteError,
         RemoteStatusError,
+        RepetitionError,
         RequestCancelledError,
         SchemaError,
     )
@@ -84,6 +88,9 @@ if TYPE_CHECKING:
     )
     from mississippi_tools.tasks.extract import (
         ExtractionResult,
+    )
+    from mississippi_tools.tasks.extract_document import (
+        DocumentExtractionResult,
     )
     from mississippi_tools.tasks.ocr import (
         OCRLine,
@@ -110,6 +117,7 @@ _EXPORTS: dict[str, str] = {
     "CheckpointError": "mississippi_tools.errors",
     "ConfigError": "mississippi_tools.errors",
     "DeadlineExceededError": "mississippi_tools.errors",
+    "DocumentExtractionResult": "mississippi_tools.tasks.extract_document",
     "Engine": "mississippi_tools.engine.base",
     "EngineDeadError": "mississippi_tools.errors",
     "ExtractionError": "mississippi_tools.errors",
@@ -143,6 +151,8 @@ _EXPORTS: dict[str, str] = {
     "RemoteEngine": "mississippi_tools.engine.remote",
     "RemoteError": "mississippi_tools.errors",
     "RemoteStatusError": "mississippi_tools.errors",
+    "RepetitionCheck": "mississippi_tools.engine.repetition",
+    "RepetitionError": "mississippi_tools.errors",
     "RequestCancelledError": "mississippi_tools.errors",
     "ResultMetadata": "mississippi_tools.tasks.results",
     "SamplingParams": "mississippi_tools.engine.base",
@@ -189,6 +199,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DeadlineExceededError",
+    "DocumentExtractionResult",
     "Engine",
     "EngineDeadError",
     "ExtractionError",
@@ -222,6 +233,8 @@ __all__ = [
     "RemoteEngine",
     "RemoteError",
     "RemoteStatusError",
+    "RepetitionCheck",
+    "RepetitionError",
     "RequestCancelledError",
     "ResultMetadata",
     "SamplingParams",

@@ -1,11 +1,11 @@
 """One agent tool call, whatever the framework: what LangChain, LlamaIndex and MCP tools share.
 
 An agent calls a task with an ``image`` (a path, data URI, base64, or an allowed URL), optional
-``pages`` and the task's own arguments. :func:`call_tool` runs it and returns a
-:class:`ToolOutput`: text for the calling model (the catalogue's rendering; one ``[page N]``
-section per page for a range) and the typed result(s) as the artifact. The adapters only translate
-this into their framework's shapes and error channels; none of them reads pages, renders results or
-parses arguments itself.
+``pages``, an optional ``region`` to zoom into, and the task's own arguments. :func:`call_tool`
+runs it and returns a :class:`ToolOutput`: text for the calling model (the catalogue's
+rendering; one ``[page N]`` section per page for a range) and the typed result(s) as the
+artifact. The adapters only translate this into their framework's shapes and error channels;
+none of them reads pages, renders results or parses arguments itself.
 
 Pages:
     ``pages`` left empty reads an ordinary image (a document with several pages is an error whose
@@ -14,7 +14,13 @@ Pages:
     page: one ``[page N]`` section per page, and the artifact is a list with each page's result or,
     for a page that failed, its :class:`~mississippi_tools.errors.MississippiError` (its section
     says so). When every page fails, the call fails. At most ``max_pages`` pages per call
-    (:data:`~mississippi_tools.batch.DEFAULT_MAX_PAGES` unless configured).
+    (:data:`~mississippi_tools.batch.DEFAULT_MAX_PAGES` unless configured). A task that reads a
+    document's pages together (``extract_document``) gets the whole selection in one call.
+
+Region:
+    ``region`` (``[x0, y0, x1, y1]`` or ``"x0,y0,x1,y1"``: pixels, or fractions of the image in
+    0..1) reads only that part of the image, or of each page, at full tile resolution: an agent
+    that could not read a small print zooms in and asks again.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ __all__ = [
     "DOCUMENT_KEYS",
     "IMAGE_DESCRIPTION",
     "PAGES_DESCRIPTION",
+    "REGION_DESCRIPTION",
     "PageArgument",
+    "RegionArgument",
     "ToolOutput",
     "ToolSettings",
     "acall_tool",
@@ -60,6 +68,15 @@ IMAGE_DESCRIPTION = (
     "URI ('data:image/png;base64,...') or base64-encoded image bytes; http(s) URLs only if this "
     "tool allows them. PNG, JPEG, GIF, WEBP, BMP, TIFF and PDF are supported."
 )
+REGION_DESCRIPTION = (
+    "Optional zoom: read only this part of the image (or of each page), at full resolution, "
+    "as [x0, y0, x1, y1] (left, top, right, bottom) in pixels, or as fractions of the width and "
+    "height when all four are between 0 and 1: [0, 0, 0.5, 0.5] is the top-left quarter, "
+    "[0, 0.8, 1, 1] the bottom strip. Use it to read small print again more closely."
+)
+RegionArgument = list[float] | str | None
+"""What an agent may pass as ``region``."""
+
 PAGES_DESCRIPTION = (
     "Only for PDFs and multi-page TIFFs: the 1-based page to read (2 or '2'), or a range or list "
     "('1-3', '1,4,6-8', '5-' for page 5 to the end, or [1, 4]) to read each of those pages "
@@ -124,14 +141,15 @@ class _ToolArguments(BaseModel):
 def tool_arguments(
     spec: TaskSpec[Any, Any], *, fixed: Sequence[str] = (), name: str | None = None
 ) -> type[BaseModel]:
-    """The arguments a calling model passes: ``image``, ``pages``, then the task's own.
+    """The arguments a calling model passes: ``image``, ``pages``, ``region``, then the task's own.
 
     Arguments named in ``fixed`` are left out (the tool sets them). The fields keep the task's
     names, aliases and descriptions, so every framework shows the same schema.
     """
     fields: dict[str, Any] = {
-        "image": (str, Field(description=IMAGE_DESCRIPTION)),
+        "image": (str, Field(min_length=1, description=IMAGE_DESCRIPTION)),
         "pages": (PageArgument, Field(default=None, description=PAGES_DESCRIPTION)),
+        "region": (RegionArgument, Field(default=None, description=REGION_DESCRIPTION)),
     }
     for field_name, info in spec.arguments.model_fields.items():
         if field_name in fixed or (info.alias or field_name) in fixed:
@@ -250,6 +268,15 @@ def check_call(image: str, pages: PageArgument, policy: SourcePolicy) -> None:
     check_source(image, policy)
 
 
+def _split_region(arguments: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The task's own arguments, and the ``region`` run setting when one was given."""
+    values = dict(arguments)
+    region = values.pop("region", None)
+    if isinstance(region, str) and not region.strip():
+        region = None
+    return values, ({"region": region} if region is not None else {})
+
+
 def call_tool(
     vlm: MississippiVLM,
     spec: TaskSpec[Any, Any],
@@ -260,13 +287,22 @@ def call_tool(
 ) -> ToolOutput:
     """Run one tool call (see the module docstring).
 
+    ``arguments`` are the task's own, and ``region`` when the calling model gave one.
+
     Raises:
         MississippiError: The call failed as a whole (bad arguments, unreadable image, every
             page failed); the adapter hands it to the calling model in its framework's way.
     """
     selection = _Selection.of(pages)
-    values = {**arguments, **settings.fixed}
-    run = settings.run_settings()
+    own, zoom = _split_region(arguments)
+    values = {**own, **settings.fixed}
+    run = {**settings.run_settings(), **zoom}
+    if spec.images == "document":
+        result = vlm.run(
+            spec.name, image, pages=pages, max_pages=settings.max_pages, **run, **values
+        )
+        outcome = PageOutcome(0, image, None, result=result)
+        return ToolOutput(spec.render(result), result, [outcome])
     if selection.spec is None:
         result = vlm.run(spec.name, image, page=selection.page, **run, **values)
         outcome = PageOutcome(0, image, selection.page, result=result)
@@ -301,8 +337,15 @@ async def acall_tool(
     document cannot be counted beforehand.
     """
     selection = _Selection.of(pages)
-    values = {**arguments, **settings.fixed}
-    run = settings.run_settings()
+    own, zoom = _split_region(arguments)
+    values = {**own, **settings.fixed}
+    run = {**settings.run_settings(), **zoom}
+    if spec.images == "document":
+        result = await vlm.arun(
+            spec.name, image, pages=pages, max_pages=settings.max_pages, **run, **values
+        )
+        outcome = PageOutcome(0, image, None, result=result)
+        return ToolOutput(spec.render(result), result, [outcome])
     if selection.spec is None:
         result = await vlm.arun(spec.name, image, page=selection.page, **run, **values)
         outcome = PageOutcome(0, image, selection.page, result=result)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from mississippi_tools.errors import InvalidInputError, MississippiError, Remedy
 
@@ -27,18 +27,33 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_PAGES",
+    "DocumentItem",
     "NamedSource",
     "PageOutcome",
     "PageSelection",
     "aiter_outcomes",
     "check_source",
     "describe_source",
+    "iter_documents",
     "iter_outcomes",
     "iter_source_pages",
+    "load_document",
     "page_selection",
 ]
 
 R = TypeVar("R")
+
+
+class _Item(Protocol):
+    """What a batch runs a task on: a page (:class:`LoadedImage`) or a whole document."""
+
+    @property
+    def page(self) -> int | None:
+        """The 1-based page, ``None`` for a plain image or a whole document."""
+        ...
+
+
+I = TypeVar("I", bound=_Item)  # noqa: E741
 
 PageSelection = str | int | Sequence[int] | None
 """Pages of PDFs and multi-page TIFFs: ``"1-3,5"``, ``"5-"``, ``2``, ``[1, 2]``, ``None`` (all)."""
@@ -176,6 +191,50 @@ def iter_source_pages(
             yield name, e
 
 
+@dataclass(frozen=True)
+class DocumentItem:
+    """One document of a batch whose task reads its selected pages together (``extract_document``).
+
+    Attributes:
+        source: The input.
+        page: Always ``None``: the outcome is the whole document's.
+    """
+
+    source: ImageInput | NamedSource
+    page: None = None
+
+
+def iter_documents(
+    sources: Iterable[ImageInput | NamedSource],
+) -> Iterator[tuple[str, DocumentItem]]:
+    """Every source as one item with its name; its pages are read when its turn comes."""
+    for given in sources:
+        yield describe_source(given), DocumentItem(given)
+
+
+def load_document(
+    given: ImageInput | NamedSource,
+    pages: PageSelection,
+    *,
+    limits: ImageLimits,
+    policy: SourcePolicy,
+    max_pages: int = DEFAULT_MAX_PAGES,
+) -> list[LoadedImage]:
+    """The selected pages of one document (an image is one page), within ``max_pages``.
+
+    Raises:
+        MississippiError: The first reason a page could not be read (the limit included).
+    """
+    loaded: list[LoadedImage] = []
+    for _, item in iter_source_pages(
+        [given], pages, limits=limits, policy=policy, max_pages=max_pages
+    ):
+        if isinstance(item, MississippiError):
+            raise item
+        loaded.append(item)
+    return loaded
+
+
 def _check_page_count(
     source: ImageInput,
     name: str,
@@ -204,8 +263,8 @@ def _check_page_count(
 
 
 def iter_outcomes(
-    run: Callable[[LoadedImage], R],
-    items: Iterable[tuple[str, LoadedImage | MississippiError]],
+    run: Callable[[I], R],
+    items: Iterable[tuple[str, I | MississippiError]],
     *,
     concurrency: int = 8,
 ) -> Iterator[PageOutcome[R]]:
@@ -251,8 +310,8 @@ def _outcome(
 
 
 async def aiter_outcomes(
-    run: Callable[[LoadedImage], Awaitable[R]],
-    items: Iterable[tuple[str, LoadedImage | MississippiError]],
+    run: Callable[[I], Awaitable[R]],
+    items: Iterable[tuple[str, I | MississippiError]],
     *,
     concurrency: int = 8,
 ) -> AsyncIterator[PageOutcome[R]]:
@@ -261,7 +320,7 @@ async def aiter_outcomes(
     source = iter(items)
     lock = threading.Lock()  # the page iterator is advanced from worker threads, one at a time
 
-    def next_item() -> tuple[str, LoadedImage | MississippiError] | None:
+    def next_item() -> tuple[str, I | MississippiError] | None:
         with lock:
             return next(source, None)
 

@@ -2,10 +2,10 @@
 
 Exit codes: 0 success; 1 unexpected failure; 2 usage error; 3 bad input (unreadable image, page
 out of range, refused path); 4 model not found or not loadable; 5 no valid result (extraction,
-table or chart output that could not be parsed); 6 a remote service failed; 7 missing extra;
-8 some inputs failed (each named on stderr) while the others' results were printed; 9 an HTML
-preview could not be rendered (Chromium missing or failing); 130 interrupted. When every input
-fails, the code is the first failure's.
+table or chart output that could not be parsed, or an answer that looped even on its retry);
+6 a remote service failed; 7 missing extra; 8 some inputs failed (each named on stderr) while the
+others' results were printed; 9 an HTML preview could not be rendered (Chromium missing or
+failing); 130 interrupted. When every input fails, the code is the first failure's.
 
 Heavy modules are imported inside the commands, so ``--help`` stays fast.
 """
@@ -97,6 +97,37 @@ MaxTilesOption = Annotated[
     typer.Option(help="H2OVL models: most 448-px tiles per image (model default: 6).", min=1),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print results as JSON.")]
+RegionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Read only this part of each image or page: x0,y0,x1,y1 in pixels (a PDF page as "
+        "rendered at 200 dpi), or fractions when all four are in 0..1, e.g. 0,0,0.5,0.5.",
+    ),
+]
+RepetitionOption = Annotated[
+    bool,
+    typer.Option(
+        "--repetition-check/--no-repetition-check",
+        help="Stop an answer that loops, retry it once against loops, then report it "
+        "(exit code 5); --no-repetition-check lets a loop run to --max-new-tokens.",
+    ),
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Write one JSON line per page to this file as each finishes (the --json format), "
+        "instead of printing results.",
+        dir_okay=False,
+    ),
+]
+ResumeOption = Annotated[
+    bool,
+    typer.Option(
+        help="With --out: keep the file's lines and read only the pages it has no result for "
+        "(after an interruption).",
+    ),
+]
 MaxTokensOption = Annotated[int, typer.Option(help="Most tokens to generate.", min=1)]
 AllowUrlsOption = Annotated[bool, typer.Option(help="Allow http(s) image URLs.")]
 InputsArgument = Annotated[
@@ -118,6 +149,7 @@ CLI_SPELLING: dict[str, str] = {
     "timeout": "pass --timeout {value}",
     "max_tiles": "pass --max-tiles {value}",
     "max_pages": "pass --max-pages {value}",
+    "region": "pass --region {value}",
     "max_bytes": "downscale or split the file",
     "max_pixels": "downscale the image",
 }
@@ -179,7 +211,11 @@ def task_options(default_max_new_tokens: int) -> list[tuple[str, Any, Any]]:
         ("max_new_tokens", Annotated[int, typer.Option(help="Most tokens to generate.", min=1)],
          default_max_new_tokens),
         ("timeout", TimeoutOption, None),
+        ("region", RegionOption, None),
+        ("repetition_check", RepetitionOption, True),
         ("as_json", JsonOption, False),
+        ("out", OutOption, None),
+        ("resume", ResumeOption, False),
         ("model", ModelOption, DEFAULT_MODEL),
         ("device", DeviceOption, "auto"),
         ("dtype", DtypeOption, "auto"),
@@ -214,6 +250,8 @@ def run_settings(common: dict[str, Any]) -> dict[str, Any]:
         "options": options or None,
         "max_new_tokens": common.pop("max_new_tokens"),
         "timeout": common.pop("timeout"),
+        "region": common.pop("region"),
+        "repetition": common.pop("repetition_check"),
     }
 
 

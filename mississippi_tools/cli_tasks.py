@@ -13,6 +13,12 @@ What a user sees:
   and when no input is readable the command stops without loading anything;
 - each page's result (or error, naming the file and page) comes out as soon as it is done, in input
   order; ``--json`` writes one JSON object per line;
+- a folder stands for the images and PDFs under it (:data:`FOLDER_SUFFIXES`, sorted, walked
+  recursively); ``--out FILE.jsonl`` writes each page's JSON line to the file as soon as it is
+  done (a progress bar shows on a terminal), and ``--resume`` keeps the file and reads only the
+  pages it holds no result for, so an interrupted run over a folder picks up where it stopped;
+- ``--region`` reads one part of every image or page; ``--no-repetition-check`` lets a looping
+  answer run (by default it is stopped, retried once, then reported with exit code 5);
 - the exit code says whether everything worked (0), some inputs failed (:attr:`ExitCode.PARTIAL`),
   or all failed (the code of the first error).
 """
@@ -309,56 +315,268 @@ def run_task(
     presenter: Presenter,
     common: dict[str, Any],
 ) -> None:
-    """Check the inputs, load the model, and print each page's outcome as it comes."""
+    """Check the inputs, load the model, and print (or write) each page's outcome as it comes."""
     from mississippi_tools import cli
 
     as_json = bool(common.pop("as_json"))
+    out: Path | None = common.pop("out")
+    resume = bool(common.pop("resume"))
     settings = cli.run_settings(common)
+    pages = settings.pop("pages")
     with cli.exit_on_error():
+        from mississippi_tools.errors import InvalidInputError
+        from mississippi_tools.regions import parse_region
+
         spec.parse_arguments(task_args)  # argument errors before anything is loaded
+        parse_region(settings["region"])
+        if resume and out is None:
+            raise InvalidInputError(
+                "--resume continues the file given with --out; pass --out FILE.jsonl"
+            )
         policy = cli.source_policy(common)
+        inputs = expand_folders(inputs)
         early = _unreadable_inputs(inputs, policy)
-    for source, error in early.items():
-        _print_error(source, None, error, as_json=as_json)
-    readable = [source for source in inputs if source not in early]
-    if not readable:
-        first = next(iter(early.values()))
-        raise typer.Exit(int(cli.exit_code(first)))
-    failures: list[MississippiError] = list(early.values())
-    printed = 0
-    with cli.exit_on_error():
-        vlm = cli.open_vlm(common, policy)
-    with vlm, cli.exit_on_error():
-        bar = _progress(vlm, readable, settings.get("pages"))
-        try:
-            outcomes = vlm.iter_batch(spec.name, readable, **settings, **task_args)
-            for outcome in outcomes:
+        readable = [source for source in inputs if source not in early]
+        done = read_done(out) if resume and out is not None else set()
+        groups, skipped = remaining_work(readable, done, pages, policy)
+    sink = _Sink(out, append=resume, as_json=as_json)
+    try:
+        for source, error in early.items():
+            sink.error(source, None, error)
+        if resume and skipped:
+            typer.echo(f"{skipped} page(s) already in {out}; reading the rest", err=True)
+        if not groups:
+            if early:
+                raise typer.Exit(int(cli.exit_code(next(iter(early.values())))))
+            if resume:
+                typer.echo(f"nothing left to read: every page is in {out}", err=True)
+            return
+        failures: list[MississippiError] = list(early.values())
+        with cli.exit_on_error():
+            vlm = cli.open_vlm(common, policy)
+        headed = len(inputs) > 1
+        with vlm, cli.exit_on_error():
+            bar = _progress(vlm, groups)
+            try:
+                for sources, selection in groups:
+                    outcomes = vlm.iter_batch(
+                        spec.name, sources, pages=selection, **settings, **task_args
+                    )
+                    for outcome in outcomes:
+                        if bar is not None:
+                            bar.update(1)
+                        if outcome.error is not None:
+                            failures.append(outcome.error)
+                            sink.error(outcome.source, outcome.page, outcome.error)
+                            continue
+                        sink.result(
+                            spec,
+                            outcome,
+                            presenter,
+                            extras,
+                            headed=headed or outcome.page is not None,
+                        )
+                        if presenter.after is not None:
+                            note = presenter.after(outcome.result, outcome, extras)
+                            if note:
+                                typer.echo(note, err=True)
+            finally:
                 if bar is not None:
-                    bar.update(1)
-                if outcome.error is not None:
-                    failures.append(outcome.error)
-                    _print_error(outcome.source, outcome.page, outcome.error, as_json=as_json)
-                    continue
-                _print_result(
-                    spec,
-                    outcome,
-                    presenter,
-                    extras,
-                    as_json=as_json,
-                    first=not printed,
-                    headed=len(inputs) > 1 or outcome.page is not None,
-                )
-                printed += 1
-                if presenter.after is not None:
-                    note = presenter.after(outcome.result, outcome, extras)
-                    if note:
-                        typer.echo(note, err=True)
-        finally:
-            if bar is not None:
-                bar.close()
+                    bar.close()
+    finally:
+        sink.close()
+    if out is not None:
+        typer.echo(
+            f"{sink.results} result(s) and {len(failures)} error(s) written to {out}", err=True
+        )
     if failures:
-        code = cli.ExitCode.PARTIAL if printed else cli.exit_code(failures[0])
+        code = cli.ExitCode.PARTIAL if sink.results or skipped else cli.exit_code(failures[0])
         raise typer.Exit(int(code))
+
+
+#: File suffixes read from folders (case-insensitive); the formats images.py reads.
+FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".pdf")
+
+
+def expand_folders(inputs: list[str]) -> list[str]:
+    """Inputs with every folder replaced by the images and PDFs under it, sorted.
+
+    Folders are walked recursively; hidden files and folders (a leading dot) are skipped.
+
+    Raises:
+        InvalidInputError: A folder holds no image or PDF.
+    """
+    from mississippi_tools.errors import InvalidInputError
+
+    expanded: list[str] = []
+    for given in inputs:
+        folder = Path(given)
+        if "://" in given or not folder.is_dir():
+            expanded.append(given)
+            continue
+        found = sorted(
+            path
+            for path in folder.rglob("*")
+            if path.suffix.lower() in FOLDER_SUFFIXES
+            and path.is_file()
+            and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        )
+        if not found:
+            raise InvalidInputError(
+                f"folder {given} holds no images or PDFs ({', '.join(FOLDER_SUFFIXES)})"
+            )
+        expanded.extend(str(path) for path in found)
+    return expanded
+
+
+def _key(source: str) -> str:
+    """A source as resume compares it: a file's resolved path, anything else as given."""
+    if "://" in source:
+        return source
+    try:
+        return str(Path(source).resolve())
+    except (OSError, RuntimeError):
+        return source
+
+
+def read_done(out: Path) -> set[tuple[str, int | None]]:
+    """The (source, page) pairs the file already has a result for.
+
+    A last line cut short by an interruption is removed from the file (it would glue onto the
+    next line written); lines that are not JSON results (errors, damage) do not count.
+    """
+    if not out.exists():
+        return set()
+    data = out.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with out.open("r+b") as handle:
+            handle.truncate(end)
+    done: set[tuple[str, int | None]] = set()
+    for line in data[:end].splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "result" in entry and isinstance(entry.get("source"), str):
+            page = entry.get("page")
+            done.add((_key(entry["source"]), page if isinstance(page, int) else None))
+    return done
+
+
+def remaining_work(
+    sources: list[str],
+    done: set[tuple[str, int | None]],
+    pages: str | None,
+    policy: Any,
+) -> tuple[list[tuple[list[str], Any]], int]:
+    """What is left to read: groups of ``(sources, page selection)``, and how many pages are done.
+
+    Sources with nothing done keep the command's ``--pages`` and are read together; a document
+    with some pages done is read for its other selected pages; a source whose result is done
+    (an image, a whole-document result) is skipped. Groups keep the sources' order.
+    """
+    from mississippi_tools.errors import MississippiError
+    from mississippi_tools.images import count_pages
+    from mississippi_tools.pdf import parse_page_selection
+
+    groups: list[tuple[list[str], Any]] = []
+    fresh: list[str] = []
+    skipped = 0
+    for source in sources:
+        key = _key(source)
+        pages_done = {page for k, page in done if k == key}
+        if not pages_done:
+            fresh.append(source)
+            continue
+        if None in pages_done:
+            skipped += 1
+            continue
+        try:
+            count = count_pages(source, policy=policy)
+            selected = parse_page_selection(pages or f"1-{count}", count, what=source)
+        except MississippiError:
+            fresh.append(source)  # the run itself reports what is wrong with it
+            continue
+        left = [page for page in selected if page not in pages_done]
+        skipped += len(selected) - len(left)
+        if left:
+            if fresh:
+                groups.append((fresh, pages))
+                fresh = []
+            groups.append(([source], left))
+    if fresh:
+        groups.append((fresh, pages))
+    return groups, skipped
+
+
+class _Sink:
+    """Where outcomes go: stdout (text or ``--json`` lines), or one JSON line each in ``--out``."""
+
+    def __init__(self, out: Path | None, *, append: bool, as_json: bool) -> None:
+        self.as_json = as_json
+        self.results = 0
+        self.file = None
+        if out is not None:
+            try:
+                self.file = out.open("a" if append else "w", encoding="utf-8")
+            except OSError as e:
+                from mississippi_tools import cli
+
+                cli._fail(cli.ExitCode.BAD_INPUT, f"--out: cannot write {out}: {e.strerror}")
+
+    def _line(self, entry: dict[str, Any]) -> None:
+        text = json.dumps(entry, ensure_ascii=False)
+        if self.file is not None:
+            self.file.write(text + "\n")
+            self.file.flush()  # each page is on disk as soon as it is done
+        else:
+            typer.echo(text)
+
+    def result(
+        self,
+        spec: TaskSpec[Any, Any],
+        outcome: PageOutcome[Any],
+        presenter: Presenter,
+        extras: dict[str, Any],
+        *,
+        headed: bool,
+    ) -> None:
+        first = not self.results
+        self.results += 1
+        if self.file is not None or self.as_json:
+            line = {
+                "source": outcome.source,
+                "page": outcome.page,
+                "result": _jsonable(outcome.result),
+            }
+            self._line(line)
+            return
+        text = (
+            presenter.text(outcome.result, extras)
+            if presenter.text
+            else spec.render(outcome.result)
+        )
+        if not first:
+            typer.echo("")
+        if headed:
+            typer.echo(f"== {outcome.where}")
+        typer.echo(text)
+
+    def error(self, source: str, page: int | None, error: MississippiError) -> None:
+        from mississippi_tools import cli
+
+        where = source if page is None else f"{source}, page {page}"
+        message = cli.describe_error(error)
+        if self.file is not None or self.as_json:
+            self._line(
+                {"source": source, "page": page, "error": {"code": error.code, "message": message}}
+            )
+        typer.echo(f"error: {where}: {message}", err=True)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def _unreadable_inputs(inputs: list[str], policy: Any) -> dict[str, MississippiError]:
@@ -375,54 +593,16 @@ def _unreadable_inputs(inputs: list[str], policy: Any) -> dict[str, MississippiE
     return found
 
 
-def _progress(vlm: MississippiVLM, inputs: list[str], pages: Any) -> Any:
+def _progress(vlm: MississippiVLM, groups: list[tuple[list[str], Any]]) -> Any:
     if not sys.stderr.isatty():
         return None
     from tqdm.auto import tqdm
 
     try:
-        total = vlm.count_pages(inputs, pages)
+        total: int | None = sum(vlm.count_pages(sources, pages) for sources, pages in groups)
     except Exception:  # a count that fails is reported by the run itself
         total = None
     return tqdm(total=total, unit="page", desc="mississippi", leave=False)
-
-
-def _print_result(
-    spec: TaskSpec[Any, Any],
-    outcome: PageOutcome[Any],
-    presenter: Presenter,
-    extras: dict[str, Any],
-    *,
-    as_json: bool,
-    first: bool,
-    headed: bool,
-) -> None:
-    result = outcome.result
-    if as_json:
-        line = {"source": outcome.source, "page": outcome.page, "result": _jsonable(result)}
-        typer.echo(json.dumps(line, ensure_ascii=False))
-        return
-    text = presenter.text(result, extras) if presenter.text else spec.render(result)
-    if not first:
-        typer.echo("")
-    if headed:
-        typer.echo(f"== {outcome.where}")
-    typer.echo(text)
-
-
-def _print_error(source: str, page: int | None, error: MississippiError, *, as_json: bool) -> None:
-    from mississippi_tools import cli
-
-    where = source if page is None else f"{source}, page {page}"
-    message = cli.describe_error(error)
-    if as_json:
-        line = {
-            "source": source,
-            "page": page,
-            "error": {"code": error.code, "message": message},
-        }
-        typer.echo(json.dumps(line, ensure_ascii=False))
-    typer.echo(f"error: {where}: {message}", err=True)
 
 
 def _jsonable(value: Any) -> Any:

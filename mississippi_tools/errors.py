@@ -25,7 +25,8 @@ refused path a ``PermissionError``, a missing extra an ``ImportError``)::
     │   ├── QueueFullError                      too many requests waiting (retry_after seconds)
     │   ├── DeadlineExceededError (TimeoutError)
     │   └── RequestCancelledError
-    ├── ExtractionError                         output that does not validate, with the raw text
+    ├── ExtractionError                         no valid result from the output, with the raw text
+    │   └── RepetitionError                     the answer looped, and looped again on a retry
     ├── PreviewError                            an HTML preview could not be rendered (no Chromium)
     ├── EngineDeadError                         the engine cannot serve any more requests
     └── RemoteError                             talking to a remote service failed
@@ -72,6 +73,7 @@ __all__ = [
     "RemoteConnectionError",
     "RemoteError",
     "RemoteStatusError",
+    "RepetitionError",
     "RequestCancelledError",
     "SchemaError",
     "UnsupportedTaskError",
@@ -369,7 +371,9 @@ class RequestCancelledError(GenerationError):
 
 
 class ExtractionError(MississippiError):
-    """The model's output could not be turned into data valid under the schema.
+    """The model's output could not be turned into a valid result.
+
+    JSON valid under the schema, a table or a chart that parses, an answer that does not loop.
 
     Attributes:
         raw_text: The model's last raw output, so nothing is lost.
@@ -386,6 +390,22 @@ class ExtractionError(MississippiError):
         self.raw_text = raw_text
         self.errors = list(errors)
         self.attempts = attempts
+
+
+class RepetitionError(ExtractionError):
+    """The model's answer fell into a loop, and the retry against loops looped too.
+
+    A loop is a line, phrase or token written again and again. An :class:`ExtractionError`
+    because it is the same situation for a caller: the model answered, and the answer is not a
+    usable result; :attr:`raw_text` keeps it. Every surface
+    maps it like one (HTTP 422 with ``raw_text``; CLI exit code 5), with its own ``code``.
+
+    Attributes:
+        finish_reason: Always ``"repetition"``, as in the results' metadata.
+    """
+
+    code = "repetition"
+    finish_reason = "repetition"
 
 
 class PreviewError(MississippiError):

@@ -83,6 +83,7 @@ from mississippi_tools.pdf import (
     is_pdf,
 )
 from mississippi_tools.sources import DEFAULT_MAX_BYTES, SourcePolicy, fetch_url, read_path
+from mississippi_tools.text_layer import TextLayer
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -238,6 +239,10 @@ class LoadedImage:
     """``"PNG"``, ``"JPEG"``, ``"PDF"``, ...; ``None`` for a PIL image created in memory."""
     page: int | None = None
     """1-based page number within a document (PDF, multi-page TIFF); ``None`` otherwise."""
+    text_layer: TextLayer | None = field(default=None, compare=False, repr=False)
+    """A PDF page's embedded text (empty when the page has none); ``None`` for other images."""
+    region: tuple[int, int, int, int] | None = None
+    """When the image is a crop of the loaded image: ``(x0, y0, x1, y1)`` in its pixels."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -304,10 +309,10 @@ def load_image(
         check_dpi(dpi)
         with _pdf(data, label, limits) as document:
             number = page or _only_page(document.page_count, label, "PDF")
-            rendered = _render(document, number, dpi, limits)
+            rendered, layer = _render(document, number, dpi, limits)
         with _decoding(label):
             rgb = _to_rgb(rendered)
-        return _loaded(rgb, label, "PDF", number)
+        return _loaded(rgb, label, "PDF", number, layer)
     opened, count = _open(data, fmt, label, limits)
     try:
         if count == 1:
@@ -863,8 +868,12 @@ def _pdf(data: bytes, label: str, limits: ImageLimits) -> PDFDocument:
     return document
 
 
-def _render(document: PDFDocument, number: int, dpi: int, limits: ImageLimits) -> Image.Image:
-    return document.render(number, dpi=dpi, max_pixels=limits.max_pixels, max_side=limits.max_side)
+def _render(
+    document: PDFDocument, number: int, dpi: int, limits: ImageLimits
+) -> tuple[Image.Image, TextLayer]:
+    return document.render_with_text(
+        number, dpi=dpi, max_pixels=limits.max_pixels, max_side=limits.max_side
+    )
 
 
 def _decode(
@@ -935,9 +944,20 @@ def _content_hash(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def _loaded(rgb: Image.Image, label: str, fmt: str | None, page: int | None = None) -> LoadedImage:
+def _loaded(
+    rgb: Image.Image,
+    label: str,
+    fmt: str | None,
+    page: int | None = None,
+    text_layer: TextLayer | None = None,
+) -> LoadedImage:
     return LoadedImage(
-        image=rgb, source=label, content_hash=_content_hash(rgb), format=fmt, page=page
+        image=rgb,
+        source=label,
+        content_hash=_content_hash(rgb),
+        format=fmt,
+        page=page,
+        text_layer=text_layer,
     )
 
 
@@ -1000,10 +1020,10 @@ def _iter_pdf(
 ) -> Iterator[LoadedImage]:
     with document:
         for number in selected:
-            rendered = _render(document, number, dpi, limits)
+            rendered, layer = _render(document, number, dpi, limits)
             with _decoding(label):
                 rgb = _to_rgb(rendered)
-            yield _loaded(rgb, label, "PDF", number)
+            yield _loaded(rgb, label, "PDF", number, layer)
 
 
 def _iter_frames(

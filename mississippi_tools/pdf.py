@@ -20,6 +20,10 @@ them line by line within their declared size. The filters measured are FlateDeco
 RunLengthDecode, ASCIIHexDecode and ASCII85Decode, also chained; an encrypted stream cannot be
 measured and is left to PDFium.
 
+:meth:`PDFDocument.render_with_text` also reads the page's embedded text, character by
+character, with what :class:`~mississippi_tools.text_layer.TextLayer` needs to judge it (render
+mode, font name, Unicode mapping) and each character's box on the rendered page.
+
 PDFium is not thread-safe, so every call into it holds one module-wide lock; renders from
 several threads run one at a time. The stream check runs before and outside that lock, and
 image decoding (:mod:`mississippi_tools.images`) never takes it.
@@ -43,6 +47,7 @@ from mississippi_tools.errors import (
     MissingDependencyError,
     PDFError,
 )
+from mississippi_tools.text_layer import GLYPHLESS, INVISIBLE, UNMAPPED, Box, TextLayer
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -285,7 +290,19 @@ class PDFDocument:
         max_pixels: int,
         max_side: int | None = None,
     ) -> Image.Image:
-        """Render one page.
+        """Render one page (see :meth:`render_with_text` for the arguments and errors)."""
+        image, _ = self._render(page, dpi=dpi, max_pixels=max_pixels, max_side=max_side)
+        return image
+
+    def render_with_text(
+        self,
+        page: int,
+        *,
+        dpi: int = DEFAULT_PDF_DPI,
+        max_pixels: int,
+        max_side: int | None = None,
+    ) -> tuple[Image.Image, TextLayer]:
+        """Render one page and read its embedded text (empty when it has none).
 
         Args:
             page: 1-based page number.
@@ -295,12 +312,27 @@ class PDFDocument:
             max_side: Longest rendered side, likewise; ``None`` for no limit but ``max_pixels``.
 
         Returns:
-            The rendered page as a PIL image (RGB).
+            The rendered page as a PIL image (RGB), and its text layer.
 
         Raises:
             PDFError: The page is out of range or cannot be rendered, or the document is closed.
             InvalidInputError: ``dpi`` is out of range.
         """
+        image, layer = self._render(
+            page, dpi=dpi, max_pixels=max_pixels, max_side=max_side, text=True
+        )
+        assert layer is not None
+        return image, layer
+
+    def _render(
+        self,
+        page: int,
+        *,
+        dpi: int,
+        max_pixels: int,
+        max_side: int | None,
+        text: bool = False,
+    ) -> tuple[Image.Image, TextLayer | None]:
         check_dpi(dpi)
         if max_pixels < 1 or (max_side is not None and max_side < 1):
             raise InvalidInputError(
@@ -337,7 +369,8 @@ class PDFDocument:
                 # to_pil() may share the bitmap's buffer: copy so that the image owns its
                 # pixels, and leave the bitmap to pypdfium2 (closing it can free that buffer).
                 image: Image.Image = handle.render(scale=scale).to_pil().copy()
-                return image
+                layer = _read_text_layer(pdfium, handle) if text else None
+                return image, layer
         except pdfium.PdfiumError as e:
             raise PDFError(
                 f"page {page} of PDF {self.source} cannot be rendered ({e}); repair or re-export "
@@ -347,6 +380,118 @@ class PDFDocument:
             if handle is not None:
                 with _PDFIUM_LOCK:
                     handle.close()
+
+
+_INVISIBLE_MODES = (3, 7)  # FPDF_TEXTRENDERMODE_INVISIBLE, FPDF_TEXTRENDERMODE_CLIP
+_DEVICE = 1 << 20  # device size the page is mapped to for character boxes (fractions * 2**20)
+
+
+def _read_text_layer(pdfium: Any, page: Any) -> TextLayer:
+    """The text layer of an open page (the caller holds the PDFium lock)."""
+    import ctypes
+
+    raw = pdfium.raw
+    handle = page.raw
+    textpage = raw.FPDFText_LoadPage(handle)
+    if not textpage:
+        return TextLayer("", (), b"")
+    try:
+        to_page = _page_transform(raw, handle)
+        count = raw.FPDFText_CountChars(textpage)
+        chars: list[str] = []
+        boxes: list[Box | None] = []
+        flags = bytearray()
+        objects: dict[int | None, tuple[int, str]] = {}
+        left, right, bottom, top = (ctypes.c_double() for _ in range(4))
+        pending_high: int | None = None
+        for index in range(max(0, count)):
+            code = raw.FPDFText_GetUnicode(textpage, index)
+            if 0xD800 <= code <= 0xDBFF:  # a surrogate pair: keep the high half for the next
+                pending_high = code
+                continue
+            if 0xDC00 <= code <= 0xDFFF and pending_high is not None:
+                code = 0x10000 + ((pending_high - 0xD800) << 10) + (code - 0xDC00)
+            elif 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+                code = 0xFFFD
+            pending_high = None
+            generated = raw.FPDFText_IsGenerated(textpage, index) == 1
+            flag = 0
+            box: Box | None = None
+            if not generated:
+                if raw.FPDFText_HasUnicodeMapError(textpage, index) == 1:
+                    flag |= UNMAPPED
+                obj = raw.FPDFText_GetTextObject(textpage, index)
+                key = ctypes.cast(obj, ctypes.c_void_p).value
+                if key not in objects:
+                    objects[key] = _object_style(raw, obj) if key else (0, "")
+                mode, font = objects[key]
+                if mode in _INVISIBLE_MODES:
+                    flag |= INVISIBLE
+                if "glyphless" in font.lower():
+                    flag |= GLYPHLESS
+                if raw.FPDFText_GetCharBox(
+                    textpage,
+                    index,
+                    ctypes.byref(left),
+                    ctypes.byref(right),
+                    ctypes.byref(bottom),
+                    ctypes.byref(top),
+                ):
+                    box = to_page(left.value, bottom.value, right.value, top.value)
+            chars.append(chr(code))
+            boxes.append(box)
+            flags.append(flag)
+        fonts = tuple(sorted({font for _, font in objects.values() if "glyphless" in font.lower()}))
+        return TextLayer("".join(chars), tuple(boxes), bytes(flags), fonts)
+    finally:
+        raw.FPDFText_ClosePage(textpage)
+
+
+def _object_style(raw: Any, obj: Any) -> tuple[int, str]:
+    """A text object's render mode and its font's base name."""
+    import ctypes
+
+    mode = int(raw.FPDFTextObj_GetTextRenderMode(obj))
+    font = raw.FPDFTextObj_GetFont(obj)
+    if not font:
+        return mode, ""
+    size = raw.FPDFFont_GetBaseFontName(font, None, 0)
+    if size <= 0:
+        return mode, ""
+    buffer = ctypes.create_string_buffer(size)
+    raw.FPDFFont_GetBaseFontName(font, buffer, size)
+    return mode, buffer.value.decode("utf-8", "replace")
+
+
+def _page_transform(raw: Any, handle: Any) -> Callable[[float, float, float, float], Box]:
+    """Maps a box in page space to fractions of the rendered page (top-left origin).
+
+    The page's rotation and boxes are PDFium's, as when it renders: three points are mapped
+    with ``FPDF_PageToDevice`` and the affine map between them is applied to every box.
+    """
+    import ctypes
+
+    def device(x: float, y: float) -> tuple[float, float]:
+        dx, dy = ctypes.c_int(), ctypes.c_int()
+        raw.FPDF_PageToDevice(
+            handle, 0, 0, _DEVICE, _DEVICE, 0, x, y, ctypes.byref(dx), ctypes.byref(dy)
+        )
+        return dx.value / _DEVICE, dy.value / _DEVICE
+
+    unit = 1000.0  # points; large enough that the integer device positions are precise
+    ox, oy = device(0.0, 0.0)
+    xx, xy = device(unit, 0.0)
+    yx, yy = device(0.0, unit)
+    ax, ay = (xx - ox) / unit, (xy - oy) / unit  # device change per point along page x
+    bx, by = (yx - ox) / unit, (yy - oy) / unit  # ... along page y
+
+    def box(x0: float, y0: float, x1: float, y1: float) -> Box:
+        corners = [(ox + ax * x + bx * y, oy + ay * x + by * y) for x in (x0, x1) for y in (y0, y1)]
+        xs = [c[0] for c in corners]
+        ys = [c[1] for c in corners]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    return box
 
 
 def pdf_page_count(data: bytes, *, source: str = "bytes") -> int:

@@ -519,7 +519,9 @@ def build_tiny_checkpoint(
     )
 
 
-def build_scripted_checkpoint(source: str | Path, target: str | Path, answer: str) -> Path:
+def build_scripted_checkpoint(
+    source: str | Path, target: str | Path, answer: str, *, loop: bool = False
+) -> Path:
     """Copy a tiny checkpoint and set its weights so that greedy decoding writes ``answer``.
 
     The result is a real checkpoint in the original format, loaded and run by the same code as
@@ -528,6 +530,11 @@ def build_scripted_checkpoint(source: str | Path, target: str | Path, answer: st
     embeddings and LM head lead from the prompt's last token through ``answer`` to ``<|end|>``.
     Under a JSON grammar, where the scripted token is often not allowed, the head prefers
     ``"`` and closing brackets, so constrained JSON finishes quickly (with empty strings).
+
+    With ``loop``, the last token of ``answer`` leads back to its first instead of ``<|end|>``:
+    the model writes ``answer`` again and again, the way small models fall into loops (tests of
+    the repetition check). Where a token is banned, the model falls back to ``"``, which it then
+    repeats.
 
     Tests use it where an answer must parse (charts, tables) without a trained model.
 
@@ -545,7 +552,9 @@ def build_scripted_checkpoint(source: str | Path, target: str | Path, answer: st
     source, target = Path(source), Path(target)
     shutil.copytree(source, target)
     tokenizer = H2OVLTokenizer.from_pretrained(target)
-    chain = [tokenizer.encode(ROLE_ANSWER)[-1], *tokenizer.encode(answer), tokenizer.eos_token_id]
+    answer_ids = tokenizer.encode(answer)
+    last = answer_ids[0] if loop else tokenizer.eos_token_id
+    chain = [tokenizer.encode(ROLE_ANSWER)[-1], *answer_ids, last]
     if len(set(chain[:-1])) != len(chain) - 1:
         raise ValueError(f"{answer!r} repeats a token ({chain}); a bigram model cannot write it")
     weights_file = target / "model.safetensors"

@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 from mississippi_tools.batch import (
     DEFAULT_MAX_PAGES,
+    DocumentItem,
     NamedSource,
     PageOutcome,
     PageSelection,
     aiter_outcomes,
+    iter_documents,
     iter_outcomes,
     iter_source_pages,
+    load_document,
     page_selection,
 )
 from mississippi_tools.engine.base import (
@@ -32,6 +35,7 @@ from mississippi_tools.engine.base import (
     GenerationRequest,
     SamplingParams,
 )
+from mississippi_tools.engine.repetition import DEFAULT_REPETITION_CHECK, RepetitionCheck
 from mississippi_tools.errors import InvalidInputError, MississippiError
 from mississippi_tools.images import (
     ImageInput,
@@ -40,6 +44,7 @@ from mississippi_tools.images import (
     count_pages,
     load_image,
 )
+from mississippi_tools.regions import Region, RegionInput, crop_image, parse_region
 from mississippi_tools.sources import SourcePolicy
 from mississippi_tools.tasks.base import RunSettings, TaskContext, TaskPlan, arun_plan, run_plan
 from mississippi_tools.tasks.catalogue import (
@@ -61,6 +66,7 @@ if TYPE_CHECKING:
     from mississippi_tools.tasks.ask import Answer
     from mississippi_tools.tasks.chart import ChartData
     from mississippi_tools.tasks.extract import ExtractionResult
+    from mississippi_tools.tasks.extract_document import DocumentExtractionResult, Strategy
     from mississippi_tools.tasks.html import HTMLResult
     from mississippi_tools.tasks.ocr import OCRFormat, OCRResult
     from mississippi_tools.tasks.table import TableData
@@ -73,6 +79,14 @@ class RunOptions(TypedDict, total=False):
 
     page: int | None
     """The page of a PDF or multi-page TIFF (1-based)."""
+    region: RegionInput | None
+    """Read only this part of the image: ``(x0, y0, x1, y1)`` in pixels of the image (a PDF page
+    as rendered), or fractions of it when all four are in 0..1; the crop is read at full tile
+    resolution (see :mod:`mississippi_tools.regions`)."""
+    repetition: RepetitionCheck | bool | None
+    """Catch answers that loop (default ``True``: :class:`RepetitionCheck` defaults): the engine
+    stops a loop, the task retries it once against loops, then raises ``RepetitionError``.
+    ``False``/``None``: a loop runs to ``max_new_tokens``."""
     max_tiles: int | None
     """H2OVL models: most 448-px tiles per image (a model option; see ``model_info.options``)."""
     options: Mapping[str, Any] | None
@@ -81,6 +95,39 @@ class RunOptions(TypedDict, total=False):
     """Most tokens to generate (default: the task's)."""
     timeout: float | None
     """Seconds before each request fails with ``DeadlineExceededError``."""
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The run settings of one task call, as given."""
+
+    max_tiles: int | None = None
+    max_new_tokens: int | None = None
+    timeout: float | None = None
+    options: Mapping[str, Any] | None = None
+    region_input: RegionInput | None = None
+    repetition: RepetitionCheck | bool | None = True
+    max_pages: int = DEFAULT_MAX_PAGES
+
+    @functools.cached_property
+    def region(self) -> Region | None:
+        """The region, checked."""
+        return parse_region(self.region_input)
+
+    def __post_init__(self) -> None:
+        parse_region(self.region_input)  # a bad region fails before any image is read
+
+
+def _repetition_check(value: RepetitionCheck | bool | None) -> RepetitionCheck | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_REPETITION_CHECK
+    if isinstance(value, RepetitionCheck):
+        return value
+    raise InvalidInputError(
+        f"repetition must be True, False, None or a RepetitionCheck, got {value!r}"
+    )
 
 
 @dataclass(frozen=True)
@@ -103,6 +150,10 @@ class Generation:
 
     def __str__(self) -> str:
         return self.text
+
+
+TaskImages = ImageInput | NamedSource | Sequence[ImageInput] | None
+"""What a task reads: one image (or a named input), several images, or none (text-only)."""
 
 
 class MississippiVLM:
@@ -296,11 +347,14 @@ class MississippiVLM:
 
     # -- images -------------------------------------------------------------------------------
 
-    def load_image(self, image: ImageInput, *, page: int | None = None) -> LoadedImage:
+    def load_image(
+        self, image: ImageInput | NamedSource, *, page: int | None = None
+    ) -> LoadedImage:
         """Decode one image (or one page) under this instance's policy and limits."""
-        return load_image(image, page=page, limits=self.limits, policy=self.policy)
+        data = image.data if isinstance(image, NamedSource) else image
+        return load_image(data, page=page, limits=self.limits, policy=self.policy)
 
-    def _images(self, images: ImageInput | Sequence[ImageInput] | None) -> list[LoadedImage]:
+    def _images(self, images: TaskImages) -> list[LoadedImage]:
         if images is None:
             return []
         if isinstance(images, list | tuple):
@@ -311,7 +365,7 @@ class MississippiVLM:
 
     def _generation_request(
         self,
-        images: ImageInput | Sequence[ImageInput] | None,
+        images: TaskImages,
         prompt: str,
         *,
         history: Sequence[tuple[str, str]],
@@ -350,7 +404,7 @@ class MississippiVLM:
 
     def generate(
         self,
-        images: ImageInput | Sequence[ImageInput] | None,
+        images: TaskImages,
         prompt: str,
         *,
         history: Sequence[tuple[str, str]] = (),
@@ -395,25 +449,19 @@ class MississippiVLM:
         )  # fmt: skip
         return _generation(self.engine.generate(request))
 
-    async def agenerate(
-        self, images: ImageInput | Sequence[ImageInput] | None, prompt: str, **kwargs: Any
-    ) -> Generation:
+    async def agenerate(self, images: TaskImages, prompt: str, **kwargs: Any) -> Generation:
         """Async twin of :meth:`generate` (same keyword arguments)."""
         request = await asyncio.to_thread(
             self._generation_request, images, prompt, **_generation_defaults(kwargs)
         )
         return _generation(await self.engine.agenerate(request))
 
-    def stream(
-        self, images: ImageInput | Sequence[ImageInput] | None, prompt: str, **kwargs: Any
-    ) -> Iterator[str]:
+    def stream(self, images: TaskImages, prompt: str, **kwargs: Any) -> Iterator[str]:
         """Yield the answer's text as it is generated (keyword arguments of :meth:`generate`)."""
         request = self._generation_request(images, prompt, **_generation_defaults(kwargs))
         return self.engine.stream(request)
 
-    async def astream(
-        self, images: ImageInput | Sequence[ImageInput] | None, prompt: str, **kwargs: Any
-    ) -> AsyncIterator[str]:
+    async def astream(self, images: TaskImages, prompt: str, **kwargs: Any) -> AsyncIterator[str]:
         """Async twin of :meth:`stream`."""
         request = await asyncio.to_thread(
             self._generation_request, images, prompt, **_generation_defaults(kwargs)
@@ -438,25 +486,51 @@ class MississippiVLM:
             self._task_context = TaskContext.for_engine(self.engine)
         return self._task_context
 
-    def _settings(
-        self,
-        max_tiles: int | None,
-        max_new_tokens: int | None,
-        timeout: float | None,
-        options: Mapping[str, Any] | None,
-    ) -> RunSettings:
-        merged = dict(options or {})
-        if max_tiles is not None:
-            merged.setdefault("max_tiles", max_tiles)
-        return RunSettings(max_new_tokens=max_new_tokens, timeout=timeout, options=merged)
+    def _settings(self, run: _Run) -> RunSettings:
+        merged = dict(run.options or {})
+        if run.max_tiles is not None:
+            merged.setdefault("max_tiles", run.max_tiles)
+        return RunSettings(
+            max_new_tokens=run.max_new_tokens,
+            timeout=run.timeout,
+            options=merged,
+            repetition=_repetition_check(run.repetition),
+        )
+
+    def _crop(self, images: list[LoadedImage], region: Region | None) -> list[LoadedImage]:
+        return images if region is None else [crop_image(image, region) for image in images]
+
+    def _document_images(
+        self, source: ImageInput | NamedSource, pages: PageSelection, run: _Run
+    ) -> list[LoadedImage]:
+        loaded = load_document(
+            source, pages, limits=self.limits, policy=self.policy, max_pages=run.max_pages
+        )
+        return self._crop(loaded, run.region)
 
     def _task_images(
         self,
         spec: TaskSpec[Any, Any],
-        images: ImageInput | Sequence[ImageInput] | None,
+        images: TaskImages,
         page: int | None,
+        pages: PageSelection,
+        run: _Run,
     ) -> list[LoadedImage]:
         several = isinstance(images, list | tuple)
+        if spec.images == "document":
+            if images is None or several:
+                given = "no input" if images is None else f"{len(images)} inputs"  # type: ignore[arg-type]
+                raise InvalidInputError(
+                    f"{spec.name} reads one document (its selected pages together), got {given}; "
+                    f"for several documents use {spec.name}_batch (or run_batch)"
+                )
+            selection = pages if pages is not None else page
+            return self._document_images(cast("ImageInput", images), selection, run)
+        if pages is not None:
+            raise InvalidInputError(
+                f"{spec.name} reads one page at a time; pass page=N, or read several pages with "
+                f"{spec.name}_batch (or run_batch) and pages={pages!r}"
+            )
         if spec.images == "one":
             if images is None or several:
                 given = "no image" if images is None else f"{len(images)} images"  # type: ignore[arg-type]
@@ -464,45 +538,45 @@ class MississippiVLM:
                     f"{spec.name} reads one image, got {given}; for several images or pages "
                     f"use {spec.name}_batch (or run_batch) with pages="
                 )
-            return [self.load_image(cast("ImageInput", images), page=page)]
-        if images is None:
-            return []
-        if several:
-            return [self.load_image(image) for image in cast("Sequence[ImageInput]", images)]
-        return [self.load_image(cast("ImageInput", images), page=page)]
+            loaded = [self.load_image(cast("ImageInput", images), page=page)]
+        elif images is None:
+            loaded = []
+        elif several:
+            loaded = [self.load_image(image) for image in cast("Sequence[ImageInput]", images)]
+        else:
+            loaded = [self.load_image(cast("ImageInput", images), page=page)]
+        return self._crop(loaded, run.region)
 
     def _plan(
         self,
         task: str,
-        images: ImageInput | Sequence[ImageInput] | None,
+        images: TaskImages,
         *,
         page: int | None = None,
+        pages: PageSelection = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
         max_tiles: int | None = None,
         max_new_tokens: int | None = None,
         timeout: float | None = None,
         options: Mapping[str, Any] | None = None,
+        region: RegionInput | None = None,
+        repetition: RepetitionCheck | bool | None = True,
         **arguments: Any,
     ) -> TaskPlan[Any]:
         """Check the task, its arguments and settings (cheap) before reading images (costly)."""
-        spec, ctx, args, settings = self._prepare_task(
-            task, arguments, max_tiles, max_new_tokens, timeout, options
-        )
-        return spec.plan(ctx, self._task_images(spec, images, page), args, settings)
+        run = _Run(max_tiles, max_new_tokens, timeout, options, region, repetition, max_pages)
+        spec, ctx, args, settings = self._prepare_task(task, arguments, run)
+        images_read = self._task_images(spec, images, page, pages, run)
+        return spec.plan(ctx, images_read, args, settings)
 
     def _prepare_task(
-        self,
-        task: str,
-        arguments: dict[str, Any],
-        max_tiles: int | None,
-        max_new_tokens: int | None,
-        timeout: float | None,
-        options: Mapping[str, Any] | None,
+        self, task: str, arguments: dict[str, Any], run: _Run
     ) -> tuple[TaskSpec[Any, Any], TaskContext, Any, RunSettings]:
         spec = get_task(task)
         ctx = self._context()
         check_supported(spec, ctx.info)
         args = spec.parse_arguments(arguments)
-        settings = self._settings(max_tiles, max_new_tokens, timeout, options)
+        settings = self._settings(run)
         if settings.max_new_tokens is not None:
             SamplingParams(max_new_tokens=settings.max_new_tokens)  # bounds checked here, early
         return spec, ctx, args, settings
@@ -510,27 +584,28 @@ class MississippiVLM:
     def run(
         self,
         task: str,
-        images: ImageInput | Sequence[ImageInput] | None,
+        images: TaskImages,
         **kwargs: Any,
     ) -> Any:
         """Run any task of the catalogue by name: ``vlm.run("ocr", "scan.png", format="markdown")``.
 
         Args:
             task: The task's name (:attr:`tasks` lists what this model can do).
-            images: The image (a list of images, or ``None``, for tasks that take several).
+            images: The image (a list of images, or ``None``, for tasks that take several; the
+                document, for tasks that read a document's pages together).
             kwargs: The task's own arguments, plus the run settings every task takes: ``page``
-                (of a PDF or multi-page TIFF), ``max_tiles``, ``options`` (model options),
-                ``max_new_tokens`` and ``timeout``.
+                (of a PDF or multi-page TIFF), ``region`` (read only that part of the image),
+                ``max_tiles``, ``options`` (model options), ``max_new_tokens``, ``timeout`` and
+                ``repetition``; for document tasks also ``pages`` and ``max_pages``.
 
         Raises:
             UnsupportedTaskError: The loaded model cannot do the task.
             InvalidInputError: An argument or an image is not usable.
+            RepetitionError: The model's answer looped, and looped again on the retry.
         """
         return run_plan(self.engine, self._plan(task, images, **kwargs))
 
-    async def arun(
-        self, task: str, images: ImageInput | Sequence[ImageInput] | None, **kwargs: Any
-    ) -> Any:
+    async def arun(self, task: str, images: TaskImages, **kwargs: Any) -> Any:
         """Async twin of :meth:`run`."""
         plan = await asyncio.to_thread(self._plan, task, images, **kwargs)
         return await arun_plan(self.engine, plan)
@@ -547,13 +622,17 @@ class MississippiVLM:
         max_new_tokens: int | None = None,
         timeout: float | None = None,
         options: Mapping[str, Any] | None = None,
+        region: RegionInput | None = None,
+        repetition: RepetitionCheck | bool | None = True,
         **arguments: Any,
     ) -> Iterator[PageOutcome[Any]]:
         """Run a task on every image and selected document page; yield each page's outcome.
 
         Outcomes come in input order, each as soon as it (and those before it) are done; a source
         that cannot be read, or a page that fails, yields an outcome with its error and the batch
-        goes on. The task, its arguments and settings are checked before any page is read.
+        goes on. The task, its arguments and settings are checked before any page is read. A
+        task that reads a document's pages together (``extract_document``) gives one outcome per
+        source (its ``page`` is ``None``).
 
         Args:
             task: The task's name.
@@ -566,19 +645,29 @@ class MississippiVLM:
             max_new_tokens: As in :meth:`run`.
             timeout: As in :meth:`run`.
             options: As in :meth:`run`.
+            region: As in :meth:`run`: the same region of every page.
+            repetition: As in :meth:`run`.
             arguments: The task's own arguments.
         """
-        spec, ctx, args, settings = self._prepare_task(
-            task, arguments, max_tiles, max_new_tokens, timeout, options
-        )
+        run = _Run(max_tiles, max_new_tokens, timeout, options, region, repetition, max_pages)
+        spec, ctx, args, settings = self._prepare_task(task, arguments, run)
+        limit = concurrency or self._concurrency()
+        if spec.images == "document":
+
+            def run_document(item: DocumentItem) -> Any:
+                images = self._document_images(item.source, pages, run)
+                return run_plan(self.engine, spec.plan(ctx, images, args, settings))
+
+            return iter_outcomes(run_document, iter_documents(sources), concurrency=limit)
 
         def run_one(image: LoadedImage) -> Any:
-            return run_plan(self.engine, spec.plan(ctx, [image], args, settings))
+            images = self._crop([image], run.region)
+            return run_plan(self.engine, spec.plan(ctx, images, args, settings))
 
         items = iter_source_pages(
             sources, pages, limits=self.limits, policy=self.policy, max_pages=max_pages
         )
-        return iter_outcomes(run_one, items, concurrency=concurrency or self._concurrency())
+        return iter_outcomes(run_one, items, concurrency=limit)
 
     async def aiter_batch(
         self,
@@ -592,23 +681,38 @@ class MississippiVLM:
         max_new_tokens: int | None = None,
         timeout: float | None = None,
         options: Mapping[str, Any] | None = None,
+        region: RegionInput | None = None,
+        repetition: RepetitionCheck | bool | None = True,
         **arguments: Any,
     ) -> AsyncIterator[PageOutcome[Any]]:
         """Async twin of :meth:`iter_batch`."""
+        run = _Run(max_tiles, max_new_tokens, timeout, options, region, repetition, max_pages)
         spec, ctx, args, settings = await asyncio.to_thread(
-            self._prepare_task, task, arguments, max_tiles, max_new_tokens, timeout, options
+            self._prepare_task, task, arguments, run
         )
+        limit = concurrency or self._concurrency()
+        if spec.images == "document":
+
+            async def run_document(item: DocumentItem) -> Any:
+                images = await asyncio.to_thread(self._document_images, item.source, pages, run)
+                plan = await asyncio.to_thread(spec.plan, ctx, images, args, settings)
+                return await arun_plan(self.engine, plan)
+
+            async for outcome in aiter_outcomes(
+                run_document, iter_documents(sources), concurrency=limit
+            ):
+                yield outcome
+            return
 
         async def run_one(image: LoadedImage) -> Any:
-            plan = await asyncio.to_thread(spec.plan, ctx, [image], args, settings)
+            images = await asyncio.to_thread(self._crop, [image], run.region)
+            plan = await asyncio.to_thread(spec.plan, ctx, images, args, settings)
             return await arun_plan(self.engine, plan)
 
         items = iter_source_pages(
             sources, pages, limits=self.limits, policy=self.policy, max_pages=max_pages
         )
-        async for outcome in aiter_outcomes(
-            run_one, items, concurrency=concurrency or self._concurrency()
-        ):
+        async for outcome in aiter_outcomes(run_one, items, concurrency=limit):
             yield outcome
 
     def run_batch(
@@ -711,8 +815,8 @@ class MississippiVLM:
             image: A path, bytes, base64, data URI, PIL image or URL (when allowed).
             format: ``"text"``, ``"markdown"`` (headings, lists, tables) or ``"lines"``.
             confidence: Add a per-line confidence from the model's token probabilities.
-            settings: ``page`` (PDFs, multi-page TIFFs), ``max_tiles``, ``options``,
-                ``max_new_tokens``, ``timeout``.
+            settings: ``page`` (PDFs, multi-page TIFFs), ``region`` (read only that part),
+                ``max_tiles``, ``options``, ``max_new_tokens``, ``timeout``, ``repetition``.
         """
         result: OCRResult = self.run("ocr", image, format=format, confidence=confidence, **settings)
         return result
@@ -729,7 +833,7 @@ class MississippiVLM:
 
     def ask(
         self,
-        images: ImageInput | Sequence[ImageInput] | None,
+        images: TaskImages,
         question: str,
         *,
         history: Sequence[tuple[str, str]] = (),
@@ -740,14 +844,80 @@ class MississippiVLM:
         return result
 
     def extract(
-        self, image: ImageInput, json_schema: SchemaInput, **kwargs: Any
+        self,
+        image: ImageInput,
+        json_schema: SchemaInput,
+        *,
+        pages: PageSelection = None,
+        **kwargs: Any,
     ) -> BaseModel | dict[str, Any]:
         """Extract data valid under ``json_schema`` (see :meth:`extract_result` for arguments).
+
+        With ``pages``, the selected pages of the document are read into one object (see
+        :meth:`extract_document`, which also says which page each value came from).
 
         Returns:
             An instance of the pydantic model, or a dict valid under the JSON Schema / template.
         """
+        if pages is not None:
+            return self.extract_document(image, json_schema, pages=pages, **kwargs).data
         return self.extract_result(image, json_schema, **kwargs).data
+
+    def extract_document(
+        self,
+        document: ImageInput,
+        json_schema: SchemaInput,
+        *,
+        pages: PageSelection = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
+        strategy: Strategy = "per_page",
+        instructions: str | None = None,
+        confidence: bool = False,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        **settings: Unpack[RunOptions],
+    ) -> DocumentExtractionResult:
+        """Fill one schema from several pages of a document, with the page of every value.
+
+        Args:
+            document: A PDF or multi-page TIFF (an image is one page).
+            json_schema: As for :meth:`extract_result`.
+            pages: Which pages (``"1-3"``, ``[1, 4]``; default all, at most ``max_pages``).
+            max_pages: Most pages read (0: no limit).
+            strategy: ``per_page`` (each page, then merged; the default), ``one_prompt`` (all
+                pages in one prompt, when they fit the context) or ``auto``; see
+                :mod:`mississippi_tools.tasks.extract_document`.
+            instructions: Extra guidance for the model.
+            confidence: Add per-field confidences.
+            max_retries: Retries with the validation error, for engines without grammars.
+            settings: ``region`` (the same region of every page), ``max_tiles``, ``options``,
+                ``max_new_tokens``, ``timeout``, ``repetition``.
+
+        Raises:
+            SchemaError: The schema uses a feature that cannot be guaranteed.
+            ExtractionError: No page gave valid data, or the merged data is not valid.
+        """
+        result: DocumentExtractionResult = self.run(
+            "extract_document",
+            document,
+            json_schema=json_schema,
+            pages=pages,
+            max_pages=max_pages,
+            strategy=strategy,
+            instructions=instructions,
+            confidence=confidence,
+            max_retries=max_retries,
+            **settings,
+        )
+        return result
+
+    async def aextract_document(
+        self, document: ImageInput, json_schema: SchemaInput, **kwargs: Any
+    ) -> DocumentExtractionResult:
+        """Async twin of :meth:`extract_document`."""
+        result: DocumentExtractionResult = await self.arun(
+            "extract_document", document, json_schema=json_schema, **kwargs
+        )
+        return result
 
     def extract_result(
         self,
@@ -768,7 +938,8 @@ class MississippiVLM:
             instructions: Extra guidance for the model, added to the prompt.
             confidence: Add per-field confidences from the model's token probabilities.
             max_retries: Retries with the validation error, for engines without grammars.
-            settings: ``page``, ``max_tiles``, ``options``, ``max_new_tokens``, ``timeout``.
+            settings: ``page``, ``region``, ``max_tiles``, ``options``, ``max_new_tokens``,
+                ``timeout``, ``repetition``.
 
         Raises:
             SchemaError: The schema uses a feature that cannot be guaranteed.
@@ -805,17 +976,22 @@ class MississippiVLM:
         result: TableData = await self.arun("read_table", image, **kwargs)
         return result
 
-    async def aask(
-        self, images: ImageInput | Sequence[ImageInput] | None, question: str, **kwargs: Any
-    ) -> Answer:
+    async def aask(self, images: TaskImages, question: str, **kwargs: Any) -> Answer:
         """Async twin of :meth:`ask`."""
         result: Answer = await self.arun("ask", images, question=question, **kwargs)
         return result
 
     async def aextract(
-        self, image: ImageInput, json_schema: SchemaInput, **kwargs: Any
+        self,
+        image: ImageInput,
+        json_schema: SchemaInput,
+        *,
+        pages: PageSelection = None,
+        **kwargs: Any,
     ) -> BaseModel | dict[str, Any]:
         """Async twin of :meth:`extract`."""
+        if pages is not None:
+            return (await self.aextract_document(image, json_schema, pages=pages, **kwargs)).data
         return (await self.aextract_result(image, json_schema, **kwargs)).data
 
     async def aextract_result(

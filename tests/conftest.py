@@ -76,6 +76,24 @@ def scripted_vlm(scripted_checkpoint: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def looping_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint scripted to write ``LOOPING_ANSWER`` again and again (a loop)."""
+    from mississippi_tools.testing import build_scripted_checkpoint
+    from tests.support import LOOPING_ANSWER
+
+    target = tmp_path_factory.mktemp("looping") / "looping-h2ovl"
+    return build_scripted_checkpoint(tiny_checkpoint, target, LOOPING_ANSWER, loop=True)
+
+
+@pytest.fixture(scope="session")
+def looping_backend(looping_checkpoint: Path):  # type: ignore[no-untyped-def]
+    """The looping checkpoint loaded on the CPU."""
+    from mississippi_tools.models.registry import load_backend
+
+    return load_backend(looping_checkpoint, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
 def tiny_vlm(tiny_backend):  # type: ignore[no-untyped-def]
     """A MississippiVLM over the tiny model, shared by the session (closed at the end)."""
     from mississippi_tools import MississippiVLM

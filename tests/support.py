@@ -19,6 +19,10 @@ SCRIPTED_ANSWER = '{"total": 5}'
 """What the scripted tiny model (fixture ``scripted_vlm``) writes for any unconstrained prompt."""
 
 
+LOOPING_ANSWER = "the cat "
+"""What the looping tiny model (fixture ``looping_backend``) writes again and again."""
+
+
 def wait_until(
     condition: Callable[[], object], *, timeout: float = 30.0, what: str = "the condition"
 ) -> None:

@@ -214,6 +214,7 @@ def _args(tool: Any, image: str) -> dict[str, Any]:
     extra = {
         "mississippi_ask": {"question": "?"},
         "mississippi_extract": {"json_schema": {"a": ""}},
+        "mississippi_extract_document": {"json_schema": {"a": ""}},
     }
     return {"image": image, **extra.get(tool.name, {})}
 

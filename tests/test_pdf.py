@@ -122,13 +122,13 @@ def test_iter_pages_renders_selected_pages_lazily(
     bad_inputs: Path, corpus: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rendered: list[int] = []
-    original = PDFDocument.render
+    original = PDFDocument.render_with_text
 
     def counting(self: PDFDocument, page: int, **options: int) -> object:
         rendered.append(page)
         return original(self, page, **options)
 
-    monkeypatch.setattr(PDFDocument, "render", counting)
+    monkeypatch.setattr(PDFDocument, "render_with_text", counting)
     pages = iter_pages(bad_inputs / "three_pages.pdf", pages="3,1", dpi=72)
     assert rendered == []
     first = next(pages)

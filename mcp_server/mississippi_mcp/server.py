@@ -47,13 +47,12 @@ from pydantic_core import PydanticUndefined
 from mississippi_mcp.settings import DEFAULT_LOAD_TIMEOUT, MCPSettings
 from mississippi_tools import MississippiVLM
 from mississippi_tools.agent_tools import (
-    IMAGE_DESCRIPTION,
-    PAGES_DESCRIPTION,
     PageArgument,
     ToolOutput,
     ToolSettings,
     acall_tool,
     check_call,
+    tool_arguments,
 )
 from mississippi_tools.errors import (
     AccessDeniedError,
@@ -492,8 +491,7 @@ class _Tools:
 
 
 def _tool_function(spec: TaskSpec[Any, Any], tools: _Tools) -> Callable[..., Any]:
-    """The tool's function, its signature built from the task's arguments model."""
-    fields = spec.arguments.model_fields
+    """The tool's function, its signature built from the agent tools' arguments model."""
 
     async def tool(**kwargs: Any) -> CallToolResult:
         ctx, roots = kwargs.pop("ctx"), kwargs.pop("roots", None)
@@ -502,21 +500,10 @@ def _tool_function(spec: TaskSpec[Any, Any], tools: _Tools) -> Callable[..., Any
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [
-        inspect.Parameter(
-            "image",
-            keyword,
-            annotation=Annotated[str, Field(min_length=1, description=IMAGE_DESCRIPTION)],
-        ),
         inspect.Parameter("ctx", keyword, annotation=ToolContext),
         inspect.Parameter("roots", keyword, annotation=RootsArg, default=None),
-        inspect.Parameter(
-            "pages",
-            keyword,
-            annotation=Annotated[PageArgument, Field(description=PAGES_DESCRIPTION)],
-            default=None,
-        ),
     ]
-    for name, info in fields.items():
+    for name, info in tool_arguments(spec).model_fields.items():
         default = (
             inspect.Parameter.empty
             if info.is_required()
@@ -529,6 +516,7 @@ def _tool_function(spec: TaskSpec[Any, Any], tools: _Tools) -> Callable[..., Any
                 name, keyword, annotation=Annotated[info.annotation, constraints], default=default
             )
         )
+    parameters.sort(key=lambda parameter: parameter.default is not inspect.Parameter.empty)
     returns = Annotated[CallToolResult, output_model(spec)]
     tool.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
     tool.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from mississippi_tools.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from mississippi_tools.engine.repetition import RepetitionCheck
     from mississippi_tools.images import LoadedImage
     from mississippi_tools.models.base import LogitsProcessor, ModelInfo
 
@@ -63,7 +64,10 @@ def _check_float(
         raise InvalidInputError(f"{name} must be in {bracket}{low:g}, {upper}, got {value!r}")
 
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "repetition"]
+"""Why generation ended: an end token or stop string (``stop``), ``max_new_tokens`` or the
+context (``length``), a cancel, or a loop caught by the request's
+:class:`~mississippi_tools.engine.repetition.RepetitionCheck` (``repetition``)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,9 @@ class GenerationRequest:
         logits_processors: Extra per-request processors (applied after the model's own).
         timeout: Seconds from submission after which the request fails with
             :class:`~mississippi_tools.errors.DeadlineExceededError`.
+        repetition: Watch the answer for loops and end it with ``finish_reason="repetition"``
+            (and ban repeated n-grams when the check says so); ``None`` (the default for raw
+            generation) leaves a loop to run to ``max_new_tokens``. Tasks turn it on.
         request_id: Identifies the request in errors, logs and metrics.
         max_tiles: Deprecated: ``options={"max_tiles": n}``.
         use_msac: Deprecated: ``options={"use_msac": b}``.
@@ -140,6 +147,7 @@ class GenerationRequest:
     logprobs: bool = False
     logits_processors: Sequence[LogitsProcessor] = ()
     timeout: float | None = None
+    repetition: RepetitionCheck | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     max_tiles: int | None = None
     use_msac: bool | None = None
@@ -177,7 +185,7 @@ class GenerationOutput:
         text: The answer text (special tokens skipped, cut at a stop string, stripped).
         token_ids: The new tokens, without the end token.
         finish_reason: ``stop`` (end token or stop string), ``length`` (max_new_tokens or the
-            context) or ``cancelled``.
+            context), ``cancelled``, or ``repetition`` (a loop; see :attr:`repetition`).
         prompt_tokens: Tokens in the prompt, image tokens included.
         tiles_per_image: Tiles fed to the vision encoder for each image.
         token_logprobs: Log-probability of each new token, when requested.
@@ -190,6 +198,7 @@ class GenerationOutput:
         model: The model's id.
         engine: ``local`` or ``remote``.
         request_id: The request's id.
+        repetition: How the answer looped, in words, when ``finish_reason`` is ``repetition``.
     """
 
     text: str
@@ -205,6 +214,7 @@ class GenerationOutput:
     model: str = ""
     engine: Literal["local", "remote"] = "local"
     request_id: str = ""
+    repetition: str | None = None
 
     @property
     def tiles(self) -> int:

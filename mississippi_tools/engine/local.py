@@ -37,6 +37,7 @@ from mississippi_tools.engine.base import (
 from mississippi_tools.engine.cache import CacheStats, TensorCache
 from mississippi_tools.engine.config import LocalEngineConfig
 from mississippi_tools.engine.detokenize import StreamingText
+from mississippi_tools.engine.repetition import RepetitionGuard
 from mississippi_tools.engine.runner import GenerateRunner, ModelRunner, Runner
 from mississippi_tools.engine.sampling import apply_repetition_penalty, sample_token
 from mississippi_tools.engine.scheduler import FCFSScheduler, Scheduler
@@ -73,6 +74,8 @@ class EngineMetrics:
     requests_failed: int = 0
     requests_cancelled: int = 0
     requests_expired: int = 0
+    requests_repetition: int = 0
+    """Requests ended because their answer looped (``finish_reason="repetition"``)."""
     prompt_tokens: int = 0
     generated_tokens: int = 0
     decode_steps: int = 0
@@ -157,6 +160,13 @@ class _Sequence:
         self.decode_started = 0.0
         self.timings: dict[str, float] = {"preprocess": preprocess_seconds}
         self.cache_hit = False
+        check = request.repetition
+        # A fixed number of tokens (ignore_eos, benchmarks) is generated whatever it holds.
+        self.guard = (
+            RepetitionGuard(check)
+            if check is not None and not request.sampling.ignore_eos
+            else None
+        )
 
     @property
     def cancelled(self) -> bool:
@@ -297,6 +307,17 @@ class LocalEngine(Engine):
                 raise EngineDeadError("the engine is shut down; create a new one")
             self.scheduler.add(sequence)
         return handle
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens ``request``'s prompt takes, image tokens included, without running it.
+
+        Raises:
+            InvalidInputError: The request cannot be prepared (bad options, placeholders ...).
+        """
+        prepared = self.backend.prepare(
+            request.prompt, request.images, history=request.history, options=request.options
+        )
+        return len(prepared.input_ids)
 
     def generate(self, request: GenerationRequest) -> GenerationOutput:
         """Run ``request`` and wait for its output."""
@@ -570,6 +591,8 @@ class LocalEngine(Engine):
         for processor in sequence.processors:
             logits = processor(sequence.generated, logits)
         apply_repetition_penalty(logits, sequence.generated, params.repetition_penalty)
+        if sequence.guard is not None:
+            sequence.guard.ban(logits)
         token = sample_token(logits, params, sequence.generator)
         if sequence.request.logprobs:
             sequence.logprobs.append(float(torch.log_softmax(logits, dim=-1)[token]))
@@ -593,6 +616,9 @@ class LocalEngine(Engine):
         )
         if hit_stop_string or (finished_grammar and not params.ignore_eos):
             self._finish(sequence, "stop")
+        elif sequence.guard is not None and sequence.guard.observe(token):
+            self.metrics.requests_repetition += 1
+            self._finish(sequence, "repetition")
         elif (
             len(sequence.generated) >= params.max_new_tokens
             or sequence.next_position + 1 >= self.backend.max_context
@@ -623,6 +649,7 @@ class LocalEngine(Engine):
             model=self.backend.model_id,
             engine="local",
             request_id=sequence.request_id,
+            repetition=sequence.guard.reason if reason == "repetition" and sequence.guard else None,
         )
         self.metrics.requests_finished += 1
         if not sequence.handle.future.done():

@@ -359,6 +359,8 @@ def _finish_reason(value: Any) -> FinishReason:
         return "length"
     if value in ("abort", "cancelled"):
         return "cancelled"
+    if value == "repetition":  # our server's extension: the answer looped
+        return "repetition"
     return "stop"
 
 

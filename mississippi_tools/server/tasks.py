@@ -9,7 +9,9 @@ the task's own arguments (the catalogue's names and descriptions, shared with ev
 ``page`` or ``pages``, ``max_tiles``, ``options`` and ``max_new_tokens``.
 
 Each answers with the task's typed result; with ``pages`` (a selection of a document's pages), with
-``{"pages": [{"page": ..., "result": ..., "error": ...}, ...]}``, one entry per page in order. The
+``{"pages": [{"page": ..., "result": ..., "error": ...}, ...]}``, one entry per page in order,
+except for tasks that read the selected pages together (``/v1/extract_document``): one result.
+``region`` zooms into part of the image first. The
 former routes ``/v1/chart`` and ``/v1/table`` stay as deprecated aliases. Tasks the served model
 cannot do are not routed.
 """
@@ -67,6 +69,9 @@ class TaskRequest(BaseModel):
     """Model options (``GET /v1/models`` lists the served model's)."""
     max_new_tokens: int | None = Field(default=None, ge=1)
     """Most tokens to generate (default: the task's)."""
+    region: list[float] | str | None = None
+    """Zoom into part of the image first: ``[x0, y0, x1, y1]`` (or ``"x0,y0,x1,y1"``) in pixels,
+    or as fractions of the width and height (all four between 0 and 1)."""
 
     @model_validator(mode="after")
     def _one_way_of_choosing_pages(self) -> TaskRequest:
@@ -222,6 +227,8 @@ def _settings(body: TaskRequest, state: ServiceState) -> dict[str, Any]:
     }
     if body.max_new_tokens is not None:
         settings["max_new_tokens"] = body.max_new_tokens
+    if body.region is not None:
+        settings["region"] = body.region
     return settings
 
 
@@ -287,12 +294,36 @@ async def _run_pages(
     return {"pages": entries}
 
 
+async def _run_document(
+    spec: TaskSpec[Any, Any],
+    vlm: MississippiVLM,
+    body: TaskRequest,
+    sources: Sequence[ImageSource],
+    state: ServiceState,
+) -> Any:
+    if len(sources) != 1:
+        raise InvalidInputError(f"{spec.name} reads one document; got {len(sources)} images")
+    data, name = await request_bytes(sources[0], state)
+    reader = vlm.with_policy(state.policy, limits=state.limits)
+    return await reader.arun(
+        spec.name,
+        NamedSource(name, data),
+        pages=body.pages if body.pages is not None else body.page,
+        max_pages=state.settings.max_pages,
+        **_settings(body, state),
+        **_arguments(spec, body),
+    )
+
+
 def _route(spec: TaskSpec[Any, Any], model: type[TaskRequest]) -> Any:
     async def handle(
         request: Request, vlm: Annotated[MississippiVLM, Depends(require_vlm)]
     ) -> Response:
         state = service_state(request)
         body, sources = await parse_task_body(request, model, state)
+        if spec.images == "document":  # the selected pages together: one result
+            result = await run_cancellable(request, _run_document(spec, vlm, body, sources, state))
+            return JSONResponse(result.model_dump(mode="json"))
         if body.pages is not None:
             answer = await run_cancellable(request, _run_pages(spec, vlm, body, sources, state))
             return JSONResponse(answer)
@@ -349,23 +380,20 @@ def build_router(specs: Sequence[TaskSpec[Any, Any]]) -> tuple[APIRouter, list[t
         model = request_model(spec)
         documented.append(model)
         handler = _route(spec, model)
+        one: dict[str, Any] = {"$ref": f"#/components/schemas/{spec.result.__name__}"}
+        shown: list[type[BaseModel]]
+        if spec.images == "document":  # the selected pages together: one result
+            answer, described, shown = one, f"The {spec.result.__name__}.", [spec.result]
+        else:
+            pages = pages_model(spec)
+            answer = {"anyOf": [one, {"$ref": f"#/components/schemas/{pages.__name__}"}]}
+            described = f"The {spec.result.__name__}; with pages, one entry per page."
+            shown = [spec.result, pages]
         responses = {
             **ERROR_RESPONSES,
-            200: {
-                "description": f"The {spec.result.__name__}; with pages, one entry per page.",
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "anyOf": [
-                                {"$ref": f"#/components/schemas/{spec.result.__name__}"},
-                                {"$ref": f"#/components/schemas/{pages_model(spec).__name__}"},
-                            ]
-                        }
-                    }
-                },
-            },
+            200: {"description": described, "content": {"application/json": {"schema": answer}}},
         }
-        documented.extend([spec.result, pages_model(spec)])
+        documented.extend(shown)
         for path, deprecated in (
             (spec.name, False),
             *((alias, True) for alias in spec.aliases),

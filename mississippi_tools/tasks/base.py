@@ -5,15 +5,35 @@ the :class:`~mississippi_tools.engine.base.GenerationOutput`, and either returns
 proposes the next request (a retry with the validation error, for JSON extraction). The plan does
 no I/O; :func:`run_plan` and :func:`arun_plan` drive it against an engine, so the sync and async
 task methods share every line of task logic.
+
+A step of a plan is one of three things:
+
+- a :class:`GenerationRequest`: the driver sends it and hands the output to ``handle``;
+- a :class:`RequestBatch`: several requests sent at once (they batch on the engine), whose outputs
+  (or, for a request that failed, its :class:`~mississippi_tools.errors.MississippiError`) go to
+  ``handle_batch`` in the same order (a document's pages, read together);
+- anything else is the result: the driver returns it. ``first_request`` may return the result at
+  once when no model is needed (a PDF page whose text layer answers OCR).
+
+Loops: tasks send their requests with a
+:class:`~mississippi_tools.engine.repetition.RepetitionCheck` (:attr:`RunSettings.repetition`),
+so the engine ends an answer that repeats itself with ``finish_reason="repetition"``.
+:func:`retry_against_repetition` is the policy every plan applies: one retry with
+``repetition_penalty`` :data:`REPETITION_RETRY_PENALTY` and no repeated
+:data:`REPETITION_RETRY_NGRAM`-token passages; when the retry loops too,
+:class:`~mississippi_tools.errors.RepetitionError`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, cast
 
 from mississippi_tools.engine.base import (
     Engine,
@@ -21,6 +41,8 @@ from mississippi_tools.engine.base import (
     GenerationRequest,
     SamplingParams,
 )
+from mississippi_tools.engine.repetition import DEFAULT_REPETITION_CHECK, RepetitionCheck
+from mississippi_tools.errors import MississippiError, RepetitionError
 from mississippi_tools.tasks.dialects import Dialect, dialect_for
 from mississippi_tools.tasks.results import ResultMetadata
 
@@ -31,7 +53,13 @@ if TYPE_CHECKING:
     from mississippi_tools.models.base import ModelInfo, TokenizerLike
 
 __all__ = [
+    "REPETITION_RETRY_NGRAM",
+    "REPETITION_RETRY_PENALTY",
+    "BatchOutputs",
+    "BatchPlan",
     "OneShotPlan",
+    "RequestBatch",
+    "ResultPlan",
     "RunSettings",
     "TaskContext",
     "TaskPlan",
@@ -39,8 +67,17 @@ __all__ = [
     "confidence_of_span",
     "line_confidences",
     "metadata_for",
+    "retry_against_repetition",
     "run_plan",
 ]
+
+REPETITION_RETRY_PENALTY: Final = 1.05
+"""The repetition penalty of the retry after a loop: a nudge (a larger one also penalizes the
+spaces, digits and words every page repeats); the n-gram ban does the real work."""
+
+REPETITION_RETRY_NGRAM: Final = 30
+"""The retry after a loop bans writing again any passage of this many tokens written before (the
+n-gram size DeepSeek-OCR uses against loops)."""
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -55,11 +92,14 @@ class RunSettings:
         timeout: Seconds before each request fails with ``DeadlineExceededError``.
         options: Model-specific options (``max_tiles`` ...), checked by the model; they win over
             the options a family's dialect asks for.
+        repetition: How the engine catches an answer that loops (``None``: it does not; the
+            answer then runs to ``max_new_tokens``).
     """
 
     max_new_tokens: int | None = None
     timeout: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    repetition: RepetitionCheck | None = DEFAULT_REPETITION_CHECK
 
 
 @dataclass(frozen=True)
@@ -70,11 +110,16 @@ class TaskContext:
         info: The model's family, options and limits.
         supports_grammar: Whether the engine constrains answers to a JSON schema.
         tokenizer: The model's tokenizer, when it runs in this process.
+        prompt_tokens: Counts the prompt tokens of a request (images included) without running
+            it, when the engine can (the model runs in this process); ``None`` otherwise.
+        engine: Which engine runs the model (for results no model produced).
     """
 
     info: ModelInfo
     supports_grammar: bool
     tokenizer: TokenizerLike | None = None
+    prompt_tokens: Callable[[GenerationRequest], int] | None = None
+    engine: Literal["local", "remote"] = "local"
 
     @classmethod
     def for_engine(cls, engine: Engine) -> TaskContext:
@@ -84,6 +129,8 @@ class TaskContext:
             info=engine.model_info,
             supports_grammar=engine.supports_grammar,
             tokenizer=getattr(backend, "tokenizer", None),
+            prompt_tokens=getattr(engine, "count_prompt_tokens", None),
+            engine=engine.name,
         )
 
     @property
@@ -124,36 +171,151 @@ class TaskContext:
             ),
             options=options,
             timeout=settings.timeout,
+            repetition=settings.repetition,
             **fields,
         )
 
 
-class TaskPlan(Protocol[T_co]):
-    """A task's conversation with the engine, free of I/O."""
+@dataclass(frozen=True)
+class RequestBatch:
+    """Several requests a plan sends at once; their outputs come back together, in order.
 
-    def first_request(self) -> GenerationRequest:
-        """The first request to send."""
+    Attributes:
+        requests: The requests (the engine batches them).
+    """
+
+    requests: tuple[GenerationRequest, ...]
+
+
+BatchOutputs = list[GenerationOutput | MississippiError]
+"""The outputs of a :class:`RequestBatch`, in order; a request that failed gives its error."""
+
+Step = GenerationRequest | RequestBatch
+
+
+class TaskPlan(Protocol[T_co]):
+    """A task's conversation with the engine, free of I/O (see the module docstring)."""
+
+    def first_request(self) -> T_co | GenerationRequest | RequestBatch:
+        """The first request to send, several at once, or the result when no model is needed."""
         ...
 
-    def handle(self, output: GenerationOutput) -> T_co | GenerationRequest:
-        """The result, or the next request to send."""
+    def handle(self, output: GenerationOutput) -> T_co | GenerationRequest | RequestBatch:
+        """The result, or the next request(s) to send."""
+        ...
+
+
+class BatchPlan(TaskPlan[T_co], Protocol[T_co]):
+    """A plan that sends :class:`RequestBatch` steps."""
+
+    def handle_batch(self, outputs: BatchOutputs) -> T_co | GenerationRequest | RequestBatch:
+        """The result, or the next request(s), from the outputs of a batch."""
         ...
 
 
 def run_plan(engine: Engine, plan: TaskPlan[T]) -> T:
-    """Drive ``plan`` with blocking calls."""
-    step: T | GenerationRequest = plan.first_request()
-    while isinstance(step, GenerationRequest):
-        step = plan.handle(engine.generate(step))
-    return step
+    """Drive ``plan`` with blocking calls (the requests of a batch from worker threads)."""
+    step: T | Step = plan.first_request()
+    while True:
+        if isinstance(step, GenerationRequest):
+            step = plan.handle(engine.generate(step))
+        elif isinstance(step, RequestBatch):
+            step = cast("BatchPlan[T]", plan).handle_batch(_generate_all(engine, step))
+        else:
+            return step
 
 
 async def arun_plan(engine: Engine, plan: TaskPlan[T]) -> T:
     """Drive ``plan`` without blocking the event loop."""
-    step: T | GenerationRequest = plan.first_request()
-    while isinstance(step, GenerationRequest):
-        step = plan.handle(await engine.agenerate(step))
-    return step
+    step: T | Step = plan.first_request()
+    while True:
+        if isinstance(step, GenerationRequest):
+            step = plan.handle(await engine.agenerate(step))
+        elif isinstance(step, RequestBatch):
+            step = cast("BatchPlan[T]", plan).handle_batch(await _agenerate_all(engine, step))
+        else:
+            return step
+
+
+_BATCH_THREADS = 8  # requests of one batch submitted at once from the blocking driver
+
+
+def _generate_one(
+    engine: Engine, request: GenerationRequest
+) -> GenerationOutput | MississippiError:
+    try:
+        return engine.generate(request)
+    except MississippiError as e:
+        return e
+
+
+def _generate_all(engine: Engine, batch: RequestBatch) -> BatchOutputs:
+    if len(batch.requests) == 1:
+        return [_generate_one(engine, batch.requests[0])]
+    workers = min(_BATCH_THREADS, len(batch.requests))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mississippi-plan") as pool:
+        return list(pool.map(lambda request: _generate_one(engine, request), batch.requests))
+
+
+async def _agenerate_all(engine: Engine, batch: RequestBatch) -> BatchOutputs:
+    import asyncio
+
+    async def one(request: GenerationRequest) -> GenerationOutput | MississippiError:
+        try:
+            return await engine.agenerate(request)
+        except MississippiError as e:
+            return e
+
+    return list(await asyncio.gather(*(one(request) for request in batch.requests)))
+
+
+def retry_against_repetition(
+    request: GenerationRequest,
+    output: GenerationOutput,
+    *,
+    attempts: int = 2,
+    errors: Sequence[str] = (),
+) -> GenerationRequest:
+    """The retry of ``request``, whose answer looped; or the error when it already was the retry.
+
+    The retry is the same request with ``repetition_penalty`` at least
+    :data:`REPETITION_RETRY_PENALTY` and the engine banning any repeat of a
+    :data:`REPETITION_RETRY_NGRAM`-token passage (a model that keeps trying to loop is stopped
+    again).
+
+    Args:
+        request: The request whose answer looped.
+        output: Its output.
+        attempts: Generations tried so far, for the error (this one included).
+        errors: Why the earlier attempts failed, for the error (default: two loops).
+
+    Raises:
+        RepetitionError: ``request`` was the retry: the model looped twice.
+    """
+    check = request.repetition or DEFAULT_REPETITION_CHECK
+    tokens = len(output.token_ids)
+    if check.no_repeat_ngram:
+        how = f" ({output.repetition})" if output.repetition else ""
+        raise RepetitionError(
+            f"the model's answer fell into a loop{how} after {tokens} tokens, again on the retry "
+            f"with repetition_penalty={request.sampling.repetition_penalty:g} and no repeated "
+            f"{check.no_repeat_ngram}-token passages; read a smaller region of the image "
+            "(region=...), use more tiles (max_tiles), or turn the check off (repetition=None) "
+            "to get the looping text",
+            raw_text=output.raw_text or output.text,
+            errors=list(errors) or [f"the answer looped after {tokens} tokens"] * 2,
+            attempts=attempts,
+        )
+    sampling = dataclasses.replace(
+        request.sampling,
+        repetition_penalty=max(request.sampling.repetition_penalty, REPETITION_RETRY_PENALTY),
+    )
+    return dataclasses.replace(
+        request,
+        sampling=sampling,
+        repetition=dataclasses.replace(check, no_repeat_ngram=REPETITION_RETRY_NGRAM),
+        request_id=uuid.uuid4().hex[:16],
+    )
 
 
 def metadata_for(
@@ -163,7 +325,7 @@ def metadata_for(
     attempts: int = 1,
     extra_timings: dict[str, float] | None = None,
 ) -> ResultMetadata:
-    """The result metadata of ``output`` (source and page from the first image)."""
+    """The result metadata of ``output`` (source, page and region from the first image)."""
     first = images[0] if images else None
     timings = {k: max(0.0, v) for k, v in output.timings.items()}
     timings.update(extra_timings or {})
@@ -179,6 +341,7 @@ def metadata_for(
         cache_hit=output.cache_hit,
         finish_reason=output.finish_reason,
         attempts=attempts,
+        region=list(first.region) if first and first.region else None,
     )
 
 
@@ -195,19 +358,46 @@ class OneShotPlan(Generic[T]):
     request: GenerationRequest
     images: Sequence[LoadedImage]
     parse: Callable[[GenerationOutput, ResultMetadata], T]
-    _meta: ResultMetadata | None = field(default=None, init=False)
+    _attempts: int = field(default=0, init=False)
 
     def first_request(self) -> GenerationRequest:
-        """The task's single request."""
+        """The task's request."""
         return self.request
 
-    def handle(self, output: GenerationOutput) -> T:
-        """Parse the output; the parse time is added to the metadata."""
+    def handle(self, output: GenerationOutput) -> T | GenerationRequest:
+        """Parse the output (the parse time is added to the metadata), or retry a loop once.
+
+        Raises:
+            RepetitionError: The answer looped, and looped again on the retry.
+        """
+        self._attempts += 1
+        if output.finish_reason == "repetition":
+            self.request = retry_against_repetition(self.request, output)
+            return self.request
         started = time.perf_counter()
-        meta = metadata_for(output, self.images)
+        meta = metadata_for(output, self.images, attempts=self._attempts)
         result = self.parse(output, meta)
         meta.timings["parse"] = time.perf_counter() - started
         return result
+
+
+@dataclass(frozen=True)
+class ResultPlan(Generic[T]):
+    """A plan whose result is known without the model (a PDF page's text layer for OCR).
+
+    Attributes:
+        result: The result; :meth:`first_request` returns it, so no request is sent.
+    """
+
+    result: T
+
+    def first_request(self) -> T:
+        """The result itself."""
+        return self.result
+
+    def handle(self, output: GenerationOutput) -> T:
+        """Never called: no request was sent."""
+        raise RuntimeError("a ResultPlan sends no request, so it has no output to handle")
 
 
 def confidence_of_span(

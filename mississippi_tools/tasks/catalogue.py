@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from mississippi_tools.errors import InvalidInputError, MississippiError, UnsupportedTaskError
-from mississippi_tools.tasks.dialects import dialect_for, known_dialects
+from mississippi_tools.tasks.dialects import BUILT_ON, dialect_for, known_dialects
 from mississippi_tools.tasks.results import TaskResult
 
 if TYPE_CHECKING:
@@ -46,8 +46,10 @@ __all__ = [
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=TaskResult)
 
-ImageArity = Literal["one", "many"]
-"""``one``: the task reads one image (or page); ``many``: any number, none included (``ask``)."""
+ImageArity = Literal["one", "many", "document"]
+"""``one``: the task reads one image (or page); ``many``: any number, none included (``ask``);
+``document``: the selected pages of one document together (``extract_document``; surfaces pass
+the whole page selection to one call, and a batch gives one result per document)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +113,7 @@ BUILTIN_TASKS: tuple[str, ...] = (
     "mississippi_tools.tasks.chart:SPEC",
     "mississippi_tools.tasks.table:SPEC",
     "mississippi_tools.tasks.extract:SPEC",
+    "mississippi_tools.tasks.extract_document:SPEC",
     "mississippi_tools.tasks.ask:SPEC",
     "mississippi_tools.tasks.html:SPEC",
 )
@@ -190,7 +193,7 @@ def supporting_models(spec: TaskSpec[Any, Any]) -> list[str]:
             continue
         if spec.families is not None and family not in spec.families:
             continue
-        if dialect.tasks is not None and spec.name not in dialect.tasks:
+        if dialect.tasks is not None and not {spec.name, BUILT_ON.get(spec.name)} & dialect.tasks:
             continue
         known = [hub_id for hub_id, f in KNOWN_MODELS.items() if f == family]
         names.extend(known or [f"{family} models"])

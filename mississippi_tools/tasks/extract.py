@@ -18,6 +18,17 @@ template (:func:`~mississippi_tools.schema.render_template`).
 
 When every attempt fails, :class:`~mississippi_tools.errors.ExtractionError` carries the last raw
 text, one error line per attempt and the number of attempts.
+
+**Schema echo.** Small models sometimes answer with the template itself: its example values
+(``""``, ``0``, ``false``, ``"open|closed"``, or a caller's sample values) instead of the
+image's. Such an answer is valid JSON, so validation cannot catch it: :func:`is_schema_echo`
+does (the whole answer equals the template, and the template says something: two or more values,
+or a non-empty string). It is retried once with a prompt that names the mistake; an echo again
+is returned with :attr:`ExtractionResult.echo` set, since it may also be a page that holds
+none of the fields.
+
+**Loops.** An answer that loops is retried once against loops, then
+:class:`~mississippi_tools.errors.RepetitionError` (see :mod:`mississippi_tools.tasks.base`).
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from mississippi_tools.engine.base import (
     GenerationRequest,
     SamplingParams,
 )
+from mississippi_tools.engine.repetition import DEFAULT_REPETITION_CHECK, RepetitionCheck
 from mississippi_tools.errors import ExtractionError
 from mississippi_tools.parsing import JSONRepairError, parse_json_lenient
 from mississippi_tools.schema import (
@@ -62,6 +74,7 @@ from mississippi_tools.tasks.base import (
     TaskContext,
     arun_plan,
     metadata_for,
+    retry_against_repetition,
     run_plan,
 )
 from mississippi_tools.tasks.catalogue import TaskSpec
@@ -79,8 +92,10 @@ __all__ = [
     "ExtractionPlan",
     "ExtractionResult",
     "arun_extraction",
+    "build_echo_prompt",
     "build_extract_prompt",
     "build_retry_prompt",
+    "is_schema_echo",
     "render_extraction",
     "run_extraction",
 ]
@@ -119,6 +134,9 @@ class ExtractionResult(TaskResult):
     (``/items/0/price``); the weakest token of the value. Not a calibrated accuracy."""
     errors: list[str] = Field(default_factory=list)
     """Why the earlier attempts failed (empty when the first one succeeded)."""
+    echo: bool = False
+    """The answer repeats the template's example values, even after a retry: most likely none
+    of the fields is in the image; treat the values as not found."""
     output: SkipJsonSchema[SkipValidation[GenerationOutput]] = Field(exclude=True, repr=False)
     """The engine's output of the successful attempt (token ids, log-probabilities, timings);
     kept out of dumps and JSON Schemas."""
@@ -178,6 +196,52 @@ def build_retry_prompt(
     )
 
 
+def build_echo_prompt(
+    schema: NormalizedSchema | SchemaInput, instructions: str | None = None
+) -> str:
+    """The prompt of a retry after a schema echo: the extraction prompt and what went wrong."""
+    return (
+        f"{build_extract_prompt(schema, instructions)}\n"
+        "Your previous answer repeated the example values of this template instead of reading "
+        "the values from the image. Read each value from the image; write null for a value the "
+        "image does not show."
+    )
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """JSON equality: ``false`` is not ``0``, ``1`` is ``1.0``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def is_schema_echo(value: Any, template: Any) -> bool:
+    """Whether ``value`` is the template itself, and the template holds enough to tell.
+
+    A template of one empty or zero value (``{"total": 0}``) is not enough: the image may say 0.
+    """
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if not _same_json(value, template):
+        return False
+    leaves = _leaves(template)
+    return len(leaves) >= 2 or any(isinstance(leaf, str) and leaf for leaf in leaves)
+
+
 class ExtractionPlan:
     """The extraction's requests and retries, free of I/O (sync and async callers share it).
 
@@ -196,6 +260,8 @@ class ExtractionPlan:
         timeout: Seconds before each request fails.
         sampling: Decoding parameters (default: greedy).
         tokenizer: Decodes tokens for the confidences when the engine gives no token texts.
+        repetition: How the engine catches an answer that loops (``None``: not at all); a loop
+            is retried once against loops, then :class:`~mississippi_tools.errors.RepetitionError`.
 
     Raises:
         SchemaError: The schema uses a feature that cannot be guaranteed.
@@ -220,6 +286,7 @@ class ExtractionPlan:
         timeout: float | None = None,
         sampling: SamplingParams | None = None,
         tokenizer: TokenizerLike | None = None,
+        repetition: RepetitionCheck | None = DEFAULT_REPETITION_CHECK,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -238,8 +305,11 @@ class ExtractionPlan:
         elif max_new_tokens is not None:
             sampling = dataclasses.replace(sampling, max_new_tokens=max_new_tokens)
         self.sampling = sampling
+        self.repetition = repetition
         self.attempts = 0
         self.errors: list[str] = []
+        self._last: GenerationRequest | None = None
+        self._echo_retried = False
 
     @classmethod
     def for_engine(
@@ -265,10 +335,17 @@ class ExtractionPlan:
         Raises:
             ExtractionError: The answer was cut by ``max_new_tokens`` (no retry: the same budget
                 would cut it again), or the last allowed attempt was invalid too.
+            RepetitionError: The answer looped, and looped again on the retry against loops.
         """
         self.attempts += 1
         started = time.perf_counter()
         text = output.text
+        if output.finish_reason == "repetition" and self._last is not None:
+            self.errors.append(f"the answer fell into a loop after {len(output.token_ids)} tokens")
+            self._last = retry_against_repetition(
+                self._last, output, attempts=self.attempts, errors=self.errors
+            )
+            return self._last
         if output.finish_reason != "stop":
             reason = (
                 "the generation was cancelled"
@@ -288,7 +365,12 @@ class ExtractionPlan:
         except ExtractionError as e:
             problems = e.errors
         else:
-            return self._result(value, output, time.perf_counter() - started)
+            echo = is_schema_echo(_parse(text), self.schema.template)
+            if echo and not self._echo_retried:
+                self._echo_retried = True
+                self.errors.append("the answer repeated the template's example values")
+                return self._request(build_echo_prompt(self.schema, self.instructions))
+            return self._result(value, output, time.perf_counter() - started, echo=echo)
         self.errors.append("; ".join(problems))
         if self.attempts > self.max_retries:
             mode = " despite the grammar constraint" if self.constrained else ""
@@ -298,7 +380,7 @@ class ExtractionPlan:
     # -- internals ----------------------------------------------------------------------------
 
     def _request(self, prompt: str) -> GenerationRequest:
-        return GenerationRequest(
+        self._last = GenerationRequest(
             prompt=self.rephrase(prompt),
             images=self.images,
             sampling=self.sampling,
@@ -306,10 +388,12 @@ class ExtractionPlan:
             json_schema=self.schema.json_schema if self.constrained else None,
             logprobs=self.confidence,
             timeout=self.timeout,
+            repetition=self.repetition,
         )
+        return self._last
 
     def _result(
-        self, value: Any, output: GenerationOutput, parse_seconds: float
+        self, value: Any, output: GenerationOutput, parse_seconds: float, *, echo: bool = False
     ) -> ExtractionResult:
         confidence = None
         if self.confidence and output.token_logprobs is not None:
@@ -331,6 +415,7 @@ class ExtractionPlan:
             raw_text=output.text,
             confidence=confidence,
             errors=list(self.errors),
+            echo=echo,
             output=output,
             meta=meta,
         )
@@ -442,6 +527,7 @@ def plan_extract(
         max_retries=args.max_retries,
         timeout=settings.timeout,
         tokenizer=ctx.tokenizer,
+        repetition=settings.repetition,
     )
 
 

@@ -4,12 +4,21 @@
 the image." (``lines`` differs only in how the result is presented: the same text, with per-line
 confidences when the engine computed them). ``markdown`` asks for Markdown. As in the
 original model's OCR mode, runs of spaces in the answer are collapsed to one.
+
+PDF pages that carry their own text need no model: with ``text_layer="auto"`` (the default) a
+page whose embedded text passes :meth:`~mississippi_tools.text_layer.TextLayer.problem` (enough
+characters, no glyph-less fonts, mapped characters, not an invisible OCR layer with garbage) is
+answered from that text, in the layer's reading order, through the same parser as the model's
+answer; its metadata says ``origin="text_layer"``. Other pages, and images, go to the model.
+``"never"`` always asks the model; ``"only"`` never does, and fails for a page without a usable
+layer. With a ``region``, only the text inside it counts.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
@@ -18,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mississippi_tools.errors import InvalidInputError
 from mississippi_tools.tasks.base import (
     OneShotPlan,
+    ResultPlan,
     RunSettings,
     TaskContext,
     TaskPlan,
@@ -38,6 +48,7 @@ __all__ = [
     "OCRFormat",
     "OCRLine",
     "OCRResult",
+    "TextLayerMode",
     "build_ocr_prompt",
     "collapse_spaces",
     "parse_ocr_output",
@@ -55,6 +66,10 @@ OCR_MARKDOWN_PROMPT: Final = (
     "Keep the reading order, headings, lists and tables; write tables as Markdown tables."
 )
 """The OCR instruction for ``markdown``."""
+
+TextLayerMode = Literal["auto", "never", "only"]
+"""For PDF pages: use a usable embedded text layer instead of the model (``auto``), never use it
+(``never``), or use only it, never the model (``only``)."""
 
 _FORMATS: Final = frozenset(get_args(OCRFormat))
 _FENCE_OPEN_RE: Final = re.compile(r"[ \t]*(?:`{3,}|~{3,})[ \t]*(?:markdown|md|text|txt)?[ \t]*")
@@ -240,12 +255,30 @@ class OCRArguments(BaseModel):
         default=False,
         description="Also give each line the model's confidence (its weakest token probability).",
     )
+    text_layer: TextLayerMode = Field(
+        default="auto",
+        description=(
+            "PDF pages only. 'auto' (the default): a page that carries usable text of its own "
+            "(enough characters, real fonts, not an invisible OCR layer with garbage) returns "
+            "that text at once without running the model; other pages are read by the model. "
+            "'never': always read with the model. 'only': return the embedded text, never run "
+            "the model, and fail for a page without usable text."
+        ),
+    )
 
 
 def plan_ocr(
     ctx: TaskContext, images: list[LoadedImage], args: OCRArguments, settings: RunSettings
 ) -> TaskPlan[OCRResult]:
-    """One request in the model's OCR mode; the answer parsed into text and lines."""
+    """The page's text layer when it answers; else one request in the model's OCR mode.
+
+    Raises:
+        InvalidInputError: ``text_layer="only"`` and the image has no usable text layer.
+    """
+    if args.text_layer != "never":
+        answered = _from_text_layer(ctx, images[0], args)
+        if answered is not None:
+            return ResultPlan(answered)
     request = ctx.request(
         "ocr",
         build_ocr_prompt(args.format),
@@ -261,6 +294,33 @@ def plan_ocr(
         return parse_ocr_output(raw, args.format, line_confidences(output, raw), meta)
 
     return OneShotPlan(request, images, parse)
+
+
+def _from_text_layer(ctx: TaskContext, image: LoadedImage, args: OCRArguments) -> OCRResult | None:
+    """The page's embedded text as the result, when usable (``None``: ask the model)."""
+    started = time.perf_counter()
+    layer = image.text_layer
+    problem = "it is not a PDF page" if layer is None else layer.problem()
+    if problem is not None:
+        if args.text_layer == "only":
+            where = image.source if image.page is None else f"{image.source}, page {image.page}"
+            raise InvalidInputError(
+                f"{where} has no usable text layer: {problem}; use text_layer='auto' to read "
+                "such pages with the model"
+            )
+        return None
+    assert layer is not None
+    meta = ResultMetadata(
+        model=ctx.info.model_id,
+        engine=ctx.engine,
+        source=image.source,
+        page=image.page,
+        region=list(image.region) if image.region else None,
+        origin="text_layer",
+    )
+    result = parse_ocr_output(layer.clean_text, args.format, None, meta)
+    meta.timings["parse"] = time.perf_counter() - started
+    return result
 
 
 def render_ocr(result: OCRResult) -> str:

@@ -12,10 +12,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FinishReason", "ResultMetadata", "TaskResult", "cut_note"]
+__all__ = ["FinishReason", "Origin", "ResultMetadata", "TaskResult", "cut_note"]
 
-FinishReason = Literal["stop", "length", "cancelled"]
-"""Why generation ended: an end token (``stop``), ``max_new_tokens`` (``length``), or a cancel."""
+FinishReason = Literal["stop", "length", "cancelled", "repetition"]
+"""Why generation ended: an end token (``stop``), ``max_new_tokens`` (``length``), a cancel, or
+a loop the engine caught (``repetition``; tasks retry it once, then raise ``RepetitionError``)."""
+
+Origin = Literal["model", "text_layer"]
+"""Who answered: the ``model``, or a PDF page's embedded ``text_layer`` (no model ran)."""
 
 
 class ResultMetadata(BaseModel):
@@ -39,6 +43,12 @@ class ResultMetadata(BaseModel):
     """Short description of the image source (file name, ``bytes``, URL), when known."""
     page: int | None = None
     """Page of a multi-page source (PDF) the image came from, when it came from one."""
+    region: list[int] | None = None
+    """The part of the image (or page) that was read, ``[x0, y0, x1, y1]`` in pixels of the
+    whole image, when a region was asked for; ``null`` when the whole image was read."""
+    origin: Origin = "model"
+    """``text_layer`` when the answer is a PDF page's embedded text (no model ran; ``model``,
+    ``tiles`` and the token counts then describe no generation), else ``model``."""
     tiles: int = Field(default=0, ge=0)
     """Image tiles fed to the vision encoder, thumbnail included."""
     prompt_tokens: int = Field(default=0, ge=0)

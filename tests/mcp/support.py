@@ -36,12 +36,13 @@ def tool_calls(image: str) -> list[tuple[str, dict[str, Any]]]:
         ("read_chart", {"image": image}),
         ("read_table", {"image": image}),
         ("extract", {"image": image, "json_schema": BOOLEAN_SCHEMA, "confidence": True}),
+        ("extract_document", {"image": image, "json_schema": BOOLEAN_SCHEMA}),
         ("ask", {"image": image, "question": "What is written?"}),
     ]
 
 
 #: The tools of a server over an H2OVL model, in order.
-TOOL_NAMES = ("ocr", "read_chart", "read_table", "extract", "ask")
+TOOL_NAMES = ("ocr", "read_chart", "read_table", "extract", "extract_document", "ask")
 
 
 def result_of(structured: dict[str, Any]) -> dict[str, Any]:

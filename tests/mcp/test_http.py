@@ -186,7 +186,7 @@ async def test_a_client_disconnecting_mid_call_leaves_the_server_serving(ready: 
                 scope.cancel()  # drop the connection in the middle of the call
         assert scope.cancelled_caught
         async with connect(ready) as client:
-            assert len((await client.list_tools()).tools) == 5
+            assert len((await client.list_tools()).tools) == len(TOOL_NAMES)
             after = await client.call_tool("ask", {"image": "page.png", "question": "?"})
     assert not after.is_error, text_of(after)
     assert ready.process.poll() is None
@@ -209,7 +209,7 @@ async def test_several_clients_at_once(ready: HTTPServer) -> None:
 
     async def one(index: int) -> None:
         async with connect(ready) as client:
-            assert len((await client.list_tools()).tools) == 5
+            assert len((await client.list_tools()).tools) == len(TOOL_NAMES)
             # Read and checked, then refused before any generation (page 2 of a 1-page image).
             answers.append(
                 await client.call_tool("read_chart", {"image": "page.png", "pages": 2 + index})

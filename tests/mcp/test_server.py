@@ -20,6 +20,7 @@ from mississippi_tools.errors import ModelNotFoundError
 from mississippi_tools.vlm import MississippiVLM
 from tests.mcp.conftest import make_server
 from tests.mcp.support import (
+    BOOLEAN_SCHEMA,
     FAST_SETTINGS,
     TOOL_NAMES,
     check_error,
@@ -48,7 +49,7 @@ async def tools_by_name(client: Client) -> dict[str, types.Tool]:
     return {tool.name: tool for tool in (await client.list_tools()).tools}
 
 
-async def test_lists_five_described_read_only_tools(scripted_vlm: MississippiVLM) -> None:
+async def test_lists_one_described_read_only_tool_per_task(scripted_vlm: MississippiVLM) -> None:
     async with Client(make_server(scripted_vlm)) as client:
         tools = await tools_by_name(client)
     assert tuple(tools) == TOOL_NAMES
@@ -204,7 +205,7 @@ async def test_listing_answers_while_the_model_loads_and_calls_wait_with_progres
         tools = await client.list_tools()
         listed = time.perf_counter() - started
         assert holder.state == "loading"
-        assert len(tools.tools) == 5
+        assert len(tools.tools) == len(TOOL_NAMES)
 
         async def call() -> None:
             result.append(
@@ -269,7 +270,7 @@ async def test_a_failed_load_is_reported_by_every_call(images: Path) -> None:
         tools = await client.list_tools()
     for result in (first, second):
         check_error(result, "model_not_found", "nope/model", "restart the server")
-    assert holder.state == "failed" and len(tools.tools) == 5
+    assert holder.state == "failed" and len(tools.tools) == len(TOOL_NAMES)
 
 
 async def test_waiting_for_the_load_gives_up_after_the_timeout(
@@ -332,3 +333,19 @@ def test_closing_the_holder_releases_the_model(scripted_vlm: MississippiVLM) -> 
     assert closed == [True]
     holder.start()  # no restart after close
     assert holder.state == "closed"
+
+
+async def test_region_and_document_tools(scripted_vlm: MississippiVLM) -> None:
+    async with Client(make_server(scripted_vlm, allow_dirs=[PDF.parent])) as client:
+        tools = await tools_by_name(client)
+        zoomed = await client.call_tool(
+            "ocr", {"image": PDF.name, "pages": 1, "region": "0,0,0.5,0.5"}
+        )
+        document = await client.call_tool(
+            "extract_document",
+            {"image": PDF.name, "pages": "1-2", "json_schema": BOOLEAN_SCHEMA},
+        )
+    assert "region" in tools["ocr"].input_schema["properties"]
+    assert result_of(check_structured(zoomed, tools["ocr"]))["meta"]["region"] is not None
+    merged = result_of(check_structured(document, tools["extract_document"]))
+    assert merged["pages"] == [1, 2] and set(merged["data"]) == {"ok"}

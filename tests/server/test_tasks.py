@@ -238,3 +238,32 @@ def test_pages_give_one_entry_per_page_and_the_former_schema_name_still_works(
     )
     assert former.status_code in (200, 422), former.text
     assert former.json().get("error", {}).get("code") != "invalid_request"
+
+
+def test_a_document_task_reads_the_selected_pages_into_one_result(live: LiveServer) -> None:
+    from tests.server.live import PDF_BYTES
+
+    pdf = base64.b64encode(PDF_BYTES).decode()
+    body = {"image": pdf, "pages": "2-3", "json_schema": {"ok": False}, "max_new_tokens": 24}
+    response = _post(live, "/v1/extract_document", json={**body, "max_tiles": 1})
+    assert response.status_code in (200, 422), response.text
+    if response.status_code == 200:  # the tiny model may fail to fill the schema: a typed 422
+        result = response.json()
+        assert result["pages"] == [2, 3] and set(result["data"]) == {"ok"}
+        assert set(result["provenance"]) <= {"/ok"}
+    else:
+        assert response.json()["error"]["code"] in ("extraction_failed", "repetition")
+    document = httpx.get(f"{live.url}/openapi.json").json()
+    operation = document["paths"]["/v1/extract_document"]["post"]
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/DocumentExtractionResult"}
+
+
+def test_region_zooms_into_part_of_the_image(live: LiveServer) -> None:
+    body = {"image": data_uri(IMAGE), "max_new_tokens": 2, "max_tiles": 1}
+    zoomed = _post(live, "/v1/ocr", json={**body, "region": [0, 0, 0.5, 0.5]})
+    assert zoomed.status_code == 200, zoomed.text
+    assert zoomed.json()["meta"]["region"] == [0, 0, 32, 32]
+    outside = _post(live, "/v1/ocr", json={**body, "region": "0,0,900,900"})
+    assert outside.status_code == 400, outside.text
+    assert "region" in outside.json()["error"]["message"]

@@ -50,6 +50,8 @@ def test_metadata_defaults() -> None:
         "engine": "remote",
         "source": None,
         "page": None,
+        "region": None,
+        "origin": "model",
         "tiles": 0,
         "prompt_tokens": 0,
         "new_tokens": 0,

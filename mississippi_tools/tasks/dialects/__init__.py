@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["DIALECTS", "Dialect", "dialect_for", "register_dialect"]
 
 
+BUILT_ON: dict[str, str] = {"extract_document": "extract"}
+"""Tasks that send another task's requests, and that task: a family that does one does both."""
+
+
 class Dialect:
     """How one family is asked each task (the default: the task's instruction, as it is).
 
@@ -38,8 +42,16 @@ class Dialect:
     instruction_tuned_models: ClassVar[tuple[str, ...]] = ()
 
     def supports(self, task: str, info: ModelInfo) -> str | None:
-        """``None`` when ``info``'s model can do ``task``, else a sentence saying why not."""
-        if self.tasks is not None and task not in self.tasks:
+        """``None`` when ``info``'s model can do ``task``, else a sentence saying why not.
+
+        A task made of another's requests (``extract_document`` of ``extract``'s) is supported
+        where that one is.
+        """
+        if (
+            self.tasks is not None
+            and task not in self.tasks
+            and BUILT_ON.get(task) not in self.tasks
+        ):
             return f"{info.family} models do not do {task}"
         if not info.instruction_tuned:
             better = ", ".join(self.instruction_tuned_models) or "an instruction-tuned checkpoint"

@@ -20,6 +20,7 @@ from langchain_mississippi import (
     MississippiTableTool,
     MississippiToolkit,
 )
+from langchain_mississippi.tools import tool_class
 from mississippi_tools import (
     Answer,
     ChartData,
@@ -285,6 +286,7 @@ def test_toolkit_tools_share_one_model_and_the_options(
         MississippiChartTool,
         MississippiTableTool,
         MississippiExtractTool,
+        tool_class("extract_document"),
         MississippiAskTool,
     ]
     assert [t.name for t in tools] == [
@@ -292,11 +294,10 @@ def test_toolkit_tools_share_one_model_and_the_options(
         "mississippi_read_chart",
         "mississippi_read_table",
         "mississippi_extract",
+        "mississippi_extract_document",
         "mississippi_ask",
     ]
     for tool in tools:
-        assert isinstance(tool, MississippiOCRTool | MississippiChartTool | MississippiTableTool
-                          | MississippiExtractTool | MississippiAskTool)  # fmt: skip
         assert tool.vlm is scripted_vlm
         assert tool.allowed_roots == [tmp_path]
         assert (tool.max_tiles, tool.max_pages) == (2, 4)

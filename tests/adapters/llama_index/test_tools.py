@@ -22,7 +22,7 @@ from mississippi_tools import (
 
 from .conftest import BAD_INPUTS, CLOSED_SCHEMA, FAST, draw_image
 
-TOOL_NAMES = ["ocr", "read_chart", "read_table", "extract", "ask"]
+TOOL_NAMES = ["ocr", "read_chart", "read_table", "extract", "extract_document", "ask"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def parameters(tool: FunctionTool) -> dict[str, Any]:
     return tool.metadata.get_parameters_dict()
 
 
-def test_five_tools_with_sync_and_async_paths(tools: dict[str, FunctionTool]) -> None:
+def test_one_tool_per_task_with_sync_and_async_paths(tools: dict[str, FunctionTool]) -> None:
     assert list(tools) == TOOL_NAMES
     for tool in tools.values():
         assert tool.fn.__name__ == tool.metadata.name

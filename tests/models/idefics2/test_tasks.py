@@ -26,6 +26,7 @@ TASK_ARGUMENTS = {
     "read_chart": {},
     "read_table": {},
     "extract": {"json_schema": {"total": 0}},
+    "extract_document": {"json_schema": {"total": 0}},
     "ask": {"question": "What is the total?"},
 }
 
