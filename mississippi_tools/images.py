@@ -55,7 +55,6 @@ import io
 import math
 import os
 import re
-import struct
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -73,6 +72,18 @@ from mississippi_tools.errors import (
     InvalidInputError,
     MississippiError,
     PDFError,
+)
+from mississippi_tools.image_limits import (
+    DEFAULT_MAX_JPEG_SCANS,
+    DEFAULT_MAX_PAGES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    ImageLimits,
+    check_jpeg_scans,
+    check_page_count,
+    check_pixels,
+    shown_label,
+    tiff_page_count,
 )
 from mississippi_tools.pdf import (
     DEFAULT_MAX_PDF_STREAM_BYTES,
@@ -103,21 +114,6 @@ __all__ = [
     "sniff_format",
 ]
 
-DEFAULT_MAX_PIXELS = 64_000_000
-"""Largest ``width * height`` decoded by default (an 8000x8000 image)."""
-
-DEFAULT_MAX_SIDE = 32_768
-"""Longest side accepted by default, in pixels. A 64,000,000 x 1 image is within the pixel limit
-but makes every later resize allocate gigabytes; no camera or scanner makes such a side."""
-
-DEFAULT_MAX_JPEG_SCANS = 40
-"""Most full-size JPEG scans decoded by default (see :attr:`ImageLimits.max_jpeg_scans`).
-Encoders write 1 scan (baseline) or about 10 (progressive: 14 when each colour component of a
-scan counts); each scan walks every block of the image again, so a file repeating a tiny scan
-thousands of times takes minutes to decode."""
-
-DEFAULT_MAX_PAGES = 10_000
-"""Most pages a document (PDF or multi-page TIFF) may have by default."""
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "PDF")
 """Formats accepted, as reported in :attr:`LoadedImage.format`."""
@@ -158,59 +154,10 @@ _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_\-\s]+=*\s*")
 _BASE64_MIN_CHARS = 64  # shorter strings are taken as paths without trying base64
 _HASH_STRIP_BYTES = 4 * 1024 * 1024
 _PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
-# Any JPEG marker but the ones inside entropy-coded data (stuffed 0xFF00, restarts 0xFFD0-D7);
-# leading 0xFF fill bytes are allowed.
-_JPEG_MARKER = re.compile(rb"\xff+([\xc0-\xcf\xd9-\xfe])")
-_JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
 _BMP_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)  # BITMAPCOREHEADER ... BITMAPV5HEADER
 # Where Pillow's warnings about a file it reads come from; see _ensure_pillow_filters.
 _PILLOW_MODULES = r"PIL(\.|$)"
 _PILLOW_WARNINGS: tuple[type[Warning], ...] = (UserWarning, Image.DecompressionBombWarning)
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """Size limits applied to every input before it is decoded.
-
-    Example:
-        >>> ImageLimits(max_pixels=4096 * 4096).max_bytes == DEFAULT_MAX_BYTES
-        True
-    """
-
-    max_bytes: int = DEFAULT_MAX_BYTES
-    """Largest encoded input, in bytes (file, URL body, decoded base64)."""
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    """Largest ``width * height``, read from the header before decoding; also caps rendered PDF
-    pages (rendered at a lower resolution rather than refused)."""
-    max_side: int = DEFAULT_MAX_SIDE
-    """Longest width or height, read from the header before decoding; also caps rendered PDF
-    pages (rendered at a lower resolution rather than refused)."""
-    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
-    """Most scans in a JPEG of ``max_pixels`` pixels, counted from its markers before decoding;
-    a scan counts once per colour component it holds, and a smaller image may have
-    proportionally more (the work, scans times pixels, is what is bounded)."""
-    max_pages: int = DEFAULT_MAX_PAGES
-    """Most pages in a PDF or a multi-page TIFF (counted lazily: stops past the limit)."""
-    max_pdf_stream_bytes: int = DEFAULT_MAX_PDF_STREAM_BYTES
-    """Largest inflated size of a PDF stream other than an image (page contents, forms; fonts
-    may be four times larger), checked before PDFium parses the document."""
-
-    def __post_init__(self) -> None:
-        for name in (
-            "max_bytes",
-            "max_pixels",
-            "max_side",
-            "max_jpeg_scans",
-            "max_pages",
-            "max_pdf_stream_bytes",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(
-                    f"ImageLimits.{name} must be a positive int, got {value!r}; "
-                    f"the default is {getattr(ImageLimits, name)}"
-                )
 
 
 @dataclass(frozen=True)
@@ -319,7 +266,7 @@ def load_image(
             _check_single_page(page, label)
             return _decode(opened, 0, label, fmt, None, limits)
         number = page or _only_page(count, label, fmt)
-        _parse_page_selection([number], count, what=_shown(label), error=InvalidInputError)
+        _parse_page_selection([number], count, what=shown_label(label), error=InvalidInputError)
         return _decode(opened, number - 1, label, fmt, number, limits)
     finally:
         opened.close()
@@ -373,7 +320,7 @@ def iter_pages(
         check_dpi(dpi)
         document = _pdf(data, label, limits)
         try:
-            selected = _select(pages, document.page_count, f"PDF {_shown(label)}", PDFError)
+            selected = _select(pages, document.page_count, f"PDF {shown_label(label)}", PDFError)
         except BaseException:
             document.close()
             raise
@@ -381,7 +328,7 @@ def iter_pages(
     opened, count = _open(data, fmt, label, limits)
     if count == 1 and documents_only:
         return _iter_frames(opened, [(0, None)], label, fmt, limits)
-    selected = _select(pages, count, _shown(label), InvalidInputError)
+    selected = _select(pages, count, shown_label(label), InvalidInputError)
     if count == 1:
         return _iter_frames(opened, [(0, None)], label, fmt, limits)
     return _iter_frames(opened, [(n - 1, n) for n in selected], label, fmt, limits)
@@ -418,7 +365,7 @@ def is_document(data: bytes | bytearray | memoryview) -> bool:
     fmt = _sniff(raw)
     if fmt == "PDF":
         return True
-    return fmt == "TIFF" and _tiff_page_count(raw, stop_after=2) > 1
+    return fmt == "TIFF" and tiff_page_count(raw, stop_after=2) > 1
 
 
 def sniff_format(data: bytes, *, source: str = "bytes") -> str:
@@ -437,14 +384,14 @@ def sniff_format(data: bytes, *, source: str = "bytes") -> str:
     """
     if not data:
         raise ImageDecodeError(
-            f"{_shown(source)} is empty (0 bytes); pass the image file's contents",
+            f"{shown_label(source)} is empty (0 bytes); pass the image file's contents",
             source=source,
         )
     fmt = _sniff(data)
     if fmt is None:
         looks_like, fix = _describe(data)
         raise ImageDecodeError(
-            f"{_shown(source)} is not a supported image: it looks like {looks_like}; {fix} "
+            f"{shown_label(source)} is not a supported image: it looks like {looks_like}; {fix} "
             f"(supported: {', '.join(SUPPORTED_FORMATS)})",
             source=source,
         )
@@ -454,14 +401,6 @@ def sniff_format(data: bytes, *, source: str = "bytes") -> str:
 # --------------------------------------------------------------------------------------------
 # Reading inputs into bytes
 # --------------------------------------------------------------------------------------------
-
-
-def _shown(label: str, limit: int = 120) -> str:
-    if label in ("bytes", "data URI", "base64", "PIL image"):
-        return f"the {label} input"
-    if len(label) > limit:
-        return f"{label[: limit - 20]!r}… ({len(label)} characters)"
-    return repr(label)
 
 
 def _read_input(
@@ -483,8 +422,8 @@ def _read_input(
         )
     if len(data) > limits.max_bytes:
         raise ImageTooLargeError(
-            f"{_shown(label)} is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes; "
-            "shrink the image or raise ImageLimits(max_bytes=...)",
+            f"{shown_label(label)} is {len(data):,} bytes; the limit is "
+            f"{limits.max_bytes:,} bytes; shrink the image or raise ImageLimits(max_bytes=...)",
             source=label,
         )
     return data, label
@@ -499,8 +438,8 @@ def _read_string(text: str, limits: ImageLimits, policy: SourcePolicy | None) ->
         if scheme.group(1).lower() in ("http", "https"):
             return fetch_url(stripped, policy, max_bytes=limits.max_bytes), stripped
         raise InvalidInputError(
-            f"unsupported URL scheme {scheme.group(1)!r} in {_shown(stripped)}; pass a local path "
-            "(without file://), an http(s) URL, bytes, base64 or a data URI"
+            f"unsupported URL scheme {scheme.group(1)!r} in {shown_label(stripped)}; pass a local "
+            "path (without file://), an http(s) URL, bytes, base64 or a data URI"
         )
     decoded, why_not = _try_base64(stripped, limits)
     if decoded is not None:
@@ -718,7 +657,7 @@ def _decoding(label: str, limits: ImageLimits = _DEFAULT_LIMITS) -> Iterator[Non
         declared = _PIL_BOMB_PIXELS.search(str(e))
         pixels = f"{int(declared.group(1)):,} pixels" if declared else "too many pixels"
         raise ImageTooLargeError(
-            f"{_shown(label)} declares {pixels}; the limit is {limits.max_pixels:,} pixels "
+            f"{shown_label(label)} declares {pixels}; the limit is {limits.max_pixels:,} pixels "
             f"and Pillow refuses over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} outright; it was "
             "refused before decoding (a possible decompression bomb); downscale the image, "
             "or raise ImageLimits(max_pixels=...) and PIL.Image.MAX_IMAGE_PIXELS",
@@ -726,13 +665,13 @@ def _decoding(label: str, limits: ImageLimits = _DEFAULT_LIMITS) -> Iterator[Non
         ) from None
     except MemoryError:
         raise ImageTooLargeError(
-            f"{_shown(label)} ran out of memory while decoding; downscale the image or "
+            f"{shown_label(label)} ran out of memory while decoding; downscale the image or "
             "lower ImageLimits(max_pixels=...)",
             source=label,
         ) from None
     except Exception as e:
         raise ImageDecodeError(
-            f"{_shown(label)} cannot be decoded: {type(e).__name__}: {_decoder_message(e)}; "
+            f"{shown_label(label)} cannot be decoded: {type(e).__name__}: {_decoder_message(e)}; "
             "the file is truncated or corrupt; re-export or re-download it",
             source=label,
         ) from e
@@ -751,120 +690,24 @@ def _open(data: bytes, fmt: str, label: str, limits: ImageLimits) -> tuple[Image
     """
     count = 1
     if fmt == "TIFF":
-        count = _tiff_page_count(data, stop_after=limits.max_pages + 1)
-        _check_page_count(count, label, "TIFF", limits)
+        count = tiff_page_count(data, stop_after=limits.max_pages + 1)
+        check_page_count(count, label, "TIFF", limits)
     elif fmt == "JPEG":
-        _check_jpeg_scans(data, label, limits)
+        check_jpeg_scans(data, label, limits)
     with _decoding(label, limits):
         image = Image.open(io.BytesIO(data), formats=_PIL_FORMATS[fmt])
-        _check_pixels(image.size, label, limits)
+        check_pixels(image.size, label, limits)
         return image, count
-
-
-def _check_pixels(size: tuple[int, int], label: str, limits: ImageLimits) -> None:
-    width, height = size
-    if width * height > limits.max_pixels:
-        raise ImageTooLargeError(
-            f"{_shown(label)} is {width}x{height} = {width * height:,} pixels; the limit is "
-            f"{limits.max_pixels:,} pixels (checked before decoding, against decompression "
-            "bombs); downscale the image or raise ImageLimits(max_pixels=...)",
-            source=label,
-        )
-    if max(width, height) > limits.max_side:
-        raise ImageTooLargeError(
-            f"{_shown(label)} is {width}x{height} pixels; the longest side may be "
-            f"{limits.max_side:,} pixels (checked before decoding: such a strip would take "
-            "gigabytes to resize); crop or downscale the image, or raise "
-            "ImageLimits(max_side=...)",
-            source=label,
-        )
-
-
-def _check_page_count(count: int, label: str, fmt: str, limits: ImageLimits) -> None:
-    if count > limits.max_pages:
-        pages = f"{count:,} pages" if fmt == "PDF" else "more pages (counting stopped there)"
-        raise ImageTooLargeError(
-            f"{_shown(label)} is a {fmt} with {pages}; the limit is {limits.max_pages:,} "
-            "pages; split the document, or raise ImageLimits(max_pages=...)",
-            source=label,
-        )
-
-
-def _check_jpeg_scans(data: bytes, label: str, limits: ImageLimits) -> None:
-    """Refuse a JPEG whose scans would walk its pixels more than ``limits`` allow.
-
-    Each scan costs a pass over every block of each colour component it holds; the passes may
-    add up to ``max_jpeg_scans`` for an image of ``max_pixels`` pixels, proportionally more for
-    a smaller one. Only the first image is counted (an MPO's further pictures are never
-    decoded). Segments are skipped by their lengths and entropy-coded data by a search for the
-    next marker, so this reads each byte at most once, in C.
-    """
-    allowed = limits.max_jpeg_scans
-    passes = 0
-    position = 2  # after SOI
-    while True:
-        marker = _JPEG_MARKER.search(data, position)
-        if marker is None or marker.group(1)[0] == _JPEG_EOI:
-            return
-        code, start = marker.group(1)[0], marker.end()
-        if code in _JPEG_SOF and start + 7 <= len(data):
-            height, width = struct.unpack_from(">HH", data, start + 3)
-            allowed = limits.max_jpeg_scans * max(1, limits.max_pixels // max(1, width * height))
-        elif code == _JPEG_SOS and start + 3 <= len(data):
-            passes += data[start + 2]  # the number of components in the scan
-            if passes > allowed:
-                break
-        position = start + max(2, int.from_bytes(data[start : start + 2], "big"))
-    raise ImageTooLargeError(
-        f"{_shown(label)} is a JPEG whose scans pass over its pixels more than {allowed:,} "
-        f"times (one pass per colour component of each scan; encoders need at most about 20, "
-        f"and {limits.max_jpeg_scans} are allowed at {limits.max_pixels:,} pixels, more for "
-        "smaller images); decoding it would take far longer than its size suggests; re-encode "
-        "it as a baseline JPEG or PNG, or raise ImageLimits(max_jpeg_scans=...)",
-        source=label,
-    )
-
-
-def _tiff_page_count(data: bytes, *, stop_after: int) -> int:
-    """Pages of a TIFF, counted by walking its chain of directories; at most ``stop_after``.
-
-    Follows the chain as Pillow does (a directory seen before ends it), reading only each
-    directory's entry count and next-directory offset: a few bytes a page, where Pillow would
-    parse every tag of every page. A chain pointing outside the data counts the page it points
-    to (Pillow fails on that page, which is then a decode error).
-    """
-    little = data[:2] == b"II"
-    order = "<" if little else ">"
-    big = data[2:4] in (b"+\x00", b"\x00+")  # BigTIFF: 8-byte counts and offsets
-    count_format, offset_format = (f"{order}Q", f"{order}Q") if big else (f"{order}H", f"{order}I")
-    entry_size = 20 if big else 12
-    count_size = struct.calcsize(count_format)
-    offset_size = struct.calcsize(offset_format)
-    first = 8 if big else 4
-    if len(data) < first + offset_size:
-        return 1
-    (offset,) = struct.unpack_from(offset_format, data, first)
-    seen: set[int] = set()
-    pages = 0
-    while offset and offset not in seen and pages < stop_after:
-        seen.add(offset)
-        pages += 1
-        if offset + count_size > len(data):
-            break
-        (entries,) = struct.unpack_from(count_format, data, offset)
-        next_at = offset + count_size + entries * entry_size
-        if next_at + offset_size > len(data):
-            break
-        (offset,) = struct.unpack_from(offset_format, data, next_at)
-    return max(pages, 1)
 
 
 def _pdf(data: bytes, label: str, limits: ImageLimits) -> PDFDocument:
     """Open a PDF under ``limits``: its streams checked, its page count within ``max_pages``."""
-    document = PDFDocument(data, source=_shown(label), max_stream_bytes=limits.max_pdf_stream_bytes)
+    document = PDFDocument(
+        data, source=shown_label(label), max_stream_bytes=limits.max_pdf_stream_bytes
+    )
     if document.page_count > limits.max_pages:
         document.close()
-        _check_page_count(document.page_count, label, "PDF", limits)
+        check_page_count(document.page_count, label, "PDF", limits)
     return document
 
 
@@ -882,7 +725,7 @@ def _decode(
     with _decoding(label, limits):
         if opened.tell() != index:
             opened.seek(index)
-            _check_pixels(opened.size, label, limits)  # each TIFF page has its own size
+            check_pixels(opened.size, label, limits)  # each TIFF page has its own size
         opened.load()
         rgb = _to_rgb(_oriented(opened))
     return _loaded(rgb, label, fmt, page)
@@ -890,9 +733,9 @@ def _decode(
 
 def _from_memory(source: LoadedImage | Image.Image, limits: ImageLimits) -> LoadedImage:
     if isinstance(source, LoadedImage):
-        _check_pixels(source.size, source.source, limits)
+        check_pixels(source.size, source.source, limits)
         return source
-    _check_pixels(source.size, "PIL image", limits)
+    check_pixels(source.size, "PIL image", limits)
     with _decoding("PIL image"):
         source.load()
         rgb = _to_rgb(_oriented(source))
@@ -980,7 +823,7 @@ def _check_page_number(page: int | None) -> None:
 def _only_page(count: int, label: str, fmt: str) -> int:
     if count > 1:
         raise InvalidInputError(
-            f"{_shown(label)} is a {fmt} with {count} pages; choose one page (1..{count}), "
+            f"{shown_label(label)} is a {fmt} with {count} pages; choose one page (1..{count}), "
             f"or a page range such as '1-{min(count, 3)}' to read several"
         )
     return 1
@@ -989,7 +832,7 @@ def _only_page(count: int, label: str, fmt: str) -> int:
 def _check_single_page(page: int | None, label: str) -> None:
     if page not in (None, 1):
         raise InvalidInputError(
-            f"page {page} requested, but {_shown(label)} is a single image (animations count "
+            f"page {page} requested, but {shown_label(label)} is a single image (animations count "
             "as one: their first frame is used); pass page=None"
         )
 
@@ -1007,10 +850,10 @@ def _single(loaded: LoadedImage, *, pages: str | Sequence[int] | None) -> Loaded
     if pages is None:
         return loaded
     own = loaded.page or 1  # a page taken out of a document is that page only
-    if _select(pages, own, _shown(loaded.source), InvalidInputError) != [own]:
+    if _select(pages, own, shown_label(loaded.source), InvalidInputError) != [own]:
         raise InvalidInputError(
-            f"this in-memory image is page {own} of {_shown(loaded.source)}; it cannot provide "
-            f"page(s) {pages!r}; load the pages from the document itself"
+            f"this in-memory image is page {own} of {shown_label(loaded.source)}; it cannot "
+            f"provide page(s) {pages!r}; load the pages from the document itself"
         )
     return loaded
 

@@ -165,7 +165,7 @@ def test_page_limit_applies_to_pdfs(corpus: ModuleType) -> None:
 
 
 def test_tiff_page_chain_with_a_loop_ends() -> None:
-    from mississippi_tools.images import _tiff_page_count
+    from mississippi_tools.image_limits import tiff_page_count as _tiff_page_count
 
     header = b"II*\x00" + (8).to_bytes(4, "little")
     ifd = (0).to_bytes(2, "little") + (8).to_bytes(4, "little")  # no entries, next: itself

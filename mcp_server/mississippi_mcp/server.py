@@ -63,7 +63,7 @@ from mississippi_tools.errors import (
 from mississippi_tools.images import ImageLimits
 from mississippi_tools.serving import ModelLoader, ModelNotReadyError
 from mississippi_tools.sources import SourcePolicy
-from mississippi_tools.tasks.catalogue import TaskSpec, all_tasks, tasks_for
+from mississippi_tools.tasks.catalogue import TaskSpec, all_tasks, tasks_for_model
 
 __all__ = [
     "MCP_SPELLING",
@@ -536,13 +536,9 @@ def _served_tasks(settings: MCPSettings) -> list[TaskSpec[Any, Any]]:
     A remote engine whose family is not given lists every task: its service is asked only when
     the first call comes.
     """
-    from mississippi_tools.models.base import ModelInfo
-    from mississippi_tools.models.registry import family_of
-
     if settings.engine == "remote" and settings.family is None:
         return all_tasks()
-    family = settings.family or family_of(settings.model_name)
-    return tasks_for(ModelInfo(model_id=settings.model_name, family=family))
+    return tasks_for_model(settings.model_name, settings.family)
 
 
 _INSTRUCTIONS = """\

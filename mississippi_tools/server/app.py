@@ -191,13 +191,11 @@ def create_app(
 
 def _served_tasks(settings: ServerSettings, vlm: MississippiVLM | None) -> list[Any]:
     """The catalogue's tasks the served model can do, known before it loads (from its config)."""
-    from mississippi_tools.models.base import ModelInfo
-    from mississippi_tools.models.registry import family_of
-    from mississippi_tools.tasks.catalogue import tasks_for
+    from mississippi_tools.tasks.catalogue import tasks_for_model
 
     if vlm is not None:
         return vlm.tasks
-    return tasks_for(ModelInfo(model_id=settings.model, family=family_of(settings.model)))
+    return tasks_for_model(settings.model)
 
 
 def _document_request_bodies(app: FastAPI, documented: list[type[BaseModel]]) -> None:

@@ -172,15 +172,36 @@ def get_task(name: str) -> TaskSpec[Any, Any]:
 
 
 def unsupported_reason(spec: TaskSpec[Any, Any], info: ModelInfo) -> str | None:
-    """``None`` when the model described by ``info`` can do the task, else why it cannot."""
-    if spec.families is not None and info.family not in spec.families:
-        return f"{spec.name} needs a model of the {'/'.join(sorted(spec.families))} family"
-    return dialect_for(info.family).supports(spec.name, info)
+    """``None`` when the model described by ``info`` can do the task, else why it cannot.
+
+    A task that names its families is done by those (its own plan knows how to ask them);
+    otherwise the family's dialect says.
+    """
+    dialect = dialect_for(info.family)
+    if spec.families is not None:
+        if info.family not in spec.families:
+            return f"{spec.name} needs a model of the {'/'.join(sorted(spec.families))} family"
+        return dialect.instruction_reason(spec.name, info)
+    return dialect.supports(spec.name, info)
 
 
 def tasks_for(info: ModelInfo) -> list[TaskSpec[Any, Any]]:
     """The tasks the model can do, in catalogue order (what its surfaces offer)."""
     return [spec for spec in all_tasks() if unsupported_reason(spec, info) is None]
+
+
+def tasks_for_model(model: str, family: str | None = None) -> list[TaskSpec[Any, Any]]:
+    """The tasks a model will be able to do, known before it is loaded (what a server lists).
+
+    Args:
+        model: Hub id or checkpoint directory; its ``config.json`` (a local directory or a hub
+            snapshot already cached) or else its name tells the family. Nothing is downloaded.
+        family: The family, when known (a remote model whose name does not tell).
+    """
+    from mississippi_tools.models.base import ModelInfo
+    from mississippi_tools.models.registry import family_of
+
+    return tasks_for(ModelInfo(model_id=model, family=family or family_of(model)))
 
 
 def supporting_models(spec: TaskSpec[Any, Any]) -> list[str]:

@@ -118,8 +118,8 @@ def dispatch(
     Weights mapped to ``"disk"`` (``offloaded``) are written to ``offload_dir`` (a temporary
     directory when not given) and read back for every forward pass.
     """
-    from accelerate import dispatch_model  # type: ignore[import-untyped]
-    from accelerate.utils import offload_state_dict  # type: ignore[import-untyped]
+    from accelerate import dispatch_model
+    from accelerate.utils import offload_state_dict
 
     folder: str | None = None
     if offloaded:

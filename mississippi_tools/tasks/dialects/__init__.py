@@ -53,6 +53,10 @@ class Dialect:
             and BUILT_ON.get(task) not in self.tasks
         ):
             return f"{info.family} models do not do {task}"
+        return self.instruction_reason(task, info)
+
+    def instruction_reason(self, task: str, info: ModelInfo) -> str | None:
+        """``None`` when ``info``'s checkpoint follows instructions, else why not ``task``."""
         if not info.instruction_tuned:
             better = ", ".join(self.instruction_tuned_models) or "an instruction-tuned checkpoint"
             return (
