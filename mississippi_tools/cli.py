@@ -459,6 +459,13 @@ def build_checkpoint(
         typer.Option(help="tiny (tests, trying the pipeline) or 800m (benchmarks)."),
     ] = "tiny",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    family: Annotated[
+        str,
+        typer.Option(
+            help="Model family of the tiny checkpoint: h2ovl (the default model), idefics2, "
+            "idefics3 or websight, each in its published on-disk layout."
+        ),
+    ] = "h2ovl",
 ) -> None:
     """Write a checkpoint in the original on-disk format, without downloading anything.
 
@@ -476,6 +483,12 @@ def build_checkpoint(
 
     if demo and size != "tiny":
         _fail(ExitCode.USAGE, "--demo builds a tiny checkpoint; leave out --size")
+    if family not in testing.FAMILIES:
+        _fail(
+            ExitCode.USAGE, f"--family must be one of {', '.join(testing.FAMILIES)}, not {family!r}"
+        )
+    if family != "h2ovl" and (demo or size != "tiny"):
+        _fail(ExitCode.USAGE, "--demo and --size build H2OVL checkpoints; leave out --family")
     if demo:
         path = testing.build_demo_checkpoint(directory, seed=seed)
         note = (
@@ -484,7 +497,7 @@ def build_checkpoint(
             f"mississippi-tools chart --model {directory} IMAGE --plot chart.png"
         )
     elif size == "tiny":
-        path = testing.build_tiny_checkpoint(directory, seed=seed)
+        path = testing.build_tiny_checkpoint(directory, family=family, seed=seed)
         note = (
             "a tiny checkpoint with random weights: it runs the whole pipeline, but its words "
             "are random, so chart, table and extract rarely parse. For answers that do: "

@@ -181,6 +181,23 @@ def test_build_checkpoint_writes_the_original_layout(tmp_path: Path) -> None:
     assert "random weights" in err and "--demo" in err
 
 
+def test_build_checkpoint_writes_other_families_that_load(tmp_path: Path) -> None:
+    from mississippi_tools.models.registry import family_of
+
+    code, out, err = invoke("build-checkpoint", str(tmp_path / "i2"), "--family", "idefics2")
+    assert code == ExitCode.OK, err
+    config = json.loads((tmp_path / "i2" / "config.json").read_text())
+    assert config["model_type"] == "idefics2"
+    assert family_of(out.strip()) == "idefics2"
+
+
+def test_build_checkpoint_refuses_an_unknown_family_naming_the_option(tmp_path: Path) -> None:
+    code, _, err = invoke("build-checkpoint", str(tmp_path / "x"), "--family", "llava")
+    assert code == ExitCode.USAGE
+    assert "--family must be one of h2ovl, idefics2" in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_build_checkpoint_help_says_what_the_weights_are() -> None:
     code, out, _ = invoke("build-checkpoint", "--help")
     assert code == ExitCode.OK

@@ -24,9 +24,10 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from mississippi_tools.models.checkpoint_files import save_weights, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -40,8 +41,6 @@ __all__ = [
     "build_tiny_checkpoint",
     "build_tokenizer_files",
     "random_weights",
-    "save_weights",
-    "write_json",
 ]
 
 #: The published chat template (the 4.40 processor's default, stored in tokenizer_config.json).
@@ -182,11 +181,6 @@ CORPUS = (
 )
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON (the hub files' layout)."""
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def _added_entry(idx: int, content: str, *, special: bool = True) -> dict[str, Any]:
     return {
         "id": idx,
@@ -218,11 +212,11 @@ def build_tokenizer_files(directory: str | Path, *, chat_template: bool = True) 
     """Write ``tokenizer.model``, ``tokenizer.json`` and the tokenizer JSON files as published."""
     import sentencepiece as spm
 
-    from mississippi_tools.testing import _train_sentencepiece
+    from mississippi_tools.models.checkpoint_files import train_sentencepiece
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model = _train_sentencepiece(CORPUS, 600)
+    model = train_sentencepiece(CORPUS, 600, pad_to=_BASE_VOCAB)
     (directory / "tokenizer.model").write_bytes(model)
     processor = spm.SentencePieceProcessor(model_proto=model)
     pieces = [
@@ -374,17 +368,6 @@ def _awq_tensors(
         out[prefix + ".qzeros"] = torch.zeros((cols // group_size, rows // pack), dtype=torch.int32)
         out[prefix + ".scales"] = torch.ones((cols // group_size, rows), dtype=torch.float16)
     return out
-
-
-def save_weights(
-    directory: Path, tensors: dict[str, torch.Tensor], max_shard_bytes: int | None
-) -> None:
-    """Write safetensors (sharded with an index above ``max_shard_bytes``)."""
-    from safetensors.torch import save_file
-
-    from mississippi_tools.testing import _save_weights
-
-    _save_weights(directory, tensors, max_shard_bytes, save_file)
 
 
 def build_checkpoint(

@@ -23,12 +23,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mississippi_tools.models.idefics2.testing import (
-    CORPUS,
-    random_weights,
-    save_weights,
-    write_json,
-)
+from mississippi_tools.models.checkpoint_files import save_weights, write_json
+from mississippi_tools.models.idefics2.testing import CORPUS, random_weights
 
 __all__ = [
     "CHAT_TEMPLATE",

@@ -27,6 +27,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mississippi_tools.models.checkpoint_files import write_json
+
 if TYPE_CHECKING:
     import torch
 
@@ -252,10 +254,10 @@ def build_tokenizer_json(directory: str | Path) -> Path:
             "merges": learned["merges"],
         },
     }
-    _write_json(directory / "tokenizer.json", data)
+    write_json(directory / "tokenizer.json", data)
     Tokenizer.from_file(str(directory / "tokenizer.json"))  # fails loudly on a bad file
     decoder = {str(idx): _entry(token) for token, idx in specials}
-    _write_json(
+    write_json(
         directory / "tokenizer_config.json",
         {"added_tokens_decoder": decoder, **_PUBLISHED_TOKENIZER_CONFIG},
     )
@@ -263,7 +265,7 @@ def build_tokenizer_json(directory: str | Path) -> Path:
     def token(content: str) -> dict[str, Any]:
         return {k: v for k, v in _entry(content).items() if k not in ("special",)}
 
-    _write_json(
+    write_json(
         directory / "special_tokens_map.json",
         {
             "bos_token": token("<s>"),
@@ -272,7 +274,7 @@ def build_tokenizer_json(directory: str | Path) -> Path:
             "unk_token": token("<unk>"),
         },
     )
-    _write_json(directory / "added_tokens.json", {t: _BASE_VOCAB + i for i, t in enumerate(_ADDED)})
+    write_json(directory / "added_tokens.json", {t: _BASE_VOCAB + i for i, t in enumerate(_ADDED)})
     return directory
 
 
@@ -400,9 +402,8 @@ def build_checkpoint(
         The checkpoint directory.
     """
     import torch
-    from safetensors.torch import save_file
 
-    from mississippi_tools.testing import _save_weights
+    from mississippi_tools.models.checkpoint_files import save_weights
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -412,12 +413,12 @@ def build_checkpoint(
         name: _random_tensor(name, shape, torch_dtype, generator, init_std)
         for name, shape in published_tensor_shapes(config).items()
     }
-    _save_weights(directory, tensors, max_shard_bytes, save_file)
+    save_weights(directory, tensors, max_shard_bytes)
     written = copy.deepcopy(config)
     written["torch_dtype"] = dtype
-    _write_json(directory / "config.json", written)
-    _write_json(directory / "generation_config.json", _GENERATION_CONFIG)
-    _write_json(
+    write_json(directory / "config.json", written)
+    write_json(directory / "generation_config.json", _GENERATION_CONFIG)
+    write_json(
         directory / "preprocessor_config.json",
         {
             "auto_map": {
@@ -459,7 +460,3 @@ def build_tiny_checkpoint(
     return build_checkpoint(
         directory, config, dtype=dtype, seed=seed, init_std=0.3, max_shard_bytes=max_shard_bytes
     )
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
