@@ -24,7 +24,6 @@ URLs, when enabled) are read. The policy does every path and URL check.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import time
@@ -42,7 +41,6 @@ from mcp.server.mcpserver.resolve import ListRoots, Resolve
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
-from pydantic_core import PydanticUndefined
 
 from mississippi_mcp.settings import DEFAULT_LOAD_TIMEOUT, MCPSettings
 from mississippi_tools import MississippiVLM
@@ -509,13 +507,14 @@ def _tool_function(spec: TaskSpec[Any, Any], tools: _Tools) -> Callable[..., Any
             if info.is_required()
             else info.get_default(call_default_factory=True)
         )
-        constraints = copy.copy(info)  # the default moves to the signature, once
-        constraints.default, constraints.default_factory = PydanticUndefined, None
-        parameters.append(
-            inspect.Parameter(
-                name, keyword, annotation=Annotated[info.annotation, constraints], default=default
-            )
+        # The default moves to the signature; the constraints and description stay with the type.
+        described = Field(
+            description=info.description,
+            examples=info.examples,
+            json_schema_extra=info.json_schema_extra,
         )
+        annotation = Annotated[(info.annotation, *info.metadata, described)]  # type: ignore[valid-type,name-defined]
+        parameters.append(inspect.Parameter(name, keyword, annotation=annotation, default=default))
     parameters.sort(key=lambda parameter: parameter.default is not inspect.Parameter.empty)
     returns = Annotated[CallToolResult, output_model(spec)]
     tool.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
