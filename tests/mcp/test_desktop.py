@@ -4,12 +4,13 @@ A known image is put on a virtual X screen of exactly its size (a borderless Tk 
 ``show_image.py``) and on the clipboard (``xclip -t image/png``); the tools capture it and run a
 task on the scripted tiny model. The capture's size and pixel digest in the structured result
 prove that the tool read exactly the known image. Needs Debian's ``xvfb``, ``xclip`` and
-``x11-utils`` (``.ci/run`` installs them) and Tk.
+``x11-utils`` and Tk (``python3-tk``); ``.ci/run`` installs them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import select
 import shutil
@@ -95,6 +96,8 @@ def known_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def x_display(known_image: Path) -> Iterator[str]:
     """An Xvfb display the size of the known image, showing it; yields ``DISPLAY``."""
     xvfb = _require("Xvfb")
+    if importlib.util.find_spec("tkinter") is None:
+        pytest.fail("tkinter is missing: apt-get install -y python3-tk (.ci/run does)")
     read, write = os.pipe()
     server = subprocess.Popen(
         [xvfb, "-displayfd", str(write), "-screen", "0", f"{WIDTH}x{HEIGHT}x24", "-nolisten",
