@@ -28,6 +28,7 @@ from mississippi_mcp.clients import (
     is_ours,
     read_config,
 )
+from mississippi_mcp.settings import parse_args
 
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 _ENV = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -134,6 +135,9 @@ def test_print_gives_the_documented_format(
     assert args[:3] == ["--from", "mississippi-tools[mcp,pdf]", "mississippi-mcp"]
     assert args[3:] == ["--allow-dir", str(docs.resolve()), "--desktop", "--engine", "remote",
                         "--base-url", "http://gpu:8090"]  # fmt: skip
+    settings = parse_args(args[3:])  # the arguments are what the server accepts
+    assert settings.allow_dirs == [docs.resolve()] and settings.desktop is True
+    assert settings.base_url == "http://gpu:8090"
     assert "k3y" not in json.dumps(args)  # the secret goes to the environment
     assert entry.get("env", entry.get("envs")) == {"MISSISSIPPI_MCP_REMOTE_API_KEY": "k3y"}
     assert str(config_path(client)) in err  # says where it goes
