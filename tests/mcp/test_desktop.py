@@ -119,6 +119,13 @@ def x_display(known_image: Path) -> Iterator[str]:
         )
         try:
             assert _read_line(window.stdout, time.monotonic() + DEADLINE, "show_image") == "ready"
+            # Drawn? Wait (with a deadline) until the screen shows the image, so that the tests
+            # below never race the window's first paint.
+            expected, deadline = _digest(_load(known_image)), time.monotonic() + DEADLINE
+            while grab_screen(environ={"DISPLAY": display}).rgb_sha256 != expected:
+                if time.monotonic() > deadline:
+                    pytest.fail("the known image did not appear on the Xvfb screen in time")
+                time.sleep(0.05)
             yield display
         finally:
             _stop(window)
