@@ -587,6 +587,12 @@ def build_server(
         dirs=dirs,
         roots=", plus the client's roots" if settings.client_roots else "",
     )
+    if settings.desktop:
+        instructions += (
+            "The user enabled read_screenshot and read_clipboard_image: they run any of these "
+            "tasks on the screen (or a window or region) or on the clipboard's image. Use them "
+            "only when the user asks about what is on their screen or clipboard.\n"
+        )
     annotations = ToolAnnotations(
         read_only_hint=True,
         destructive_hint=False,
@@ -605,6 +611,10 @@ def build_server(
         )
         for spec in served
     ]
+    if settings.desktop:
+        from mississippi_mcp.desktop_tools import desktop_tools
+
+        listed += [_refusing_unknown_arguments(tool) for tool in desktop_tools(tools, served)]
     from mississippi_mcp import __version__
 
     server: MCPServer[ServerState] = MCPServer(
