@@ -186,6 +186,8 @@ class MississippiVLM(TaskMethods):
         engine_config: LocalEngineConfig | None = None,
         policy: SourcePolicy | None = None,
         limits: ImageLimits | None = None,
+        max_memory: Mapping[str | int, int | str] | None = None,
+        offload_dir: str | Path | None = None,
     ) -> MississippiVLM:
         """Load a model into this process.
 
@@ -204,6 +206,11 @@ class MississippiVLM(TaskMethods):
             engine_config: Batching, queue and cache settings.
             policy: Which paths and URLs image arguments may name.
             limits: Byte and pixel limits for images.
+            max_memory: Per-device budget for a model larger than one device
+                (``{0: "20GiB", "cpu": "30GiB"}``): what does not fit goes to the next device,
+                and past the CPU to ``offload_dir`` on disk. Idefics2/Idefics3 only; needs
+                ``pip install "mississippi-tools[gpu]"`` (accelerate).
+            offload_dir: Where weights placed on disk are kept (a temporary folder if not given).
 
         Raises:
             MissingDependencyError: The ``local`` extra is not installed.
@@ -227,6 +234,8 @@ class MississippiVLM(TaskMethods):
             local_files_only=local_files_only,
             allow_pickle=allow_pickle,
             progress=progress,
+            max_memory=max_memory,
+            offload_dir=offload_dir,
         )
         return cls(LocalEngine(backend, engine_config), policy=policy, limits=limits)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mississippi_tools.errors import ConfigError, ModelNotFoundError
+from mississippi_tools.errors import ConfigError, InvalidInputError, ModelNotFoundError
 
 if TYPE_CHECKING:
     import torch
@@ -155,8 +156,17 @@ def load_backend(
     local_files_only: bool | None = None,
     allow_pickle: bool = False,
     progress: bool = True,
+    max_memory: Mapping[str | int, int | str] | None = None,
+    offload_dir: str | Path | None = None,
 ) -> Backend:
-    """Find, read and load a checkpoint with the backend its config names."""
+    """Find, read and load a checkpoint with the backend its config names.
+
+    ``max_memory`` and ``offload_dir`` place a model larger than one device across GPUs, the CPU
+    and disk (accelerate), for the backends that support it.
+
+    Raises:
+        InvalidInputError: A placement asked of a backend that loads on one device.
+    """
     from mississippi_tools.models.devices import resolve_attention, resolve_device, resolve_dtype
     from mississippi_tools.models.hub import resolve_model_dir
 
@@ -179,6 +189,16 @@ def load_backend(
             'config.json is an object such as {"model_type": "h2ovl_chat", ...}'
         )
     backend_cls = backend_for_config(config)
+    placement: dict[str, Any] = {}
+    if max_memory is not None or offload_dir is not None:
+        if not backend_cls.supports_placement:
+            placed = sorted({c.family for c in _loaded_backends() if c.supports_placement})
+            raise InvalidInputError(
+                f"max_memory and offload_dir place a model across devices and disk; the "
+                f"{backend_cls.family} backend loads on one device (placement is for: "
+                f"{', '.join(placed) or 'none'}); leave them out and choose device="
+            )
+        placement = {"max_memory": max_memory, "offload_dir": offload_dir}
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     return backend_cls.from_directory(
@@ -188,7 +208,18 @@ def load_backend(
         dtype=resolved_dtype,
         attn_implementation=resolve_attention(attention, resolved_device, resolved_dtype),
         allow_pickle=allow_pickle,
+        **placement,
     )
+
+
+def _loaded_backends() -> list[type[Backend]]:
+    """The backend classes of every registered family (imported to read their attributes)."""
+    classes: dict[str, type[Backend]] = {}
+    for target in BACKENDS.values():
+        if target not in classes:
+            module, _, name = target.partition(":")
+            classes[target] = getattr(importlib.import_module(module), name)
+    return list(classes.values())
 
 
 def _json_type(value: object) -> str:
