@@ -126,6 +126,12 @@ def _run(driver: Any, result_type: str) -> Any:
     return _wait(driver, done, f"the {result_type} result")
 
 
+def _shown_json(driver: Any) -> Any:
+    """The result as the page shows it under "Result as JSON" (also while folded)."""
+    script = "return document.getElementById('raw-json').textContent"
+    return json.loads(driver.execute_script(script))
+
+
 def _chart_png(path: Path) -> Path:
     image = Image.new("RGB", (480, 320), "white")
     draw = ImageDraw.Draw(image)
