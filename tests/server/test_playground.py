@@ -131,7 +131,7 @@ def test_a_streamed_task_sends_the_text_as_written_then_the_typed_result(
     results = [event["result"] for event in events if "result" in event]
     assert len(results) == 1 and "result" in events[-1]
     result = results[0]
-    assert len(deltas) == result["meta"]["new_tokens"] or result["meta"]["attempts"] > 1
+    assert 0 < len(deltas) <= result["meta"]["new_tokens"] * result["meta"]["attempts"]
     # Greedy decoding: the same answer as without stream, and the deltas add up to its text.
     assert result["text"] == plain.json()["text"]
     assert "".join(deltas).strip() == result["text"].strip() or result["meta"]["attempts"] > 1
@@ -154,6 +154,30 @@ def test_a_streamed_extraction_ends_with_the_schema_valid_result(scripted_vlm: A
     assert (result["data"], result["raw_text"]) == (plain["data"], plain["raw_text"])
     assert set(result["confidence"]) == {"/total"}
     assert "".join(e["delta"] for e in events if "delta" in e) == result["raw_text"]
+
+
+def test_a_loop_streams_the_retry_then_the_typed_error_of_the_route(looping_backend: Any) -> None:
+    from mississippi_tools import MississippiVLM
+    from tests.support import LOOPING_ANSWER
+
+    body = {"image": base64.b64encode(png_bytes()).decode(), "max_tiles": 1, "max_new_tokens": 300}
+    with (
+        MississippiVLM.from_backend(looping_backend) as vlm,
+        run_server(quiet_settings(), vlm) as server,
+    ):
+        plain = httpx.post(f"{server.url}/v1/ocr", json=body, timeout=120)
+        streamed = httpx.post(f"{server.url}/v1/ocr", json={**body, "stream": True}, timeout=120)
+    assert streamed.status_code == 200  # the failure came after the stream began
+    events = _events(streamed)
+    retry = events.index({"retry": {"attempt": 2}})
+    first = "".join(e["delta"] for e in events[:retry])
+    second = "".join(e.get("delta", "") for e in events[retry + 1 :])
+    assert first.split()[:6] == (LOOPING_ANSWER * 3).split() and second.strip()
+    failure = events[-1]
+    assert failure["status"] == plain.status_code == 422
+    assert failure["error"]["code"] == plain.json()["error"]["code"] == "repetition"
+    assert failure["error"]["message"] == plain.json()["error"]["message"]
+    assert failure["error"]["attempts"] == 2 and failure["error"]["raw_text"]
 
 
 def test_stream_errors_are_the_typed_errors_of_the_route(live: LiveServer) -> None:
