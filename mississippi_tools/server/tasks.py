@@ -11,9 +11,11 @@ the task's own arguments (the catalogue's names and descriptions, shared with ev
 Each answers with the task's typed result; with ``pages`` (a selection of a document's pages), with
 ``{"pages": [{"page": ..., "result": ..., "error": ...}, ...]}``, one entry per page in order,
 except for tasks that read the selected pages together (``/v1/extract_document``): one result.
-``region`` zooms into part of the image first. The
-former routes ``/v1/chart`` and ``/v1/table`` stay as deprecated aliases. Tasks the served model
-cannot do are not routed.
+``region`` zooms into part of the image first. ``"stream": true`` (one image or page) answers
+with server-sent events instead: the text as the model writes it, then the same result
+(:mod:`~mississippi_tools.server.task_stream`). The former routes ``/v1/chart`` and
+``/v1/table`` stay as deprecated aliases. Tasks the served model cannot do are not routed;
+``GET /v1/tasks`` lists those that are, with their arguments as JSON Schema.
 """
 
 from __future__ import annotations
