@@ -161,6 +161,20 @@ def test_upload_ocr_chart_and_extraction_in_the_browser(
     timings = _by_id(browser, "timings").text
     assert "Time: total" in timings and "Tiles" in timings and "Vision cache" in timings
 
+    # A region of the image: read, then outlined on the preview.
+    browser.find_element(By.CSS_SELECTOR, "details.settings summary").click()
+    region = _by_id(browser, "region")
+    region.send_keys("0,0,0.5,0.5")
+    assert "region=[0,0,0.5,0.5]" in _by_id(browser, "snippet-curl").text
+    _run(browser, "OCRResult")
+    box = _wait(
+        browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#regions .box"), "the outline"
+    )[0]
+    assert box.get_attribute("data-region") == "0,0,240,160"  # pixels of the 480x320 image
+    shown_width = _by_id(browser, "preview").size["width"]
+    assert abs(box.size["width"] - shown_width / 2) <= 2
+    region.clear()
+
     # A chart: re-plotted as SVG beside the original, and its values as a table.
     _choose_task(browser, "read_chart")
     view = _run(browser, "ChartData")

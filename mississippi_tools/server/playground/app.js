@@ -240,6 +240,14 @@ function collectFields({ strict }) {
     const value = $(id).value.trim();
     if (value) fields.push([id, value]);
   }
+  const region = $("region").value.trim();
+  if (region) {
+    // A form field that is not a plain scalar is JSON text: four numbers as a list, else the
+    // text as a JSON string (the server says what is wrong with it).
+    const numbers = region.split(",").map((part) => part.trim());
+    const numeric = numbers.length === 4 && numbers.every((part) => part !== "" && !Number.isNaN(Number(part)));
+    fields.push(["region", numeric ? JSON.stringify(numbers.map(Number)) : JSON.stringify(region)]);
+  }
   if (state.isDocument) fields.unshift(["page", String(selectedPage())]);
   return fields;
 }
@@ -424,9 +432,23 @@ function showResult(task, result, measured) {
   $("result").replaceChildren(view);
   $("meta").replaceChildren(renderMeta(result.meta, measured));
   $("raw-json").textContent = JSON.stringify(result, null, 2);
-  const region = result.meta && result.meta.region;
-  if (region && state.preview) drawRegions($("regions"), $("preview"), [region]);
+  showRegion(result);
   $("run-status").textContent = `Done: ${task.name} in ${(measured.total / 1000).toFixed(2)} s.`;
+}
+
+/** Outline the region that was read: the result's pixels on an image; fractions on a page. */
+function showRegion(result) {
+  const read = result.meta && result.meta.region;
+  if (!read || !state.preview) return;
+  const preview = $("preview");
+  if (!state.isDocument) {
+    drawRegions($("regions"), [read], [preview.naturalWidth, preview.naturalHeight]);
+    return;
+  }
+  // A page's pixels are those of its rendering for the model, not of the thumbnail shown:
+  // only a region asked for in fractions can be drawn on it.
+  const asked = $("region").value.split(",").map(Number);
+  if (asked.length === 4 && asked.every((v) => v >= 0 && v <= 1)) drawRegions($("regions"), [asked], [1, 1]);
 }
 
 // -- snippets ----------------------------------------------------------------------------

@@ -310,18 +310,19 @@ export function renderMeta(meta, measured) {
   return table;
 }
 
-/** Rectangles over the preview for the region a result says was read. */
-export function drawRegions(layer, image, regions) {
+/** Rectangles over the preview: regions [x0, y0, x1, y1] in units of size [width, height]. */
+export function drawRegions(layer, regions, [width, height]) {
   layer.replaceChildren();
-  if (!image.naturalWidth) return;
+  if (!width || !height) return;
   for (const [x0, y0, x1, y1] of regions) {
     layer.append(el("div", {
       class: "box",
+      "data-region": [x0, y0, x1, y1].join(","),
       style: {
-        left: `${(100 * x0) / image.naturalWidth}%`,
-        top: `${(100 * y0) / image.naturalHeight}%`,
-        width: `${(100 * (x1 - x0)) / image.naturalWidth}%`,
-        height: `${(100 * (y1 - y0)) / image.naturalHeight}%`,
+        left: `${(100 * x0) / width}%`,
+        top: `${(100 * y0) / height}%`,
+        width: `${(100 * (x1 - x0)) / width}%`,
+        height: `${(100 * (y1 - y0)) / height}%`,
       },
     }));
   }
