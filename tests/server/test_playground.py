@@ -10,7 +10,9 @@ import base64
 import io
 import json
 import re
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -255,3 +257,29 @@ def test_with_an_api_key_the_page_asks_for_it_and_the_calls_need_it(keyed: LiveS
             assert refused.json()["error"]["code"] == "unauthorized"
             assert call({"Authorization": "Bearer wrong"}).status_code == 401
             assert call({"Authorization": "Bearer pg-s3cret"}).status_code == 200
+
+
+def test_the_page_and_its_catalogue_answer_while_the_model_loads(
+    tiny_checkpoint: Path, server_vlm: Any
+) -> None:
+    release = threading.Event()
+
+    def slow_load(settings: Any) -> Any:
+        assert release.wait(60), "the test never released the load"
+        return server_vlm
+
+    settings = quiet_settings(model=str(tiny_checkpoint))
+    with run_server(settings, vlm_factory=slow_load, close_vlm=False) as server:
+        try:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                assert client.get("/health").json()["status"] == "loading"
+                assert client.get("/").status_code == 200
+                names = [task["name"] for task in client.get("/v1/tasks").json()["data"]]
+                assert names == [spec.name for spec in server_vlm.tasks]
+                thumbnails = client.post("/v1/pages", files={"image": ("a.png", png_bytes())})
+                assert thumbnails.status_code == 200
+                waiting = client.post("/v1/ocr", files={"image": ("a.png", png_bytes())})
+                assert waiting.status_code == 503
+                assert waiting.json()["error"]["code"] == "model_loading"
+        finally:
+            release.set()

@@ -295,6 +295,10 @@ def test_the_page_makes_no_request_outside_the_server(
     from selenium.webdriver.common.by import By
 
     _open(browser, f"{demo_server.url}/")
+    # The task list is the server's catalogue, as GET /v1/tasks reports it.
+    served = httpx.get(f"{demo_server.url}/v1/tasks", timeout=30).json()["data"]
+    options = browser.find_elements(By.CSS_SELECTOR, "#task option")
+    assert [o.get_attribute("value") for o in options] == [t["name"] for t in served]
     document = tmp_path / "two-pages.pdf"
     document.write_bytes(build_pdf([Page("scan"), Page("stamp")]))
     _by_id(browser, "file").send_keys(str(document))
