@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from tests.server.live import LiveServer, quiet_settings, run_server
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT = 90.0  # seconds any one wait may take on a loaded 2-core machine
+_SELECTED = "Selected: press Ctrl+C (or ⌘C) to copy."  # headless Chromium may refuse the clipboard
 
 
 @pytest.fixture(scope="module")
@@ -205,9 +208,7 @@ def test_upload_ocr_chart_and_extraction_in_the_browser(
         confidence = float(row.get_attribute("data-confidence"))
         assert 0 <= confidence <= 1
         assert {"conf-low", "conf-mid", "conf-high"} & set(row.get_attribute("class").split())
-    shown = json.loads(
-        browser.execute_script("return document.getElementById('raw-json').textContent")
-    )
+    shown = _shown_json(browser)
     assert shown["data"] == {
         "invoice_number": "12345",
         "date": "2024-10-17",
@@ -220,6 +221,32 @@ def test_upload_ocr_chart_and_extraction_in_the_browser(
     assert "confidence=true" in curl and '"invoice_number"' in curl
     python = _by_id(browser, "snippet-python").text
     assert "httpx.post(" in python and '"confidence": "true"' in python
+    # ... and both run as they are, giving the same data.
+    ran = subprocess.run(
+        ["bash", "-c", curl], cwd=tmp_path, capture_output=True, text=True, timeout=WAIT
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["data"] == shown["data"]
+    ran = subprocess.run(
+        [sys.executable, "-c", python], cwd=tmp_path, capture_output=True, text=True, timeout=WAIT
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "'invoice_number': '12345'" in ran.stdout
+    _by_id(browser, "copy-curl").click()
+    _wait(
+        browser,
+        lambda d: _by_id(d, "copy-status").text in ("Copied.", _SELECTED),
+        "the copy to be confirmed",
+    )
+
+    # A table, as a table.
+    _choose_task(browser, "read_table")
+    view = _run(browser, "TableData")
+    headers = [th.text for th in view.find_elements(By.CSS_SELECTOR, "table.data th")]
+    assert headers == ["Product", "Price", "Quantity"]
+    assert len(view.find_elements(By.CSS_SELECTOR, "table.data tbody tr")) == 2
+    _choose_task(browser, "extract")
+    editor = _by_id(browser, "arg-json_schema")
 
     # The server's typed error, as it answered it.
     bad = {"type": "object", "properties": {"a": {"type": "nope"}}}
@@ -313,9 +340,7 @@ def test_the_page_makes_no_request_outside_the_server(
     _choose_task(browser, "read_chart")
     view = _run(browser, "ChartData")
     assert view.find_element(By.CSS_SELECTOR, "svg#chart-plot").is_displayed()
-    shown = json.loads(
-        browser.execute_script("return document.getElementById('raw-json').textContent")
-    )
+    shown = _shown_json(browser)
     assert shown["meta"]["page"] == 2
 
     urls = _requests(browser)
