@@ -343,11 +343,19 @@ def test_the_page_makes_no_request_outside_the_server(
     shown = _shown_json(browser)
     assert shown["meta"]["page"] == 2
 
+    # A document task reads every page together (not streamed): one result for the document.
+    _choose_task(browser, "extract_document")
+    view = _run(browser, "DocumentExtractionResult")
+    shown = _shown_json(browser)
+    assert shown["data"]["invoice_number"] == "12345"
+    assert '"12345"' in view.text
+
     urls = _requests(browser)
     origin = urlsplit(demo_server.url)
     paths = {urlsplit(url).path for url in urls if url.startswith(demo_server.url)}
     # The log saw the page's own traffic, so an outside request would be seen too.
     assert {"/", "/playground/app.js", "/v1/tasks", "/v1/pages", "/v1/read_chart"} <= paths
+    assert "/v1/extract_document" in paths
     outside = [
         url
         for url in urls

@@ -248,7 +248,9 @@ function collectFields({ strict }) {
     const numeric = numbers.length === 4 && numbers.every((part) => part !== "" && !Number.isNaN(Number(part)));
     fields.push(["region", numeric ? JSON.stringify(numbers.map(Number)) : JSON.stringify(region)]);
   }
-  if (state.isDocument) fields.unshift(["page", String(selectedPage())]);
+  // A document task reads every page together; the others read the chosen page.
+  const task = currentTask();
+  if (state.isDocument && task && task.images !== "document") fields.unshift(["page", String(selectedPage())]);
   return fields;
 }
 
@@ -389,12 +391,15 @@ async function run(event) {
   const form = new FormData();
   if (state.file) form.append("image", state.file, state.file.name);
   for (const [name, text] of fields) form.append(name, text);
-  form.append("stream", "true");
+  const streamed = task.images !== "document"; // a document's pages are read side by side
+  if (streamed) form.append("stream", "true");
   $("stream").textContent = "";
   $("result").replaceChildren();
   $("meta").replaceChildren();
   $("raw-json").textContent = "";
-  $("run-status").textContent = `Running ${task.name}…`;
+  $("run-status").textContent = streamed
+    ? `Running ${task.name}…`
+    : `Running ${task.name} on every page (the answer comes at the end)…`;
   $("run").disabled = true;
   $("stop").disabled = false;
   state.controller = new AbortController();
