@@ -261,6 +261,9 @@ function selectedPage() {
 }
 
 function showPreview(url, caption) {
+  if (state.preview && state.preview.startsWith("blob:") && state.preview !== url) {
+    URL.revokeObjectURL(state.preview); // the previous file's image
+  }
   state.preview = url;
   $("preview").src = url;
   $("preview-caption").textContent = caption;
@@ -279,6 +282,8 @@ async function chooseFile(file) {
   $("file-name").textContent = `${file.name} (${Math.ceil(file.size / 1024)} KiB)`;
   $("pages").hidden = true;
   $("page-list").replaceChildren();
+  $("result").replaceChildren(); // it showed the previous file
+  $("meta").replaceChildren();
   clearError();
   if (!state.isDocument) {
     showPreview(URL.createObjectURL(file), file.name);
