@@ -12,6 +12,7 @@ Needs ``chromium`` and ``chromium-driver`` (Debian packages; CI's ``.ci/run`` in
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -399,6 +400,20 @@ def test_the_page_asks_for_the_api_key_once_and_sends_it(
         assert _run(browser, "OCRResult").text == DEMO_ANSWERS["ocr"]
         assert "$MISSISSIPPI_API_KEY" in _by_id(browser, "snippet-curl").text
         assert "pg-browser-key" not in _by_id(browser, "snippet-curl").text
+        # The snippets send the key from the environment, and quote awkward text safely.
+        _choose_task(browser, "ask")
+        _by_id(browser, "arg-question").send_keys('What\'s the "total"? $HOME `id` \\ ok')
+        curl = _by_id(browser, "snippet-curl").text
+        python = _by_id(browser, "snippet-python").text
+        assert "pg-browser-key" not in curl + python
+        environment = {**os.environ, "MISSISSIPPI_API_KEY": "pg-browser-key"}
+        for command in (["bash", "-c", curl], [sys.executable, "-c", python]):
+            ran = subprocess.run(
+                command, cwd=tmp_path, env=environment, capture_output=True, text=True,
+                timeout=WAIT,
+            )  # fmt: skip
+            assert ran.returncode == 0, ran.stderr
+            assert DEMO_ANSWERS["ask"] in ran.stdout
         # Reloading the tab keeps the key: the dialog is not shown again.
         browser.refresh()
         _wait(browser, lambda d: _by_id(d, "task").is_enabled(), "the task list after reload")
