@@ -409,7 +409,9 @@ def serve(
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="uvicorn log level.")] = None,
 ) -> None:
-    """Serve the model over HTTP: an OpenAI-compatible API and task endpoints.
+    """Serve the model over HTTP: an OpenAI-compatible API, task endpoints and a playground.
+
+    Open http://127.0.0.1:8090/ in a browser to try every task without writing code.
 
     Every option can also be set as MISSISSIPPI_<NAME> (MISSISSIPPI_PORT, MISSISSIPPI_API_KEY ...).
     """

@@ -542,6 +542,14 @@ class MississippiVLM(TaskMethods):
         images_read = self._task_images(spec, images, page, pages, run)
         return spec.plan(ctx, images_read, args, settings)
 
+    def plan(self, task: str, images: TaskImages, **kwargs: Any) -> TaskPlan[Any]:
+        """The task's plan, checked and with its images read, for callers that drive it themselves.
+
+        :meth:`run` drives the plan to its result; the HTTP service drives it step by step to
+        stream the answer's text as it is written. Same arguments and errors as :meth:`run`.
+        """
+        return self._plan(task, images, **kwargs)
+
     def _prepare_task(
         self, task: str, arguments: dict[str, Any], run: _Run
     ) -> tuple[TaskSpec[Any, Any], TaskContext, Any, RunSettings]:

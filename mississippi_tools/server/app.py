@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from mississippi_tools.server import openai, tasks
+from mississippi_tools.server import openai, playground, tasks
 from mississippi_tools.server.auth import (
     check_api_key,
     install_access_log_redaction,
@@ -182,6 +182,7 @@ def create_app(
         """Requests, latencies, queue depth, batch sizes, tokens and cache hits (text format)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(playground.router)
     app.include_router(openai.router)
     router, documented = tasks.build_router(_served_tasks(settings, vlm))
     app.include_router(router)
