@@ -165,7 +165,7 @@ class Florence2Backend(GenerateBackend):
 
     @property
     def info(self) -> ModelInfo:
-        """Family ``florence2``: one image per prompt, no options, task-token prompts."""
+        """Family ``florence2``: one image per prompt, no options, boxes (``<OCR_WITH_REGION>``)."""
         return ModelInfo(
             model_id=self.model_id,
             family=self.family,
@@ -173,6 +173,7 @@ class Florence2Backend(GenerateBackend):
             max_context=self.max_context,
             instruction_tuned=True,
             max_images=MAX_IMAGES,
+            regions=True,
             revision=self.revision,
         )
 

@@ -214,6 +214,12 @@ def load_weights(
     }
     model.load_state_dict(placed, strict=False, assign=True)
     model.tie_weights()  # type: ignore[operator]
+    shared = model.get_submodule("model.language_model.shared").weight
+    for name in sorted(_TIED_NATIVE):  # transformers 5.0 leaves lm_head untied here
+        module_name, _, attribute = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        if getattr(module, attribute).is_meta:
+            setattr(module, attribute, shared)
     leftover = [n for n, t in model.named_parameters() if t.is_meta]
     leftover += [n for n, b in model.named_buffers() if b.is_meta]
     if leftover:
