@@ -78,7 +78,9 @@ BACKENDS: dict[str, str] = {
     "Idefics3ForConditionalGeneration": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
     # -- Florence-2: model_type "florence2", Florence2ForConditionalGeneration --
     "florence2": "mississippi_tools.models.florence2.backend:Florence2Backend",
-    "Florence2ForConditionalGeneration": "mississippi_tools.models.florence2.backend:Florence2Backend",
+    "Florence2ForConditionalGeneration": (
+        "mississippi_tools.models.florence2.backend:Florence2Backend"
+    ),
 }
 
 

@@ -19,7 +19,8 @@ def native_processor(directory: Path) -> Any:
     from transformers import AddedToken, AutoTokenizer, CLIPImageProcessor, Florence2Processor
 
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
+    image = AddedToken("<image>", special=True, normalized=False)
+    tokenizer.add_tokens([image], special_tokens=True)
     tokenizer.image_token = "<image>"
     tokenizer.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     image_processor = CLIPImageProcessor.from_pretrained(directory)
