@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FLORENCE2_DOCVQA_CONFIG",
+    "PUBLISHED_PREPROCESSOR",
     "TINY_CONFIG",
     "TINY_PREPROCESSOR",
     "build_checkpoint",
@@ -179,6 +180,14 @@ TINY_PREPROCESSOR: dict[str, Any] = {
     "resample": 3,
     "rescale_factor": 0.00392156862745098,
     "size": {"height": 64, "width": 64},
+}
+
+#: The published ``preprocessor_config.json`` (768 px: 24 x 24 + 1 image positions).
+PUBLISHED_PREPROCESSOR: dict[str, Any] = {
+    **TINY_PREPROCESSOR,
+    "crop_size": {"height": 768, "width": 768},
+    "image_seq_length": 577,
+    "size": {"height": 768, "width": 768},
 }
 
 _GENERATION_CONFIG = {

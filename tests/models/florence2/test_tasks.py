@@ -48,6 +48,10 @@ def test_ocr_sends_the_ocr_task_token(vlm: MississippiVLM, sample_png: Path) -> 
     ocr = backend.prepare("<OCR>", [_loaded(sample_png)]).input_ids
     assert result.meta.prompt_tokens == len(ocr)
     assert isinstance(result.text, str)
+    # The task's default budget (1024) fits: the answer stops where the decoder's positions end.
+    whole = vlm.ocr(sample_png)
+    assert whole.meta.new_tokens >= 1
+    assert whole.meta.prompt_tokens + whole.meta.new_tokens <= 1024
     with pytest.raises(InvalidInputError, match=r"plain text only.*format='text'"):
         vlm.ocr(sample_png, format="markdown")
 
