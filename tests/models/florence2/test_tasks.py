@@ -97,3 +97,16 @@ def _tokenizer(directory: Path) -> Any:
     from mississippi_tools.models.florence2.tokenization import load_tokenizer
 
     return load_tokenizer(directory)
+
+
+def test_cli_builds_the_tiny_checkpoint_in_microsofts_layout(tmp_path: Path) -> None:
+    from mississippi_tools.testing import FAMILIES
+
+    assert "florence2" in FAMILIES
+    target = tmp_path / "tiny-florence2"
+    built = CliRunner().invoke(app, ["build-checkpoint", str(target), "--family", "florence2"])
+    assert built.exit_code == ExitCode.OK, built.stderr
+    config = json.loads((target / "config.json").read_text())
+    assert config["vision_config"]["model_type"] == "davit"
+    assert config["text_config"]["model_type"] == "florence2_language"
+    assert family_of(target) == "florence2"
