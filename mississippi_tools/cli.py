@@ -468,7 +468,7 @@ def build_checkpoint(
         str,
         typer.Option(
             help="Model family of the tiny checkpoint: h2ovl (the default model), idefics2, "
-            "idefics3 or websight, each in its published on-disk layout."
+            "idefics3, websight or florence2, each in its published on-disk layout."
         ),
     ] = "h2ovl",
 ) -> None:

@@ -47,6 +47,8 @@ KNOWN_MODELS: dict[str, str] = {
     "HuggingFaceM4/idefics2-8b-chatty": "idefics2",
     "HuggingFaceM4/idefics2-8b-AWQ": "idefics2",
     "HuggingFaceM4/Idefics3-8B-Llama3": "idefics3",
+    # -- Florence-2 (Microsoft's remote-code layout, loaded into the native class) -------------
+    "HuggingFaceM4/Florence-2-DocVQA": "florence2",
 }
 
 #: Name fragments (lower case) that tell a family when the exact hub id is not known, most
@@ -58,6 +60,9 @@ _NAME_HINTS: list[tuple[str, str]] = [
     # -- Idefics2 / Idefics3 --
     ("idefics3", "idefics3"),
     ("idefics2", "idefics2"),
+    # -- Florence-2 --
+    ("florence-2", "florence2"),
+    ("florence2", "florence2"),
 ]
 
 #: ``model_type`` or architecture name -> "module:Class" of a backend with ``from_directory``.
@@ -72,6 +77,11 @@ BACKENDS: dict[str, str] = {
     "Idefics2ForConditionalGeneration": "mississippi_tools.models.idefics2.backend:Idefics2Backend",
     "idefics3": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
     "Idefics3ForConditionalGeneration": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
+    # -- Florence-2: model_type "florence2", Florence2ForConditionalGeneration --
+    "florence2": "mississippi_tools.models.florence2.backend:Florence2Backend",
+    "Florence2ForConditionalGeneration": (
+        "mississippi_tools.models.florence2.backend:Florence2Backend"
+    ),
 }
 
 

@@ -82,6 +82,8 @@ DIALECTS: dict[str, str] = {
     # -- Idefics2 / Idefics3 --
     "idefics2": "mississippi_tools.tasks.dialects.idefics:Idefics2Dialect",
     "idefics3": "mississippi_tools.tasks.dialects.idefics:Idefics3Dialect",
+    # -- Florence-2 --
+    "florence2": "mississippi_tools.tasks.dialects.florence2:Florence2Dialect",
 }
 
 _loaded: dict[str, Dialect] = {}
