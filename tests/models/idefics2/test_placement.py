@@ -57,8 +57,7 @@ def test_the_public_load_places_and_other_families_refuse_by_name(
     ) as vlm:
         assert "disk" in set(vlm.engine.backend.model.hf_device_map.values())  # type: ignore[attr-defined]
         assert (
-            vlm.ask(Image.new("RGB", (64, 64), "white"), "What?", max_new_tokens=2).text
-            is not None
+            vlm.ask(Image.new("RGB", (64, 64), "white"), "What?", max_new_tokens=2).text is not None
         )
     with pytest.raises(InvalidInputError, match="the h2ovl backend loads on one device") as info:
         MississippiVLM.load(tiny_checkpoint, device="cpu", max_memory={"cpu": "1GiB"})
