@@ -46,6 +46,11 @@ KNOWN_MODELS: dict[str, str] = {
     "HuggingFaceM4/idefics2-8b-chatty": "idefics2",
     "HuggingFaceM4/idefics2-8b-AWQ": "idefics2",
     "HuggingFaceM4/Idefics3-8B-Llama3": "idefics3",
+    # -- IDEFICS 1 (HuggingFaceM4, gated cross-attention) -------------------------------------
+    "HuggingFaceM4/idefics-9b": "idefics1",
+    "HuggingFaceM4/idefics-9b-instruct": "idefics1",
+    "HuggingFaceM4/idefics-80b": "idefics1",
+    "HuggingFaceM4/idefics-80b-instruct": "idefics1",
 }
 
 #: Name fragments (lower case) that tell a family when the exact hub id is not known, most
@@ -57,6 +62,8 @@ _NAME_HINTS: list[tuple[str, str]] = [
     # -- Idefics2 / Idefics3 --
     ("idefics3", "idefics3"),
     ("idefics2", "idefics2"),
+    # -- IDEFICS 1: "idefics-9b", "idefics-80b" (after the numbered families) --
+    ("idefics-", "idefics1"),
 ]
 
 #: ``model_type`` or architecture name -> "module:Class" of a backend with ``from_directory``.
@@ -71,6 +78,9 @@ BACKENDS: dict[str, str] = {
     "Idefics2ForConditionalGeneration": "mississippi_tools.models.idefics2.backend:Idefics2Backend",
     "idefics3": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
     "Idefics3ForConditionalGeneration": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
+    # -- IDEFICS 1: model_type "idefics", IdeficsForVisionText2Text (generate kind) -----------
+    "idefics": "mississippi_tools.models.idefics1.backend:Idefics1Backend",
+    "IdeficsForVisionText2Text": "mississippi_tools.models.idefics1.backend:Idefics1Backend",
 }
 
 

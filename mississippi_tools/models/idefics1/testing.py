@@ -1,0 +1,336 @@
+"""Build IDEFICS 1 checkpoints in the published on-disk format (transformers 4.32), random weights.
+
+What is written follows ``HuggingFaceM4/idefics-9b(-instruct)``: a ``config.json`` of the 4.32
+era (``model_type`` ``"idefics"`` at the top and in both sub-configs, the vision width under
+``embed_dim``, the ``freeze_*`` training switches, ``use_resampler``, ``cross_layer_interval``,
+``additional_vocab_size``), the published tensor names in safetensors, a
+``preprocessor_config.json`` (224 px, CLIP normalisation), a ``generation_config.json``, and the
+LLaMA tokenizer files: ``tokenizer.model`` (SentencePiece with byte fallback, trained locally on
+a small corpus, padded to LLaMA's 32000 pieces) and ``tokenizer.json`` with ``<unk>`` 0, ``<s>`` 1,
+``</s>`` 2 and the added ``<fake_token_around_image>`` 32000, ``<image>`` 32001 and, for the
+instruct variant, ``<end_of_utterance>`` 32002 (listed among the additional special tokens, which
+is how the published processor recognises an instruct tokenizer).
+
+``additional_vocab_size`` covers every added token, so that the decoupled embedding has a row
+for ``<end_of_utterance>`` (2 for the pretrained variant, 3 for instruct): the reference
+processor writes that token into instruct prompts and the lookup fails without its row.
+
+The full-size constants (:data:`IDEFICS_9B_CONFIG`, :data:`IDEFICS_80B_CONFIG`) give the
+published dimensions; they drive the memory figures and the benchmark.
+
+Example:
+    .. code-block:: python
+
+        from mississippi_tools.models.idefics1.testing import build_tiny_checkpoint
+        path = build_tiny_checkpoint("/tmp/tiny-idefics")
+        vlm = MississippiVLM.load(path)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from mississippi_tools.models.checkpoint_files import save_weights, write_json
+
+__all__ = [
+    "IDEFICS_9B_CONFIG",
+    "IDEFICS_80B_CONFIG",
+    "TINY_CONFIG",
+    "build_checkpoint",
+    "build_tiny_checkpoint",
+    "build_tokenizer_files",
+]
+
+_FAKE, _IMAGE, _EOU = "<fake_token_around_image>", "<image>", "<end_of_utterance>"
+
+#: The sub-config keys transformers 4.32 serialised beside the model's own (PretrainedConfig's).
+_SUB_CONFIG_DEFAULTS: dict[str, Any] = {
+    "_name_or_path": "",
+    "add_cross_attention": False,
+    "architectures": None,
+    "bos_token_id": None,
+    "eos_token_id": None,
+    "is_decoder": False,
+    "is_encoder_decoder": False,
+    "model_type": "idefics",
+    "pad_token_id": None,
+    "return_dict": True,
+    "tie_word_embeddings": True,
+    "torch_dtype": None,
+    "transformers_version": "4.32.0.dev0",
+}
+
+#: idefics-9b(-instruct)'s ``config.json``: the published keys and dimensions (LLaMA-7B decoder,
+#: CLIP ViT-H/14 vision tower, a cross-attention block every 4 layers).
+IDEFICS_9B_CONFIG: dict[str, Any] = {
+    "_name_or_path": "HuggingFaceM4/idefics-9b-instruct",
+    "additional_vocab_size": 2,
+    "alpha_initializer": "zeros",
+    "alpha_type": "float",
+    "alphas_initializer_range": 0.0,
+    "architectures": ["IdeficsForVisionText2Text"],
+    "bos_token_id": 1,
+    "cross_layer_activation_function": "swiglu",
+    "cross_layer_interval": 4,
+    "dropout": 0.0,
+    "eos_token_id": 2,
+    "ffn_dim": 3072,
+    "freeze_lm_head": True,
+    "freeze_text_layers": True,
+    "freeze_text_module_exceptions": [],
+    "freeze_vision_layers": True,
+    "freeze_vision_module_exceptions": [],
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "initializer_range": 0.02,
+    "intermediate_size": 11008,
+    "max_new_tokens": 100,
+    "max_position_embeddings": 2048,
+    "model_type": "idefics",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "pad_token_id": 0,
+    "perceiver_config": {
+        **_SUB_CONFIG_DEFAULTS,
+        "qk_layer_norms_perceiver": False,
+        "resampler_depth": 6,
+        "resampler_head_dim": 96,
+        "resampler_n_heads": 16,
+        "resampler_n_latents": 64,
+        "use_resampler": False,
+    },
+    "qk_layer_norms": False,
+    "rms_norm_eps": 1e-06,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.32.0.dev0",
+    "use_cache": True,
+    "use_resampler": True,
+    "vision_config": {
+        **_SUB_CONFIG_DEFAULTS,
+        "attention_dropout": 0.0,
+        "embed_dim": 1280,
+        "hidden_act": "gelu",
+        "image_size": 224,
+        "initializer_factor": 1.0,
+        "initializer_range": 0.02,
+        "intermediate_size": 5120,
+        "layer_norm_eps": 1e-05,
+        "num_attention_heads": 16,
+        "num_channels": 3,
+        "num_hidden_layers": 32,
+        "patch_size": 14,
+        "vision_model_name": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+    },
+    "vocab_size": 32000,
+    "word_embed_proj_dim": 4096,
+}
+
+#: idefics-80b(-instruct): the LLaMA-65B decoder (8192 wide, 80 layers, 64 heads), query/key
+#: layer norms in the cross-attention; the same vision tower and perceiver.
+IDEFICS_80B_CONFIG: dict[str, Any] = {
+    **copy.deepcopy(IDEFICS_9B_CONFIG),
+    "_name_or_path": "HuggingFaceM4/idefics-80b-instruct",
+    "hidden_size": 8192,
+    "intermediate_size": 22016,
+    "num_attention_heads": 64,
+    "num_hidden_layers": 80,
+    "qk_layer_norms": True,
+    "rms_norm_eps": 1e-05,
+    "word_embed_proj_dim": 8192,
+}
+
+#: Tiny: real vocabulary, image size, token ids and layout; 4 decoder layers with a
+#: cross-attention block every 2, 2 vision layers, a 2-block perceiver.
+TINY_CONFIG: dict[str, Any] = {
+    **copy.deepcopy(IDEFICS_9B_CONFIG),
+    "_name_or_path": "tiny-idefics",
+    "cross_layer_interval": 2,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 4,
+    "perceiver_config": {
+        **IDEFICS_9B_CONFIG["perceiver_config"],
+        "resampler_depth": 2,
+        "resampler_head_dim": 8,
+        "resampler_n_heads": 2,
+        "resampler_n_latents": 8,
+    },
+    "vision_config": {
+        **IDEFICS_9B_CONFIG["vision_config"],
+        "embed_dim": 32,
+        "intermediate_size": 64,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+    },
+    "word_embed_proj_dim": 64,
+}
+
+_PREPROCESSOR = {
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_num_channels": 3,
+    "image_processor_type": "IdeficsImageProcessor",
+    "image_size": 224,
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "processor_class": "IdeficsProcessor",
+}
+
+_GENERATION = {
+    "_from_model_config": True,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+    "transformers_version": "4.32.0.dev0",
+}
+
+
+def build_tokenizer_files(directory: str | Path, *, instruct: bool = True) -> Path:
+    """Write the LLaMA tokenizer files with IDEFICS's added tokens, as published."""
+    from mississippi_tools.models.idefics2.testing import build_tokenizer_files as llama_files
+
+    directory = Path(directory)
+    llama_files(directory, chat_template=False)  # the same LLaMA pipeline and added-token ids
+    added = [_FAKE, _IMAGE, *([_EOU] if instruct else [])]
+    path = directory / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["added_tokens"] = [
+        t for t in data["added_tokens"] if t["content"] in ("<unk>", "<s>", "</s>", *added)
+    ]
+    write_json(path, data)
+    decoder = {
+        str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in data["added_tokens"]
+    }
+
+    def token(content: str) -> dict[str, Any]:
+        return {
+            "content": content,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+        }
+
+    write_json(
+        directory / "tokenizer_config.json",
+        {
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "added_tokens_decoder": decoder,
+            "additional_special_tokens": added,
+            "bos_token": token("<s>"),
+            "clean_up_tokenization_spaces": False,
+            "eos_token": token("</s>"),
+            "legacy": False,
+            "model_max_length": 1000000000000000019884624838656,
+            "pad_token": token("<unk>"),
+            "processor_class": "IdeficsProcessor",
+            "sp_model_kwargs": {},
+            "tokenizer_class": "LlamaTokenizer",
+            "unk_token": token("<unk>"),
+        },
+    )
+    write_json(
+        directory / "special_tokens_map.json",
+        {
+            "additional_special_tokens": [token(t) for t in added],
+            "bos_token": token("<s>"),
+            "eos_token": token("</s>"),
+            "pad_token": token("<unk>"),
+            "unk_token": token("<unk>"),
+        },
+    )
+    return directory
+
+
+def _native_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    from mississippi_tools.models.idefics1.configuration import Idefics1Config
+    from mississippi_tools.models.idefics1.loading import build_empty_model
+
+    parsed = Idefics1Config.from_dict(copy.deepcopy(config))
+    skeleton = build_empty_model(parsed.native())
+    names = {name for name, _ in skeleton.named_parameters()}
+    return {name: tuple(t.shape) for name, t in skeleton.state_dict().items() if name in names}
+
+
+def build_checkpoint(
+    directory: str | Path,
+    config: dict[str, Any],
+    *,
+    variant: str = "instruct",
+    dtype: str = "float32",
+    seed: int = 0,
+    init_std: float = 0.02,
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write a random-weight IDEFICS checkpoint in the published format for ``config``.
+
+    Args:
+        directory: Where to write (created if needed).
+        config: The ``config.json`` content (:data:`TINY_CONFIG`, :data:`IDEFICS_9B_CONFIG` ...).
+        variant: ``instruct`` (idefics-9b-instruct: ``<end_of_utterance>`` in the tokenizer) or
+            ``base`` (idefics-9b: pretrained only).
+        dtype: Storage dtype.
+        seed: Seed of the random weights.
+        init_std: Standard deviation of the random matrices.
+        max_shard_bytes: Shard the weights above this size.
+
+    Raises:
+        ValueError: An unknown ``variant``.
+    """
+    import torch
+
+    from mississippi_tools.models.idefics2.testing import random_weights
+
+    if variant not in ("instruct", "base"):
+        raise ValueError(f"variant must be 'instruct' or 'base', not {variant!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = copy.deepcopy(config)
+    written["additional_vocab_size"] = 3 if variant == "instruct" else 2
+    written["torch_dtype"] = dtype
+    if variant == "base":
+        written["_name_or_path"] = str(written["_name_or_path"]).removesuffix("-instruct")
+    shapes = _native_shapes(written)
+    tensors = random_weights(shapes, dtype=getattr(torch, dtype), seed=seed, std=init_std)
+    for name, tensor in tensors.items():
+        if name.endswith(("alpha_cross_attn", "alpha_dense")):
+            # Trained gates are open (tanh(alpha) != 0); zeros would hide the images entirely.
+            tensor.fill_(0.5)
+    save_weights(directory, tensors, max_shard_bytes)
+    write_json(directory / "config.json", written)
+    write_json(directory / "generation_config.json", _GENERATION)
+    write_json(directory / "preprocessor_config.json", _PREPROCESSOR)
+    build_tokenizer_files(directory, instruct=variant == "instruct")
+    return directory
+
+
+def build_tiny_checkpoint(
+    directory: str | Path,
+    *,
+    seed: int = 0,
+    variant: str = "instruct",
+    dtype: str = "float32",
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """A tiny random IDEFICS checkpoint (real vocabulary, image size and token ids).
+
+    Args:
+        directory: Where to write.
+        seed: Seed of the random weights.
+        variant: ``instruct`` or ``base`` (pretrained only).
+        dtype: Storage dtype.
+        max_shard_bytes: Shard the weights above this size.
+    """
+    return build_checkpoint(
+        directory,
+        TINY_CONFIG,
+        variant=variant,
+        dtype=dtype,
+        seed=seed,
+        init_std=0.2,
+        max_shard_bytes=max_shard_bytes,
+    )
