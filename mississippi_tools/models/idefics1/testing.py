@@ -40,6 +40,7 @@ __all__ = [
     "IDEFICS_80B_CONFIG",
     "TINY_CONFIG",
     "build_checkpoint",
+    "build_scripted_checkpoint",
     "build_tiny_checkpoint",
     "build_tokenizer_files",
 ]
@@ -334,3 +335,64 @@ def build_tiny_checkpoint(
         init_std=0.2,
         max_shard_bytes=max_shard_bytes,
     )
+
+
+def build_scripted_checkpoint(source: str | Path, target: str | Path, answer: str) -> Path:
+    """Copy a tiny IDEFICS checkpoint and set its weights so that greedy decoding writes ``answer``.
+
+    The IDEFICS counterpart of the Idefics2 scripted builder: every decoder layer's and gated
+    cross-attention block's output projections are zeroed (a bigram model), and the embeddings
+    and LM head lead from the prompt's last token (``:`` of ``Assistant:``) through ``answer`` to
+    ``<end_of_utterance>``. Under a JSON grammar the head prefers ``"`` and closing brackets, so
+    constrained JSON finishes quickly.
+
+    Raises:
+        ValueError: ``answer`` repeats a token, or is too long for the hidden size.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from mississippi_tools.models.idefics2.tokenization import IdeficsTokenizer, Segment
+
+    source, target = Path(source), Path(target)
+    shutil.copytree(source, target)
+    tokenizer = IdeficsTokenizer.from_pretrained(target)
+    last = tokenizer.encode_segments([Segment("Assistant:")], bos=False)[-1]
+    stop = tokenizer.token_to_id(_EOU)
+    chain = [last, *tokenizer.encode(answer)]
+    if len(set(chain)) != len(chain):
+        raise ValueError(f"{answer!r} repeats a token ({chain}); a bigram model cannot write it")
+    weights_file = target / "model.safetensors"
+    weights = load_file(str(weights_file))
+    embed = weights["model.embed_tokens.weight"]
+    head = weights["lm_head.weight"]
+    extra_embed = weights["model.embed_tokens.additional_embedding.weight"]
+    extra_head = weights["lm_head.additional_fc.weight"]
+    if len(chain) >= embed.shape[1]:
+        raise ValueError(f"{answer!r} is too long for a hidden size of {embed.shape[1]}")
+    for tensor in (embed, head, extra_embed, extra_head):
+        tensor.zero_()
+    embed[:, 0] = 1.0
+    extra_embed[:, 0] = 1.0
+    base_rows = embed.shape[0]
+    for k, token in enumerate(chain, start=1):
+        embed[token, k] = 4.0
+        following = chain[k] if k < len(chain) else stop
+        if following >= base_rows:
+            extra_head[following - base_rows, k] = 50.0
+        else:
+            head[following, k] = 50.0
+    for token, piece in enumerate(tokenizer.vocab_pieces(base_rows)):
+        text = piece.replace("▁", " ")
+        if text == '"':
+            head[token, 0] = 6.0
+        elif text and all(c in '"}]' for c in text):
+            head[token, 0] = 5.0
+    for name, tensor in weights.items():
+        if name.startswith(("model.layers.", "model.gated_cross_attn_layers.")) and name.endswith(
+            ("o_proj.weight", "down_proj.weight")
+        ):
+            tensor.zero_()
+    save_file(weights, str(weights_file), metadata={"format": "pt"})
+    return target

@@ -82,6 +82,8 @@ DIALECTS: dict[str, str] = {
     # -- Idefics2 / Idefics3 --
     "idefics2": "mississippi_tools.tasks.dialects.idefics:Idefics2Dialect",
     "idefics3": "mississippi_tools.tasks.dialects.idefics:Idefics3Dialect",
+    # -- IDEFICS 1 --
+    "idefics1": "mississippi_tools.tasks.dialects.idefics1:Idefics1Dialect",
 }
 
 _loaded: dict[str, Dialect] = {}

@@ -35,3 +35,13 @@ def idefics1_reference(idefics1_checkpoint: Path):  # type: ignore[no-untyped-de
     from tests.models.idefics1 import reference
 
     return reference.model(idefics1_checkpoint), reference.processor(idefics1_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def idefics1_scripted(idefics1_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint with weights set so that greedy decoding writes ``SCRIPTED_ANSWER``."""
+    from mississippi_tools.models.idefics1.testing import build_scripted_checkpoint
+    from tests.support import SCRIPTED_ANSWER
+
+    target = tmp_path_factory.mktemp("scripted") / "scripted-idefics-9b-instruct"
+    return build_scripted_checkpoint(idefics1_checkpoint, target, SCRIPTED_ANSWER)
