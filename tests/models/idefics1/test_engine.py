@@ -1,4 +1,4 @@
-"""The engine on the generate kind (IDEFICS): deadlines, cancellation, streaming, logits processors."""
+"""The engine on the generate kind (IDEFICS): deadlines, cancellation, streaming, processors."""
 
 from __future__ import annotations
 

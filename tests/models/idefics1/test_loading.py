@@ -1,4 +1,4 @@
-"""Loading the published IDEFICS layout: by hub id and local copy; config and tensor errors typed."""
+"""Loading the published IDEFICS layout by hub id and from a local copy; typed config errors."""
 
 from __future__ import annotations
 
