@@ -51,6 +51,7 @@ from mississippi_tools.models.idefics1.loading import (
     map_checkpoint_key,
     move_buffers,
 )
+from mississippi_tools.models.h2ovl.tokenization import check_text
 from mississippi_tools.models.idefics2.backend import execution_device, weights_revision
 from mississippi_tools.models.idefics2.tokenization import IdeficsTokenizer
 
@@ -303,6 +304,10 @@ class Idefics1Backend(GenerateBackend):
     ) -> PreparedPrompt:
         """Build the prompt as the published processor does; plan each image's 224 px square."""
         validate_options(options or {}, self.info)
+        check_text(prompt, "the prompt")
+        for turn, (question, answer) in enumerate(history, start=1):
+            check_text(question, f"question of history turn {turn}")
+            check_text(answer, f"answer of history turn {turn}")
         if len(images) > self.max_images:
             raise InvalidInputError(
                 f"{len(images)} images in one prompt; {self.model_id} takes at most "

@@ -122,3 +122,10 @@ def test_too_many_images_and_misplaced_markers_are_typed_errors(idefics1_backend
         idefics1_backend.prepare("<image> and <image>", [image])
     with pytest.raises(InvalidInputError, match=r"max_tiles is not an option of idefics1"):
         idefics1_backend.prepare("x", [image], options={"max_tiles": 2})
+
+
+def test_lone_surrogates_are_typed_errors_naming_the_text(idefics1_backend) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInputError, match=r"the prompt contains a lone surrogate U\+D83D"):
+        idefics1_backend.prepare("smile \ud83d", [])
+    with pytest.raises(InvalidInputError, match="answer of history turn 1"):
+        idefics1_backend.prepare("q", [], history=[("q0", "\udc00")])
