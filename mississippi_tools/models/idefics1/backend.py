@@ -43,6 +43,7 @@ from mississippi_tools.models.base import (
     validate_options,
 )
 from mississippi_tools.models.compat import cache_keyword, idefics_image_inputs_are_4d
+from mississippi_tools.models.h2ovl.tokenization import check_text
 from mississippi_tools.models.idefics1 import processing
 from mississippi_tools.models.idefics1.configuration import Idefics1Config, read_json
 from mississippi_tools.models.idefics1.loading import (
@@ -51,7 +52,6 @@ from mississippi_tools.models.idefics1.loading import (
     map_checkpoint_key,
     move_buffers,
 )
-from mississippi_tools.models.h2ovl.tokenization import check_text
 from mississippi_tools.models.idefics2.backend import execution_device, weights_revision
 from mississippi_tools.models.idefics2.tokenization import IdeficsTokenizer
 

@@ -129,3 +129,11 @@ def test_lone_surrogates_are_typed_errors_naming_the_text(idefics1_backend) -> N
         idefics1_backend.prepare("smile \ud83d", [])
     with pytest.raises(InvalidInputError, match="answer of history turn 1"):
         idefics1_backend.prepare("q", [], history=[("q0", "\udc00")])
+
+
+def test_ask_about_two_images_and_no_image(scripted_vlm: MississippiVLM, sample_png: Path) -> None:
+    other = Image.new("RGB", (90, 300), "navy")
+    two = scripted_vlm.ask([sample_png, other], "Compare them.")
+    none = scripted_vlm.ask(None, "Compare them.")
+    assert str(two) == str(none) == SCRIPTED_ANSWER
+    assert two.meta.prompt_tokens >= none.meta.prompt_tokens + 5  # the two images' 5 tokens
