@@ -24,7 +24,6 @@ for any backend: they act between :meth:`~Idefics1Backend.start` and each
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -59,8 +58,6 @@ if TYPE_CHECKING:
     from mississippi_tools.images import LoadedImage
 
 __all__ = ["INSTRUCTION_TUNED", "Idefics1Backend", "Idefics1State", "is_instruction_tuned"]
-
-logger = logging.getLogger(__name__)
 
 #: Instruction-tuned IDEFICS checkpoints (suggested when a pretrained-only one is loaded).
 INSTRUCTION_TUNED = ("HuggingFaceM4/idefics-9b-instruct", "HuggingFaceM4/idefics-80b-instruct")
