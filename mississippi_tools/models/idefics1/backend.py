@@ -369,6 +369,14 @@ class Idefics1Backend(GenerateBackend):
                 found.setdefault(image.cache_key, self._features[image.cache_key])
         return torch.stack([found[image.cache_key] for image in images])
 
+    def clear_feature_cache(self) -> None:
+        """Forget the image features kept across requests."""
+        self._features.clear()
+
+    def close(self) -> None:
+        """Release the feature cache."""
+        self.clear_feature_cache()
+
     def image_attention(self, input_ids: Sequence[int], num_images: int) -> torch.Tensor:
         """``[1, tokens, max(1, images)]``: 1 where a token cross-attends to an image."""
         indices = processing.image_attention_indices(
