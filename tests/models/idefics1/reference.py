@@ -25,13 +25,9 @@ EOU = "<end_of_utterance>"
 def processor(checkpoint: Path) -> Any:
     from transformers import IdeficsProcessor, PreTrainedTokenizerFast
 
-    try:  # transformers 5.24 names the PIL processor apart; 5.0 has only the one class
-        from transformers.models.idefics.image_processing_pil_idefics import (
-            IdeficsImageProcessorPil as ImageProcessor,
-        )
-    except ImportError:
-        from transformers import IdeficsImageProcessor as ImageProcessor
+    from tests.models.reference_processors import pil_image_processor
 
+    image_processor = pil_image_processor("idefics", "Idefics")
     special = json.loads((checkpoint / "special_tokens_map.json").read_text())
     extra = [t["content"] for t in special["additional_special_tokens"]]
     tokenizer = PreTrainedTokenizerFast(
@@ -43,7 +39,7 @@ def processor(checkpoint: Path) -> Any:
         additional_special_tokens=extra,
     )
     config = json.loads((checkpoint / "preprocessor_config.json").read_text())
-    images = ImageProcessor(
+    images = image_processor(
         image_size=config["image_size"],
         image_mean=config["image_mean"],
         image_std=config["image_std"],
