@@ -46,10 +46,10 @@ KNOWN_MODELS: dict[str, str] = {
     "HuggingFaceM4/idefics2-8b-chatty": "idefics2",
     "HuggingFaceM4/idefics2-8b-AWQ": "idefics2",
     "HuggingFaceM4/Idefics3-8B-Llama3": "idefics3",
-    # -- IDEFICS 1 (HuggingFaceM4, gated cross-attention) -------------------------------------
-    "HuggingFaceM4/idefics-9b": "idefics1",
+    # -- IDEFICS 1 (HuggingFaceM4, gated cross-attention); the pretrained-only idefics-9b and
+    # idefics-80b are known by the "idefics-" name hint, so that error messages listing the
+    # models that can do a task never suggest them --
     "HuggingFaceM4/idefics-9b-instruct": "idefics1",
-    "HuggingFaceM4/idefics-80b": "idefics1",
     "HuggingFaceM4/idefics-80b-instruct": "idefics1",
 }
 

@@ -137,3 +137,15 @@ def test_ask_about_two_images_and_no_image(scripted_vlm: MississippiVLM, sample_
     none = scripted_vlm.ask(None, "Compare them.")
     assert str(two) == str(none) == SCRIPTED_ANSWER
     assert two.meta.prompt_tokens >= none.meta.prompt_tokens + 5  # the two images' 5 tokens
+
+
+def test_refusals_elsewhere_suggest_only_the_instruct_checkpoints() -> None:
+    from mississippi_tools.models.registry import family_for_model_name
+    from mississippi_tools.tasks.catalogue import supporting_models
+
+    ask = next(spec for spec in all_tasks() if spec.name == "ask")
+    names = supporting_models(ask)
+    assert "HuggingFaceM4/idefics-9b-instruct" in names
+    assert "HuggingFaceM4/idefics-80b-instruct" in names
+    assert "HuggingFaceM4/idefics-9b" not in names and "HuggingFaceM4/idefics-80b" not in names
+    assert family_for_model_name("HuggingFaceM4/idefics-80b") == "idefics1"
