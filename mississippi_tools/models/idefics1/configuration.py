@@ -1,16 +1,22 @@
-"""IDEFICS 1 configuration, read from the published ``config.json`` (transformers 4.32 era).
+"""IDEFICS 1 configuration, read from the published ``config.json``.
 
 ``HuggingFaceM4/idefics-9b``, ``idefics-9b-instruct``, ``idefics-80b`` and
-``idefics-80b-instruct`` were saved by transformers 4.32: ``model_type`` ``"idefics"`` at the top
-and in both sub-configs (transformers 5 calls them ``idefics_vision`` and ``idefics_perciever``),
-the vision tower's width under ``embed_dim``, training switches (``freeze_*``) and the LLaMA
-decoder's keys at the top level, and the ``<fake_token_around_image>`` / ``<image>`` rows of the
-decoupled embedding counted by ``additional_vocab_size``. This module reads the keys that shape
-the model into typed settings and builds transformers' ``IdeficsConfig`` explicitly from them, so
-nothing depends on how a newer transformers reads an old file. It imports no torch.
+``idefics-80b-instruct`` were published for the transformers 4.32 integration. Their files were
+written by the M4 team's pre-release transformers (``"transformers_version": "4.28.0.dev0"``):
+``model_type`` ``"idefics"``, the vision tower nested under ``vision_config`` with its width as
+``embed_dim``, the resampler under ``perceiver_config``, training switches (``freeze_*``) and the
+LLaMA decoder's keys at the top level (``max_sequence_length`` beside, or instead of,
+``max_position_embeddings``), and the rows of the decoupled embedding beyond LLaMA's 32000
+(``<fake_token_around_image>``, ``<image>``, and ``<end_of_utterance>`` for the instruct models)
+counted by ``additional_vocab_size``. The snapshots from before August 2023 kept everything flat
+(``vision_embed_dim``, ``resampler_depth`` ... at the top); both layouts are read.
 
-:func:`parameter_count` gives the model's size from the config alone (used for the memory
-figures of the placement recipe: ``docs`` and ``/work/notes/readme-idefics1.md``).
+This module reads the keys that shape the model into typed settings and builds transformers'
+``IdeficsConfig`` explicitly from them, so nothing depends on how a newer transformers reads an
+old file. It imports no torch.
+
+:func:`parameter_count` gives the model's size from the config alone. It is used for the memory
+figures of the placement recipe.
 """
 
 from __future__ import annotations
@@ -124,8 +130,16 @@ class Idefics1Config:
             raise ConfigError(
                 f"model_type is {data.get('model_type')!r}; an IDEFICS checkpoint says 'idefics'"
             )
-        vision = data.get("vision_config") or {}
-        perceiver = data.get("perceiver_config") or {}
+        vision = data.get("vision_config") or {
+            key.removeprefix("vision_"): value
+            for key, value in data.items()
+            if key.startswith("vision_") and key != "vision_config"
+        }  # the flat layout of the first snapshots: vision_embed_dim, vision_image_size ...
+        perceiver = data.get("perceiver_config") or {
+            key: value
+            for key, value in data.items()
+            if key.startswith("resampler_") or key == "qk_layer_norms_perceiver"
+        }
         if not isinstance(vision, dict) or not isinstance(perceiver, dict):
             raise ConfigError("vision_config and perceiver_config must be JSON objects")
         if "hidden_size" in vision and "embed_dim" not in vision:
@@ -220,7 +234,9 @@ class Idefics1Config:
     @property
     def max_context(self) -> int:
         """Largest prompt + answer in tokens (LLaMA's 2048)."""
-        return int(self.top.get("max_position_embeddings", 2048))
+        return int(
+            self.top.get("max_position_embeddings", self.top.get("max_sequence_length", 2048))
+        )
 
     @property
     def image_tokens(self) -> int:
@@ -241,7 +257,7 @@ class Idefics1Config:
         vision = {f.name: getattr(self.vision, f.name) for f in fields(self.vision)}
         perceiver = {f.name: getattr(self.perceiver, f.name) for f in fields(self.perceiver)}
         config = IdeficsConfig(
-            **self.top,
+            **{**self.top, "max_position_embeddings": self.max_context},
             vision_config=vision,
             perceiver_config=perceiver,
         )

@@ -1,22 +1,22 @@
-"""Build IDEFICS 1 checkpoints in the published on-disk format (transformers 4.32), random weights.
+"""Build IDEFICS 1 checkpoints in the published on-disk format, with random weights.
 
-What is written follows ``HuggingFaceM4/idefics-9b(-instruct)``: a ``config.json`` of the 4.32
-era (``model_type`` ``"idefics"`` at the top and in both sub-configs, the vision width under
-``embed_dim``, the ``freeze_*`` training switches, ``use_resampler``, ``cross_layer_interval``,
-``additional_vocab_size``), the published tensor names in safetensors, a
-``preprocessor_config.json`` (224 px, CLIP normalisation), a ``generation_config.json``, and the
-LLaMA tokenizer files: ``tokenizer.model`` (SentencePiece with byte fallback, trained locally on
-a small corpus, padded to LLaMA's 32000 pieces) and ``tokenizer.json`` with ``<unk>`` 0, ``<s>`` 1,
-``</s>`` 2 and the added ``<fake_token_around_image>`` 32000, ``<image>`` 32001 and, for the
-instruct variant, ``<end_of_utterance>`` 32002 (listed among the additional special tokens, which
-is how the published processor recognises an instruct tokenizer).
-
-``additional_vocab_size`` covers every added token, so that the decoupled embedding has a row
-for ``<end_of_utterance>`` (2 for the pretrained variant, 3 for instruct): the reference
-processor writes that token into instruct prompts and the lookup fails without its row.
+What is written follows ``HuggingFaceM4/idefics-9b`` and ``idefics-9b-instruct`` as published:
+the ``config.json`` of the transformers-4.32-era integration (written by the M4 team's
+pre-release transformers, ``"transformers_version": "4.28.0.dev0"``), which nests the vision
+tower under ``vision_config`` with its width as ``embed_dim`` and the resampler under
+``perceiver_config``, and keeps the ``freeze_*`` training switches, ``use_resampler``,
+``cross_layer_interval`` and ``additional_vocab_size`` at the top. It also writes the published
+tensor names in safetensors, a ``preprocessor_config.json`` (224 px, CLIP normalisation), a
+``generation_config.json``, and the LLaMA tokenizer files: ``tokenizer.model`` (SentencePiece
+with byte fallback, trained locally on a small corpus, padded to LLaMA's 32000 pieces) and
+``tokenizer.json`` with ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2 and the added
+``<fake_token_around_image>`` 32000 and ``<image>`` 32001. The instruct variant adds
+``<end_of_utterance>`` 32002, listed among the additional special tokens (which is how the
+published processor recognises an instruct tokenizer), and sets ``additional_vocab_size`` to 3,
+as idefics-9b-instruct's config does, so that the decoupled embedding has a row for it.
 
 The full-size constants (:data:`IDEFICS_9B_CONFIG`, :data:`IDEFICS_80B_CONFIG`) give the
-published dimensions; they drive the memory figures and the benchmark.
+published values. They drive the memory figures and the benchmark.
 
 Example:
     .. code-block:: python
@@ -47,27 +47,14 @@ __all__ = [
 
 _FAKE, _IMAGE, _EOU = "<fake_token_around_image>", "<image>", "<end_of_utterance>"
 
-#: The sub-config keys transformers 4.32 serialised beside the model's own (PretrainedConfig's).
-_SUB_CONFIG_DEFAULTS: dict[str, Any] = {
-    "_name_or_path": "",
-    "add_cross_attention": False,
-    "architectures": None,
-    "bos_token_id": None,
-    "eos_token_id": None,
-    "is_decoder": False,
-    "is_encoder_decoder": False,
-    "model_type": "idefics",
-    "pad_token_id": None,
-    "return_dict": True,
-    "tie_word_embeddings": True,
-    "torch_dtype": None,
-    "transformers_version": "4.32.0.dev0",
-}
-
-#: idefics-9b(-instruct)'s ``config.json``: the published keys and dimensions (LLaMA-7B decoder,
-#: CLIP ViT-H/14 vision tower, a cross-attention block every 4 layers).
+#: idefics-9b's ``config.json`` as published (the nested layout of August 2023, written by the
+#: M4 team's pre-release transformers: ``"transformers_version": "4.28.0.dev0"``). LLaMA-7B
+#: decoder, CLIP ViT-H/14 vision tower, a gated cross-attention block every 4 layers, query/key
+#: layer norms in the cross-attention and the perceiver. idefics-9b-instruct differs only in
+#: ``additional_vocab_size`` (3: "fix because we added a 3rd additional token",
+#: ``<end_of_utterance>``), which :func:`build_checkpoint` sets per variant.
 IDEFICS_9B_CONFIG: dict[str, Any] = {
-    "_name_or_path": "HuggingFaceM4/idefics-9b-instruct",
+    "_name_or_path": "None",
     "additional_vocab_size": 2,
     "alpha_initializer": "zeros",
     "alpha_type": "float",
@@ -78,77 +65,62 @@ IDEFICS_9B_CONFIG: dict[str, Any] = {
     "cross_layer_interval": 4,
     "dropout": 0.0,
     "eos_token_id": 2,
-    "ffn_dim": 3072,
-    "freeze_lm_head": True,
-    "freeze_text_layers": True,
+    "freeze_lm_head": False,
+    "freeze_text_layers": False,
     "freeze_text_module_exceptions": [],
-    "freeze_vision_layers": True,
+    "freeze_vision_layers": False,
     "freeze_vision_module_exceptions": [],
     "hidden_act": "silu",
     "hidden_size": 4096,
     "initializer_range": 0.02,
     "intermediate_size": 11008,
-    "max_new_tokens": 100,
     "max_position_embeddings": 2048,
+    "max_sequence_length": 2048,
     "model_type": "idefics",
     "num_attention_heads": 32,
     "num_hidden_layers": 32,
     "pad_token_id": 0,
+    "qk_layer_norms": True,
+    "rms_norm_eps": 1e-06,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.28.0.dev0",
+    "use_cache": True,
+    "use_resampler": True,
+    "vocab_size": 32000,
+    "vision_config": {
+        "hidden_act": "gelu",
+        "embed_dim": 1280,
+        "image_size": 224,
+        "intermediate_size": 5120,
+        "patch_size": 14,
+        "num_attention_heads": 16,
+        "num_hidden_layers": 32,
+    },
     "perceiver_config": {
-        **_SUB_CONFIG_DEFAULTS,
-        "qk_layer_norms_perceiver": False,
+        "qk_layer_norms_perceiver": True,
         "resampler_depth": 6,
         "resampler_head_dim": 96,
         "resampler_n_heads": 16,
         "resampler_n_latents": 64,
-        "use_resampler": False,
     },
-    "qk_layer_norms": False,
-    "rms_norm_eps": 1e-06,
-    "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16",
-    "transformers_version": "4.32.0.dev0",
-    "use_cache": True,
-    "use_resampler": True,
-    "vision_config": {
-        **_SUB_CONFIG_DEFAULTS,
-        "attention_dropout": 0.0,
-        "embed_dim": 1280,
-        "hidden_act": "gelu",
-        "image_size": 224,
-        "initializer_factor": 1.0,
-        "initializer_range": 0.02,
-        "intermediate_size": 5120,
-        "layer_norm_eps": 1e-05,
-        "num_attention_heads": 16,
-        "num_channels": 3,
-        "num_hidden_layers": 32,
-        "patch_size": 14,
-        "vision_model_name": "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
-    },
-    "vocab_size": 32000,
-    "word_embed_proj_dim": 4096,
 }
 
-#: idefics-80b(-instruct): the LLaMA-65B decoder (8192 wide, 80 layers, 64 heads), query/key
-#: layer norms in the cross-attention; the same vision tower and perceiver.
+#: idefics-80b(-instruct): the LLaMA-65B decoder (8192 wide, 80 layers, 64 heads, RMS norm
+#: epsilon 1e-5, ``max_sequence_length`` only); the same vision tower and perceiver.
 IDEFICS_80B_CONFIG: dict[str, Any] = {
-    **copy.deepcopy(IDEFICS_9B_CONFIG),
-    "_name_or_path": "HuggingFaceM4/idefics-80b-instruct",
+    **{k: v for k, v in copy.deepcopy(IDEFICS_9B_CONFIG).items() if k != "max_position_embeddings"},
     "hidden_size": 8192,
     "intermediate_size": 22016,
     "num_attention_heads": 64,
     "num_hidden_layers": 80,
-    "qk_layer_norms": True,
     "rms_norm_eps": 1e-05,
-    "word_embed_proj_dim": 8192,
 }
 
 #: Tiny: real vocabulary, image size, token ids and layout; 4 decoder layers with a
 #: cross-attention block every 2, 2 vision layers, a 2-block perceiver.
 TINY_CONFIG: dict[str, Any] = {
     **copy.deepcopy(IDEFICS_9B_CONFIG),
-    "_name_or_path": "tiny-idefics",
     "cross_layer_interval": 2,
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -168,7 +140,6 @@ TINY_CONFIG: dict[str, Any] = {
         "num_attention_heads": 2,
         "num_hidden_layers": 2,
     },
-    "word_embed_proj_dim": 64,
 }
 
 _PREPROCESSOR = {
@@ -293,8 +264,6 @@ def build_checkpoint(
     written = copy.deepcopy(config)
     written["additional_vocab_size"] = 3 if variant == "instruct" else 2
     written["torch_dtype"] = dtype
-    if variant == "base":
-        written["_name_or_path"] = str(written["_name_or_path"]).removesuffix("-instruct")
     shapes = _native_shapes(written)
     tensors = random_weights(shapes, dtype=getattr(torch, dtype), seed=seed, std=init_std)
     for name, tensor in tensors.items():

@@ -31,14 +31,28 @@ def _copy(source: Path, target: Path) -> Path:
 def test_published_config_keys_are_read_as_published(idefics1_checkpoint: Path) -> None:
     written = json.loads((idefics1_checkpoint / "config.json").read_text())
     assert written["model_type"] == "idefics"
-    assert written["transformers_version"].startswith("4.32")
-    assert written["vision_config"]["model_type"] == "idefics"
+    assert written["additional_vocab_size"] == 3  # idefics-9b-instruct's: <end_of_utterance>
     assert "embed_dim" in written["vision_config"] and "hidden_size" not in written["vision_config"]
     native = Idefics1Config.from_dict(written).native()
     assert native.vision_config.embed_dim == 32
     assert native.perceiver_config.resampler_n_latents == 8
     assert native.use_resampler and native.cross_layer_interval == 2
+    assert native.qk_layer_norms and native.perceiver_config.qk_layer_norms_perceiver
     assert family_of(idefics1_checkpoint) == "idefics1"
+
+
+def test_the_first_snapshots_flat_layout_reads_the_same() -> None:
+    flat = {k: v for k, v in copy.deepcopy(TINY_CONFIG).items() if not k.endswith("_config")}
+    flat.update({f"vision_{k}": v for k, v in TINY_CONFIG["vision_config"].items()})
+    flat.update(TINY_CONFIG["perceiver_config"])
+    del flat["max_position_embeddings"]  # the first snapshots name only max_sequence_length
+    nested = Idefics1Config.from_dict(copy.deepcopy(TINY_CONFIG))
+    read = Idefics1Config.from_dict(flat)
+    assert (read.vision, read.perceiver, read.max_context) == (
+        nested.vision,
+        nested.perceiver,
+        nested.max_context,
+    )
 
 
 @pytest.mark.parametrize("config", [TINY_CONFIG, IDEFICS_9B_CONFIG, IDEFICS_80B_CONFIG])
