@@ -49,6 +49,11 @@ KNOWN_MODELS: dict[str, str] = {
     "HuggingFaceM4/Idefics3-8B-Llama3": "idefics3",
     # -- Florence-2 (Microsoft's remote-code layout, loaded into the native class) -------------
     "HuggingFaceM4/Florence-2-DocVQA": "florence2",
+    # -- IDEFICS 1 (HuggingFaceM4, gated cross-attention); the pretrained-only idefics-9b and
+    # idefics-80b are known by the "idefics-" name hint, so that error messages listing the
+    # models that can do a task never suggest them --
+    "HuggingFaceM4/idefics-9b-instruct": "idefics1",
+    "HuggingFaceM4/idefics-80b-instruct": "idefics1",
 }
 
 #: Name fragments (lower case) that tell a family when the exact hub id is not known, most
@@ -63,6 +68,8 @@ _NAME_HINTS: list[tuple[str, str]] = [
     # -- Florence-2 --
     ("florence-2", "florence2"),
     ("florence2", "florence2"),
+    # -- IDEFICS 1: "idefics-9b", "idefics-80b" (after the numbered families) --
+    ("idefics-", "idefics1"),
 ]
 
 #: ``model_type`` or architecture name -> "module:Class" of a backend with ``from_directory``.
@@ -82,6 +89,9 @@ BACKENDS: dict[str, str] = {
     "Florence2ForConditionalGeneration": (
         "mississippi_tools.models.florence2.backend:Florence2Backend"
     ),
+    # -- IDEFICS 1: model_type "idefics", IdeficsForVisionText2Text (generate kind) -----------
+    "idefics": "mississippi_tools.models.idefics1.backend:Idefics1Backend",
+    "IdeficsForVisionText2Text": "mississippi_tools.models.idefics1.backend:Idefics1Backend",
 }
 
 

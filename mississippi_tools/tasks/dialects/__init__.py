@@ -84,6 +84,8 @@ DIALECTS: dict[str, str] = {
     "idefics3": "mississippi_tools.tasks.dialects.idefics:Idefics3Dialect",
     # -- Florence-2 --
     "florence2": "mississippi_tools.tasks.dialects.florence2:Florence2Dialect",
+    # -- IDEFICS 1 --
+    "idefics1": "mississippi_tools.tasks.dialects.idefics1:Idefics1Dialect",
 }
 
 _loaded: dict[str, Dialect] = {}
