@@ -77,7 +77,7 @@ def scripted_vlm(scripted_checkpoint: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def grounding_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny checkpoint scripted to answer in InternVL grounding tokens (``GROUNDING_ANSWER``)."""
+    """The tiny checkpoint scripted to answer in grounding tokens (``GROUNDING_ANSWER``)."""
     from mississippi_tools.testing import build_scripted_checkpoint
     from tests.support import GROUNDING_ANSWER
 

@@ -7,6 +7,8 @@ come from tokens the model generated, decoded with their special tokens kept.
 
 from __future__ import annotations
 
+import itertools
+
 from pathlib import Path
 
 import pytest
@@ -222,7 +224,7 @@ def test_a_text_page_answered_by_its_layer_takes_the_layers_line_boxes(
     tops = [box.points[1] for box in boxes if box and box.points]
     # Helvetica 14 pt lines, 18 pt apart, starting at x = 72 pt, baseline 720 pt from the bottom.
     assert all(box.points[0] == pytest.approx(72, abs=2) for box in boxes if box and box.points)
-    assert [b - a for a, b in zip(tops, tops[1:])] == pytest.approx([18, 18, 18], abs=1)
+    assert [b - a for a, b in itertools.pairwise(tops)] == pytest.approx([18, 18, 18], abs=1)
     assert tops[0] == pytest.approx(792 - 720 - 14, abs=4)
 
 
