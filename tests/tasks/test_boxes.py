@@ -8,7 +8,6 @@ come from tokens the model generated, decoded with their special tokens kept.
 from __future__ import annotations
 
 import itertools
-
 from pathlib import Path
 
 import pytest
