@@ -401,8 +401,23 @@ def _from_text_layer(ctx: TaskContext, image: LoadedImage, args: OCRArguments) -
 
 
 def render_ocr(result: OCRResult) -> str:
-    """The text as an LLM reads it (a note when nothing was found or the answer was cut)."""
-    return (result.text or "(no text found)") + cut_note(result.meta)
+    """The text as an LLM reads it (a note when nothing was found or the answer was cut).
+
+    With boxes, each line that has one ends with it, ``[x0, y0, x1, y1]``: page points on a PDF
+    page, else pixels (a first line says which).
+    """
+    if not any(line.box is not None for line in result.lines):
+        return (result.text or "(no text found)") + cut_note(result.meta)
+    on_page = any(line.box is not None and line.box.points for line in result.lines)
+    unit = "page points (1/72 inch)" if on_page else "pixels"
+    shown = [f"Each boxed line ends with its box [x0, y0, x1, y1] in {unit}, from the top left."]
+    for line in result.lines:
+        box = line.box
+        edges = (box.points or box.pixels) if box is not None else None
+        shown.append(
+            line.text if edges is None else f"{line.text} [{', '.join(f'{v:g}' for v in edges)}]"
+        )
+    return "\n".join(shown) + cut_note(result.meta)
 
 
 SPEC: TaskSpec[OCRArguments, OCRResult] = TaskSpec(
