@@ -400,13 +400,14 @@ def _from_text_layer(ctx: TaskContext, image: LoadedImage, args: OCRArguments) -
     return result
 
 
-def render_ocr(result: OCRResult) -> str:
+def render_ocr(result: OCRResult, *, with_boxes: bool = True) -> str:
     """The text as an LLM reads it (a note when nothing was found or the answer was cut).
 
-    With boxes, each line that has one ends with it, ``[x0, y0, x1, y1]``: page points on a PDF
-    page, else pixels (a first line says which).
+    With boxes (unless ``with_boxes`` is false: retrieval documents keep them in metadata), each
+    line that has one ends with it, ``[x0, y0, x1, y1]``: page points on a PDF page, else
+    pixels (a first line says which).
     """
-    if not any(line.box is not None for line in result.lines):
+    if not with_boxes or not any(line.box is not None for line in result.lines):
         return (result.text or "(no text found)") + cut_note(result.meta)
     on_page = any(line.box is not None and line.box.points for line in result.lines)
     unit = "page points (1/72 inch)" if on_page else "pixels"
