@@ -261,7 +261,7 @@ def load_image(
         with _pdf(data, label, limits) as document:
             number = page or _only_page(document.page_count, label, "PDF")
             rendered, layer = _render(document, number, dpi, limits)
-            scale = _point_scale(document, number, rendered)
+            scale = document.point_scale(number, rendered.size)
         with _decoding(label):
             rgb = _to_rgb(rendered)
         return _loaded(rgb, label, "PDF", number, layer, scale)
@@ -730,12 +730,6 @@ def _render(
     )
 
 
-def _point_scale(document: PDFDocument, number: int, rendered: Image.Image) -> tuple[float, float]:
-    """Page points per rendered pixel, across and down."""
-    width_pt, height_pt = document.page_size(number)
-    return width_pt / rendered.width, height_pt / rendered.height
-
-
 def _decode(
     opened: Image.Image, index: int, label: str, fmt: str, page: int | None, limits: ImageLimits
 ) -> LoadedImage:
@@ -883,7 +877,7 @@ def _iter_pdf(
     with document:
         for number in selected:
             rendered, layer = _render(document, number, dpi, limits)
-            scale = _point_scale(document, number, rendered)
+            scale = document.point_scale(number, rendered.size)
             with _decoding(label):
                 rgb = _to_rgb(rendered)
             yield _loaded(rgb, label, "PDF", number, layer, scale)

@@ -300,6 +300,15 @@ class PDFDocument:
                 handle.close()
         return float(width), float(height)
 
+    def point_scale(self, page: int, rendered: tuple[int, int]) -> tuple[float, float]:
+        """Page points per pixel, across and down, of the page rendered at ``rendered`` size.
+
+        Raises:
+            PDFError: The page is out of range, or the document is closed.
+        """
+        width, height = self.page_size(page)
+        return width / rendered[0], height / rendered[1]
+
     def render(
         self,
         page: int,

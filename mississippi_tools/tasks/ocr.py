@@ -332,8 +332,8 @@ def plan_ocr(
         if asked is None:
             families = ", ".join(region_families()) or "none installed"
             raise UnsupportedTaskError(
-                f"{ctx.info.model_id} ({ctx.info.family}) cannot say where text is; drop "
-                f"boxes (--boxes) or load a model of a family that can: {families}",
+                f"{ctx.info.model_id} ({ctx.info.family}) cannot say where text is; read "
+                f"without boxes, or load a model of a family that can: {families}",
                 task="ocr",
                 model=ctx.info.model_id,
                 supported_by=region_families(),
