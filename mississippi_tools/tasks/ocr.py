@@ -319,6 +319,8 @@ def plan_ocr(
 
     Raises:
         InvalidInputError: ``text_layer="only"`` and the image has no usable text layer.
+        UnsupportedTaskError: ``boxes=True`` on a model whose family cannot give text regions
+            (a page answered by its text layer still gets the layer's boxes).
     """
     if args.text_layer != "never":
         answered = _from_text_layer(ctx, images[0], args)
