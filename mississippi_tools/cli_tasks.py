@@ -66,12 +66,42 @@ class Presenter:
 
 
 def _ocr_text(result: Any, extras: dict[str, Any]) -> str:
-    if result.format != "lines":
+    boxed = any(line.box is not None for line in result.lines)
+    if result.format != "lines" and not boxed:
         return str(result.text)
-    return "\n".join(
-        line.text if line.confidence is None else f"{line.confidence:.2f}\t{line.text}"
-        for line in result.lines
-    )
+
+    def shown(line: Any) -> str:
+        text = line.text if line.confidence is None else f"{line.confidence:.2f}\t{line.text}"
+        if line.box is None:
+            return text if not boxed else f"-\t{text}"
+        return ",".join(f"{v:g}" for v in line.box.pixels) + f"\t{text}"
+
+    return "\n".join(shown(line) for line in result.lines)
+
+
+def _overlay(result: Any, outcome: PageOutcome[Any], extras: dict[str, Any]) -> str | None:
+    from mississippi_tools.render.overlay import write_overlay
+
+    target = extras.get("overlay")
+    if target is None:
+        return None
+    path = _numbered(Path(target), outcome)
+    write_overlay(outcome.source, result, path, page=outcome.page, policy=extras.get("policy"))
+    boxed = sum(1 for line in result.lines if line.box is not None)
+    return f"{boxed} box(es) of {outcome.where} drawn in {path}"
+
+
+_OVERLAY_OPTION = (
+    "overlay",
+    Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw the line boxes on the page into this PNG (with --boxes), to check them "
+            "at a glance; the N-th page goes to NAME-N.png."
+        ),
+    ],
+    None,
+)
 
 
 def _table_text(result: Any, extras: dict[str, Any]) -> str:
@@ -115,7 +145,7 @@ def _html_files(result: Any, outcome: PageOutcome[Any], extras: dict[str, Any]) 
 
 #: Presentation extras of the built-in tasks (other tasks print the catalogue's rendering).
 PRESENTERS: dict[str, Presenter] = {
-    "ocr": Presenter(text=_ocr_text),
+    "ocr": Presenter(options=(_OVERLAY_OPTION,), text=_ocr_text, after=_overlay),
     "read_chart": Presenter(
         options=(
             _CSV_OPTION,
@@ -334,6 +364,9 @@ def run_task(
                 "--resume continues the file given with --out; pass --out FILE.jsonl"
             )
         policy = cli.source_policy(common)
+        if extras.get("overlay") is not None and not task_args.get("boxes"):
+            raise InvalidInputError("--overlay draws the line boxes; add --boxes to read them")
+        extras = {**extras, "policy": policy}
         inputs = expand_folders(inputs)
         early = _unreadable_inputs(inputs, policy)
         readable = [source for source in inputs if source not in early]

@@ -294,7 +294,12 @@ class LocalEngine(Engine):
             prepared,
             processors,
             handle,
-            StreamingText(tokenizer, stop=request.sampling.stop, record_pieces=request.logprobs),
+            StreamingText(
+                tokenizer,
+                stop=request.sampling.stop,
+                record_pieces=request.logprobs,
+                skip_special_tokens=request.sampling.skip_special_tokens,
+            ),
             created=created,
             submitted=time.monotonic(),
             deadline=self._deadline(request),
