@@ -467,8 +467,8 @@ def build_checkpoint(
     family: Annotated[
         str,
         typer.Option(
-            help="Model family of the tiny checkpoint: h2ovl (the default model), idefics2, "
-            "idefics3, websight or florence2, each in its published on-disk layout."
+            help="Model family of the tiny checkpoint: h2ovl (the default model), idefics1, "
+            "idefics2, idefics3, websight or florence2, each in its published on-disk layout."
         ),
     ] = "h2ovl",
 ) -> None:
