@@ -21,13 +21,21 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from mississippi_tools.models.base import ModelInfo
+    from mississippi_tools.tasks.text_regions import RegionText
 
-__all__ = ["DOCVQA_TASK_TOKEN", "OCR_TASK_TOKEN", "Florence2Dialect"]
+__all__ = [
+    "DOCVQA_TASK_TOKEN",
+    "OCR_TASK_TOKEN",
+    "OCR_WITH_REGION_TASK_TOKEN",
+    "Florence2Dialect",
+]
 
 #: The DocVQA fine-tune's prompt prefix.
 DOCVQA_TASK_TOKEN = "<DocVQA>"
 #: Florence-2's OCR task token.
 OCR_TASK_TOKEN = "<OCR>"
+#: Florence-2's OCR task token that also gives each line's quadrilateral (location tokens).
+OCR_WITH_REGION_TASK_TOKEN = "<OCR_WITH_REGION>"
 
 
 class Florence2Dialect(Dialect):
@@ -58,5 +66,32 @@ class Florence2Dialect(Dialect):
                     f"florence2 models read plain text only (<OCR>); format={form!r} is not "
                     "available, use format='text' or 'lines'"
                 )
+            if instruction == OCR_WITH_REGION_TASK_TOKEN:
+                return OCR_WITH_REGION_TASK_TOKEN
             return OCR_TASK_TOKEN
         return DOCVQA_TASK_TOKEN + instruction.strip()
+
+    def region_prompt(self, task: str, instruction: str) -> str | None:
+        """``<OCR_WITH_REGION>`` for OCR: each line followed by its quadrilateral."""
+        return OCR_WITH_REGION_TASK_TOKEN if task == "ocr" else None
+
+    def keeps_region_tokens(self) -> bool:
+        """The ``<loc_N>`` location tokens are special tokens: decode with them kept."""
+        return True
+
+    def parse_regions(self, text: str, image_size: tuple[int, int]) -> RegionText:
+        """Each line's text, and its quadrilateral in pixels of the image (0-999 bins)."""
+        from mississippi_tools.models.florence2.regions import parse_ocr_regions
+        from mississippi_tools.tasks.text_regions import RegionText, TextRegion
+
+        found = parse_ocr_regions(text, image_size)
+        regions = tuple(
+            TextRegion(
+                text=region.text,
+                line=line,
+                box=region.box,
+                quad=tuple(c for point in region.quad for c in point),
+            )
+            for line, region in enumerate(found)
+        )
+        return RegionText("\n".join(region.text for region in found), regions)

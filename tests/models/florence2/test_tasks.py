@@ -56,6 +56,24 @@ def test_ocr_sends_the_ocr_task_token(vlm: MississippiVLM, sample_png: Path) -> 
         vlm.ocr(sample_png, format="markdown")
 
 
+def test_boxes_ask_with_the_region_token_and_read_its_quads(
+    vlm: MississippiVLM, sample_png: Path
+) -> None:
+    from mississippi_tools.tasks.dialects.florence2 import Florence2Dialect
+
+    result = vlm.ocr(sample_png, boxes=True, max_new_tokens=6)
+    backend: Any = vlm.engine.backend  # type: ignore[attr-defined]
+    asked = backend.prepare("<OCR_WITH_REGION>", [_loaded(sample_png)]).input_ids
+    assert result.meta.prompt_tokens == len(asked)
+    assert all(line.box is None or line.box.pixels for line in result.lines)
+    answer = "</s><s>Total<loc_100><loc_50><loc_600><loc_50><loc_600><loc_90><loc_100><loc_90></s>"
+    found = Florence2Dialect().parse_regions(answer, (2000, 1000))
+    assert found.text == "Total"
+    (region,) = found.regions
+    assert region.line == 0 and region.box == (201.0, 50.5, 1201.0, 90.5)
+    assert region.quad == (201.0, 50.5, 1201.0, 50.5, 1201.0, 90.5, 201.0, 90.5)
+
+
 def test_every_other_task_is_refused_with_the_typed_error(
     vlm: MississippiVLM, sample_png: Path
 ) -> None:
