@@ -119,6 +119,7 @@ class Idefics1Backend(GenerateBackend):
     """
 
     family: ClassVar[str] = "idefics1"
+    supports_placement: ClassVar[bool] = True
     #: Most images one prompt may carry: each adds 64 cross-attention keys per gated block and
     #: 3 prompt tokens; the model card's examples use a few, the training documents up to 30.
     max_images: ClassVar[int] = 16

@@ -8,28 +8,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import torch
 from PIL import Image
 
 from mississippi_tools.engine.base import GenerationRequest, SamplingParams
 from mississippi_tools.engine.local import LocalEngine
 from mississippi_tools.models.idefics1.backend import Idefics1Backend
+from mississippi_tools.vlm import MississippiVLM
 from tests.support import loaded_image
-
-pytest.importorskip("accelerate", reason="placement needs the gpu extra (accelerate)")
 
 
 def test_a_cpu_budget_offloads_layers_to_disk_and_answers_the_same(
     idefics1_checkpoint: Path, idefics1_backend, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    placed = Idefics1Backend.from_directory(
+    vlm = MississippiVLM.load(  # the recipe through the public API
         idefics1_checkpoint,
-        device=torch.device("cpu"),
-        dtype=torch.float32,
+        device="cpu",
+        dtype="float32",
         max_memory={"cpu": 9_000_000},  # the embeddings alone take 8.2 MB
         offload_dir=tmp_path / "offload",
     )
+    placed = vlm.engine.backend  # type: ignore[attr-defined]
+    assert isinstance(placed, Idefics1Backend)
     device_map = placed.model.hf_device_map
     assert "disk" in set(device_map.values()) and "cpu" in set(device_map.values())
     assert any(tmp_path.joinpath("offload").iterdir())
@@ -38,8 +37,8 @@ def test_a_cpu_budget_offloads_layers_to_disk_and_answers_the_same(
         images=[loaded_image(Image.new("RGB", (300, 200), "white"))],
         sampling=SamplingParams(max_new_tokens=6, ignore_eos=True),
     )
-    with LocalEngine(placed) as engine:
-        offloaded = engine.generate(request)
+    with vlm:
+        offloaded = vlm.engine.generate(request)
     with LocalEngine(idefics1_backend) as engine:
         whole = engine.generate(request)
     assert offloaded.token_ids == whole.token_ids

@@ -61,4 +61,4 @@ def test_the_public_load_places_and_other_families_refuse_by_name(
         )
     with pytest.raises(InvalidInputError, match="the h2ovl backend loads on one device") as info:
         MississippiVLM.load(tiny_checkpoint, device="cpu", max_memory={"cpu": "1GiB"})
-    assert "placement is for: idefics2, idefics3" in str(info.value)
+    assert "placement is for: idefics1, idefics2, idefics3" in str(info.value)
