@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
 import typer
 
+from mississippi_tools import cli_common as cli
+
 if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
@@ -303,8 +305,6 @@ def add_task_commands(app: typer.Typer, specs: Iterable[TaskSpec[Any, Any]]) -> 
 
 
 def _task_command(spec: TaskSpec[Any, Any]) -> Callable[..., None]:
-    from mississippi_tools import cli
-
     presenter = PRESENTERS.get(spec.name, Presenter())
     arguments = [_argument_option(name, info) for name, info in spec.arguments.model_fields.items()]
     extras = [
@@ -346,8 +346,6 @@ def run_task(
     common: dict[str, Any],
 ) -> None:
     """Check the inputs, load the model, and print (or write) each page's outcome as it comes."""
-    from mississippi_tools import cli
-
     as_json = bool(common.pop("as_json"))
     out: Path | None = common.pop("out")
     resume = bool(common.pop("resume"))
@@ -554,9 +552,7 @@ class _Sink:
             try:
                 self.file = out.open("a" if append else "w", encoding="utf-8")
             except OSError as e:
-                from mississippi_tools import cli
-
-                cli._fail(cli.ExitCode.BAD_INPUT, f"--out: cannot write {out}: {e.strerror}")
+                cli.fail(cli.ExitCode.BAD_INPUT, f"--out: cannot write {out}: {e.strerror}")
 
     def _line(self, entry: dict[str, Any]) -> None:
         text = json.dumps(entry, ensure_ascii=False)
@@ -597,8 +593,6 @@ class _Sink:
         typer.echo(text)
 
     def error(self, source: str, page: int | None, error: MississippiError) -> None:
-        from mississippi_tools import cli
-
         where = source if page is None else f"{source}, page {page}"
         message = cli.describe_error(error)
         if self.file is not None or self.as_json:
