@@ -82,7 +82,7 @@ def _ocr_text(result: Any, extras: dict[str, Any]) -> str:
 
 
 def _overlay(result: Any, outcome: PageOutcome[Any], extras: dict[str, Any]) -> str | None:
-    from mississippi_tools.render.overlay import write_overlay
+    from mississippi_tools.box_overlay import write_overlay
 
     target = extras.get("overlay")
     if target is None:
