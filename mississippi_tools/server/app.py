@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from mississippi_tools.server import openai, tasks
+from mississippi_tools.server import jobs, openai, tasks
 from mississippi_tools.server.auth import (
     check_api_key,
     install_access_log_redaction,
@@ -120,10 +120,12 @@ def create_app(
             else _loader(settings, vlm_factory or load_vlm)
         )
         state.start_loading(loader)
+        await manager.start()
         try:
             yield
         finally:
             state.begin_stopping()
+            await manager.stop()
             if owns_vlm:
                 await asyncio.to_thread(loader.close)
             state.close()
@@ -183,8 +185,14 @@ def create_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(openai.router)
-    router, documented = tasks.build_router(_served_tasks(settings, vlm))
+    served = _served_tasks(settings, vlm)
+    router, documented = tasks.build_router(served)
     app.include_router(router)
+    manager = jobs.JobManager(state, served)
+    app.state.jobs = manager
+    jobs_router, job_models = jobs.build_jobs_router(served)
+    app.include_router(jobs_router)
+    documented.extend(job_models)
     _document_request_bodies(app, documented)
     return app
 

@@ -159,6 +159,16 @@ class ServiceState:
             retry_after=LOADING_RETRY_AFTER,
         )
 
+    def require_open(self) -> None:
+        """Refuse new work (jobs) when the model failed to load or the service is stopping.
+
+        Raises:
+            NotReadyError: Failed to load, or shutting down (a load still running is fine: jobs
+                wait for it).
+        """
+        if self.phase != "loading":
+            self.require_vlm()
+
     @property
     def request_timeout(self) -> float | None:
         """The deadline of every generation, from the settings."""
