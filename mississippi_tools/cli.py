@@ -143,6 +143,7 @@ def _fail(code: ExitCode, message: str) -> NoReturn:
 
 #: How the CLI spells the options that fix errors (see ``mississippi_tools.errors.Remedy``).
 CLI_SPELLING: dict[str, str] = {
+    "max_memory": "--max-memory {value}",
     "allow_urls": "pass --allow-urls",
     "pages": "pass --pages {value}",
     "max_new_tokens": "pass --max-new-tokens {value}",
@@ -419,6 +420,20 @@ def serve(
     job_max_pages: Annotated[
         int | None, typer.Option(help="Most pages one job reads (default 1000; 0: no limit).")
     ] = None,
+    idle_unload: Annotated[
+        float | None,
+        typer.Option(
+            help="Unload the model after SECONDS without a request; the next one reloads it.",
+            metavar="SECONDS",
+        ),
+    ] = None,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Refuse to load a model estimated above SIZE (8GB, 512MiB, bytes).",
+            metavar="SIZE",
+        ),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP: an OpenAI-compatible API and task endpoints.
 
@@ -451,6 +466,8 @@ def serve(
             "max_jobs": max_jobs,
             "max_active_jobs": max_active_jobs,
             "job_max_pages": job_max_pages,
+            "idle_unload": idle_unload,
+            "max_memory": max_memory,
         }
         try:
             settings = ServerSettings(**{k: v for k, v in values.items() if v is not None})

@@ -186,6 +186,7 @@ class MississippiVLM(TaskMethods):
         engine_config: LocalEngineConfig | None = None,
         policy: SourcePolicy | None = None,
         limits: ImageLimits | None = None,
+        max_memory: int | str | None = None,
     ) -> MississippiVLM:
         """Load a model into this process.
 
@@ -204,9 +205,13 @@ class MississippiVLM(TaskMethods):
             engine_config: Batching, queue and cache settings.
             policy: Which paths and URLs image arguments may name.
             limits: Byte and pixel limits for images.
+            max_memory: A memory ceiling (bytes, or ``"8GB"``, ``"512MiB"``): refuse to load a
+                model whose weights at the load dtype plus the engine's cache budgets are
+                estimated above it.
 
         Raises:
             MissingDependencyError: The ``local`` extra is not installed.
+            ModelTooLargeError: The estimated footprint exceeds ``max_memory``.
             ModelNotFoundError: No weights locally and no way to fetch them.
             ModelLoadError: The checkpoint is unreadable or does not match its config.
         """
@@ -214,9 +219,12 @@ class MississippiVLM(TaskMethods):
 
         require("torch", "local", purpose="running the model in this process")
         require("transformers", "local", purpose="running the model in this process")
+        from mississippi_tools.engine.config import LocalEngineConfig
         from mississippi_tools.engine.local import LocalEngine
+        from mississippi_tools.models.footprint import parse_bytes
         from mississippi_tools.models.registry import load_backend
 
+        caches = engine_config or LocalEngineConfig()
         backend = load_backend(
             model,
             device=device,
@@ -227,6 +235,8 @@ class MississippiVLM(TaskMethods):
             local_files_only=local_files_only,
             allow_pickle=allow_pickle,
             progress=progress,
+            max_memory=None if max_memory is None else parse_bytes(max_memory),
+            reserved_memory=int((caches.feature_cache_mb + caches.prefix_cache_mb) * 2**20),
         )
         return cls(LocalEngine(backend, engine_config), policy=policy, limits=limits)
 

@@ -107,6 +107,8 @@ MCP_SPELLING: dict[str, str] = {
     "--allow-urls, or pass a file path or a data URI",
     "pages": "pass pages='{value}'",
     "max_pages": "this server reads at most --max-pages pages per call; ask for a range",
+    "max_memory": "ask the user to raise the server's --max-memory (MISSISSIPPI_MCP_MAX_MEMORY) "
+    "to {value} or more, or to load it with --dtype bfloat16",
 }
 
 T = TypeVar("T")
@@ -290,7 +292,8 @@ class ModelHolder:
             )
         if isinstance(cause, MississippiError):
             return (
-                f"{cause.code}: the model {self.name} could not be loaded: {cause.message}; "
+                f"{cause.code}: the model {self.name} could not be loaded: "
+                f"{cause.describe(MCP_SPELLING)}; "
                 "fix the server's model settings (--model, --device, or --engine remote "
                 "--base-url) and restart the server"
             )

@@ -155,8 +155,17 @@ def load_backend(
     local_files_only: bool | None = None,
     allow_pickle: bool = False,
     progress: bool = True,
+    max_memory: int | None = None,
+    reserved_memory: int = 0,
 ) -> Backend:
-    """Find, read and load a checkpoint with the backend its config names."""
+    """Find, read and load a checkpoint with the backend its config names.
+
+    With ``max_memory`` (bytes), a checkpoint whose estimated footprint (its weights at the load
+    dtype plus ``reserved_memory``) exceeds it is refused before any weight is read.
+
+    Raises:
+        ModelTooLargeError: The estimated footprint exceeds ``max_memory``.
+    """
     from mississippi_tools.models.devices import resolve_attention, resolve_device, resolve_dtype
     from mississippi_tools.models.hub import resolve_model_dir
 
@@ -181,6 +190,16 @@ def load_backend(
     backend_cls = backend_for_config(config)
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
+    if max_memory is not None:
+        from mississippi_tools.models.footprint import check_footprint
+
+        check_footprint(
+            directory,
+            resolved_dtype.itemsize,
+            max_memory=max_memory,
+            reserved=reserved_memory,
+            name=str(model),
+        )
     return backend_cls.from_directory(
         directory,
         model_id=str(model),

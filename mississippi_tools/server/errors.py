@@ -39,6 +39,7 @@ from mississippi_tools import errors
 
 __all__ = [
     "ERROR_RESPONSES",
+    "SERVER_SPELLING",
     "ClientDisconnectedError",
     "ErrorBody",
     "ErrorResponse",
@@ -55,6 +56,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+SERVER_SPELLING: dict[str, str] = {
+    "max_memory": "start the server with --max-memory {value} or more (MISSISSIPPI_MAX_MEMORY), "
+    "or with --dtype bfloat16",
+}
+"""How the options that fix errors are spelled for the service's operator."""
 
 
 class UnauthorizedError(errors.MississippiError):

@@ -313,7 +313,9 @@ class JobManager:
             )
         job_id = "job_" + secrets.token_hex(8)
         info = JobInfo(id=job_id, task=task, source=source, status="queued", created_at=time.time())
-        request = {"body": body.model_dump(mode="json", exclude_unset=True, exclude={"image", "task"})}
+        request = {
+            "body": body.model_dump(mode="json", exclude_unset=True, exclude={"image", "task"})
+        }
         job = _Job(info=info, request=request, directory=self.directory / job_id)
         await asyncio.to_thread(self._store, job, data)
         self.jobs[job_id] = job
@@ -389,7 +391,8 @@ class JobManager:
         job.info.started_at = time.time()
         job.save()
         try:
-            await self._read_pages(job, spec)
+            with self.state.activity.use():
+                await self._read_pages(job, spec)
             if job.info.finished:  # cancelled while its last page was being recorded
                 return
         except asyncio.CancelledError:
@@ -404,9 +407,11 @@ class JobManager:
         self._finish(job, "succeeded")
 
     async def _model(self) -> Any:
-        while self.state.phase == "loading":
+        while self.state.phase == "loading" and not (
+            self.state.loader and self.state.loader.unloads
+        ):
             await asyncio.sleep(_LOAD_POLL)
-        return self.state.require_vlm()
+        return await self.state.acquire_vlm()
 
     async def _read_pages(self, job: _Job, spec: TaskSpec[Any, Any]) -> None:
         model = request_model(spec)

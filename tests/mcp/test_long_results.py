@@ -86,6 +86,7 @@ async def test_a_long_result_is_cut_to_the_budget_and_read_to_the_end_with_the_c
     assert "read_more" not in text_of(parts[-1])
     assert whole.structured_content is not None
     assert whole.structured_content["next_cursor"] is None
+
     def essentials(entries: list[dict[str, Any]]) -> list[Any]:  # not timings or cache hits
         return [(e["page"], e["result"]["text"], e["result"]["meta"]["page"]) for e in entries]
 
@@ -113,9 +114,7 @@ async def test_pages_read_are_linked_as_resources_that_render_and_can_be_read_ag
         assert all(link.mime_type == "image/png" for link in links)
         read = await client.read_resource(links[0].uri)
         again = await client.call_tool("ocr", {"image": links[1].uri})
-        zoomed = await client.call_tool(
-            "ocr", {"image": links[1].uri, "region": [0, 0, 0.5, 0.25]}
-        )
+        zoomed = await client.call_tool("ocr", {"image": links[1].uri, "region": [0, 0, 0.5, 0.25]})
         crop = await client.read_resource(_links(zoomed)[0].uri)
         templates = await client.list_resource_templates()
         unknown = await client.call_tool(

@@ -92,9 +92,7 @@ def test_multipart_submission_with_a_page_selection(server_vlm: Any, tmp_path: P
         assert [p["page"] for p in _result(live, job["id"])["pages"]] == [2, 3]
 
 
-def test_partial_results_then_cancel_keeps_the_pages_done(
-    server_vlm: Any, tmp_path: Path
-) -> None:
+def test_partial_results_then_cancel_keeps_the_pages_done(server_vlm: Any, tmp_path: Path) -> None:
     with run_server(quiet_settings(jobs_dir=tmp_path), server_vlm) as live:
         job = _submit(live, LONG, max_new_tokens=4).json()
         _wait_for(live, job["id"], lambda s: s["pages_done"] >= 2)
@@ -178,7 +176,9 @@ def test_the_openapi_document_describes_the_job_routes(live: LiveServer) -> None
     assert set(paths["/v1/jobs/{job_id}"]) == {"get", "delete"}
     assert "get" in paths["/v1/jobs/{job_id}/result"]
     submit = paths["/v1/jobs"]["post"]
-    refs = [s["$ref"] for s in submit["requestBody"]["content"]["application/json"]["schema"]["oneOf"]]
+    refs = [
+        s["$ref"] for s in submit["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    ]
     assert "#/components/schemas/OcrJobRequest" in refs
     assert "409" in paths["/v1/jobs/{job_id}"]["delete"]["responses"]
     components = schema["components"]["schemas"]
