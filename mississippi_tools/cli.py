@@ -152,6 +152,9 @@ CLI_SPELLING: dict[str, str] = {
     "max_pages": "pass --max-pages {value}",
     "region": "pass --region {value}",
     "max_bytes": "downscale or split the file",
+    "url_max_bytes": "download the file and pass its path",
+    "url_timeout": "download the file and pass its path",
+    "allow_private_urls": "download the file and pass its path",
     "max_pixels": "downscale the image",
 }
 

@@ -100,6 +100,10 @@ class Remedy:
 PYTHON_SPELLING: Mapping[str, str] = {
     "allow_urls": "SourcePolicy(allow_urls=True)",
     "allowed_roots": "SourcePolicy(allowed_roots=[...]) with the file's directory",
+    "follow_symlinks_outside_roots": "SourcePolicy(follow_symlinks_outside_roots=True)",
+    "allow_private_urls": "SourcePolicy(allow_private_urls=True)",
+    "url_timeout": "SourcePolicy(url_timeout=...)",
+    "url_max_bytes": "SourcePolicy(url_max_bytes={value})",
     "pages": "pages='{value}' in the batch forms (run_batch, ocr_batch ...), or page=N for one",
     "max_pages": "max_pages={value}",
     "max_new_tokens": "max_new_tokens={value}",
@@ -107,6 +111,10 @@ PYTHON_SPELLING: Mapping[str, str] = {
     "max_memory": "max_memory='{value}'",
     "max_bytes": "ImageLimits(max_bytes={value})",
     "max_pixels": "ImageLimits(max_pixels={value})",
+    "max_side": "ImageLimits(max_side={value})",
+    "max_document_pages": "ImageLimits(max_pages=...)",
+    "max_jpeg_scans": "ImageLimits(max_jpeg_scans=...)",
+    "max_pdf_stream_bytes": "ImageLimits(max_pdf_stream_bytes=...)",
 }
 
 

@@ -11,7 +11,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from mississippi_tools.errors import ImageTooLargeError, InvalidInputError
+from mississippi_tools.errors import ImageTooLargeError, InvalidInputError, Remedy
 from mississippi_tools.pdf import DEFAULT_MAX_PDF_STREAM_BYTES
 from mississippi_tools.sources import DEFAULT_MAX_BYTES
 
@@ -116,16 +116,17 @@ def check_pixels(size: tuple[int, int], label: str, limits: ImageLimits) -> None
         raise ImageTooLargeError(
             f"{shown_label(label)} is {width}x{height} = {width * height:,} pixels; the limit is "
             f"{limits.max_pixels:,} pixels (checked before decoding, against decompression "
-            "bombs); downscale the image or raise ImageLimits(max_pixels=...)",
+            "bombs); downscale the image or raise the limit",
             source=label,
+            remedy=Remedy("max_pixels", str(width * height)),
         )
     if max(width, height) > limits.max_side:
         raise ImageTooLargeError(
             f"{shown_label(label)} is {width}x{height} pixels; the longest side may be "
             f"{limits.max_side:,} pixels (checked before decoding: such a strip would take "
-            "gigabytes to resize); crop or downscale the image, or raise "
-            "ImageLimits(max_side=...)",
+            "gigabytes to resize); crop or downscale the image, or raise the limit",
             source=label,
+            remedy=Remedy("max_side", str(max(width, height))),
         )
 
 
@@ -135,8 +136,9 @@ def check_page_count(count: int, label: str, fmt: str, limits: ImageLimits) -> N
         pages = f"{count:,} pages" if fmt == "PDF" else "more pages (counting stopped there)"
         raise ImageTooLargeError(
             f"{shown_label(label)} is a {fmt} with {pages}; the limit is {limits.max_pages:,} "
-            "pages; split the document, or raise ImageLimits(max_pages=...)",
+            "pages; split the document, or raise the limit",
             source=label,
+            remedy=Remedy("max_document_pages"),
         )
 
 
@@ -170,8 +172,9 @@ def check_jpeg_scans(data: bytes, label: str, limits: ImageLimits) -> None:
         f"times (one pass per colour component of each scan; encoders need at most about 20, "
         f"and {limits.max_jpeg_scans} are allowed at {limits.max_pixels:,} pixels, more for "
         "smaller images); decoding it would take far longer than its size suggests; re-encode "
-        "it as a baseline JPEG or PNG, or raise ImageLimits(max_jpeg_scans=...)",
+        "it as a baseline JPEG or PNG, or raise the limit",
         source=label,
+        remedy=Remedy("max_jpeg_scans"),
     )
 
 

@@ -72,6 +72,7 @@ from mississippi_tools.errors import (
     InvalidInputError,
     MississippiError,
     PDFError,
+    Remedy,
 )
 from mississippi_tools.image_limits import (
     DEFAULT_MAX_JPEG_SCANS,
@@ -423,8 +424,9 @@ def _read_input(
     if len(data) > limits.max_bytes:
         raise ImageTooLargeError(
             f"{shown_label(label)} is {len(data):,} bytes; the limit is "
-            f"{limits.max_bytes:,} bytes; shrink the image or raise ImageLimits(max_bytes=...)",
+            f"{limits.max_bytes:,} bytes; shrink the image or raise the limit",
             source=label,
+            remedy=Remedy("max_bytes", str(len(data))),
         )
     return data, label
 
@@ -491,8 +493,9 @@ def _try_base64(text: str, limits: ImageLimits) -> tuple[bytes | None, str | Non
     if estimated > limits.max_bytes:
         raise ImageTooLargeError(
             f"the base64 input decodes to about {estimated:,} bytes; the limit is "
-            f"{limits.max_bytes:,} bytes; shrink the image or raise ImageLimits(max_bytes=...)",
+            f"{limits.max_bytes:,} bytes; shrink the image or raise the limit",
             source="base64",
+            remedy=Remedy("max_bytes", str(estimated)),
         )
     data = _b64decode(compact)
     if data is None:
@@ -532,8 +535,9 @@ def _decode_data_uri(uri: str, limits: ImageLimits) -> bytes:
         if estimated > limits.max_bytes:
             raise ImageTooLargeError(
                 f"the data URI decodes to about {estimated:,} bytes; the limit is "
-                f"{limits.max_bytes:,} bytes; shrink the image or raise ImageLimits(max_bytes=...)",
+                f"{limits.max_bytes:,} bytes; shrink the image or raise the limit",
                 source="data URI",
+                remedy=Remedy("max_bytes", str(estimated)),
             )
         data = _b64decode(compact.rstrip("=").replace("-", "+").replace("_", "/"))
         if data is None:
@@ -546,8 +550,9 @@ def _decode_data_uri(uri: str, limits: ImageLimits) -> bytes:
     if len(payload) > 3 * limits.max_bytes:
         raise ImageTooLargeError(
             f"the data URI holds {len(payload):,} characters, over the limit of "
-            f"{limits.max_bytes:,} bytes; shrink the image or raise ImageLimits(max_bytes=...)",
+            f"{limits.max_bytes:,} bytes; shrink the image or raise the limit",
             source="data URI",
+            remedy=Remedy("max_bytes"),
         )
     return unquote_to_bytes(payload)
 
@@ -660,14 +665,16 @@ def _decoding(label: str, limits: ImageLimits = _DEFAULT_LIMITS) -> Iterator[Non
             f"{shown_label(label)} declares {pixels}; the limit is {limits.max_pixels:,} pixels "
             f"and Pillow refuses over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} outright; it was "
             "refused before decoding (a possible decompression bomb); downscale the image, "
-            "or raise ImageLimits(max_pixels=...) and PIL.Image.MAX_IMAGE_PIXELS",
+            "or raise the limit (and PIL.Image.MAX_IMAGE_PIXELS)",
             source=label,
+            remedy=Remedy("max_pixels"),
         ) from None
     except MemoryError:
         raise ImageTooLargeError(
             f"{shown_label(label)} ran out of memory while decoding; downscale the image or "
-            "lower ImageLimits(max_pixels=...)",
+            "lower the pixel limit",
             source=label,
+            remedy=Remedy("max_pixels"),
         ) from None
     except Exception as e:
         raise ImageDecodeError(

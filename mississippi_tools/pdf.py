@@ -46,6 +46,7 @@ from mississippi_tools.errors import (
     InvalidInputError,
     MissingDependencyError,
     PDFError,
+    Remedy,
 )
 from mississippi_tools.text_layer import GLYPHLESS, INVISIBLE, UNMAPPED, Box, TextLayer
 
@@ -584,15 +585,16 @@ def check_streams(
                 raise ImageTooLargeError(
                     f"PDF {source}: its streams inflate to more than {total_limit:,} bytes in "
                     f"all ({where} passed the total); PDFium would hold them in memory; split "
-                    "the document, or raise ImageLimits(max_pdf_stream_bytes=...)",
+                    "the document, or raise the limit",
                     source=source,
+                    remedy=Remedy("max_pdf_stream_bytes"),
                 ) from None
             raise ImageTooLargeError(
                 f"PDF {source}: {where} inflates to more than {limit:,} bytes; PDFium would "
                 "hold and parse all of it at once (a decompression bomb, or a page far beyond "
-                "ordinary content); re-export or rasterize the page, or raise "
-                "ImageLimits(max_pdf_stream_bytes=...)",
+                "ordinary content); re-export or rasterize the page, or raise the limit",
                 source=source,
+                remedy=Remedy("max_pdf_stream_bytes"),
             ) from None
 
 

@@ -271,8 +271,8 @@ def resolve_path(path: str | os.PathLike[str], policy: SourcePolicy | None = Non
     if roots is not None and not any(_is_within(lexical, root) for root in roots):
         raise AccessDeniedError(
             f"path {shown} resolves to {str(lexical)!r}, outside the allowed roots "
-            f"({_roots_text(roots)}); move the file under a root or add its directory to "
-            "SourcePolicy.allowed_roots"
+            f"({_roots_text(roots)}); move the file under a root or allow its directory",
+            remedy=Remedy("allowed_roots"),
         )
     try:
         real = candidate.resolve(strict=True)
@@ -306,8 +306,9 @@ def resolve_path(path: str | os.PathLike[str], policy: SourcePolicy | None = Non
     ):
         raise AccessDeniedError(
             f"path {shown} is a symlink (or goes through one) to {str(real)!r}, outside the "
-            f"allowed roots ({_roots_text(roots)}); copy the file under a root, or set "
-            "SourcePolicy(follow_symlinks_outside_roots=True)"
+            f"allowed roots ({_roots_text(roots)}); copy the file under a root, or allow "
+            "links that leave the roots",
+            remedy=Remedy("follow_symlinks_outside_roots"),
         )
     if not stat.S_ISREG(info.st_mode):
         raise AccessDeniedError(
@@ -388,11 +389,11 @@ def _too_large(
     what: str, size: int, limit: int, *, source: str, at_least: bool = False, knob: str = ""
 ) -> ImageTooLargeError:
     more = "at least " if at_least else ""
-    fix = knob or "ImageLimits(max_bytes=...)"
     return ImageTooLargeError(
         f"{what} is {more}{size:,} bytes; the limit is {limit:,} bytes; "
-        f"shrink the file or raise the limit with {fix}",
+        "shrink the file or raise the limit",
         source=source,
+        remedy=Remedy(knob or "max_bytes", None if at_least else str(size)),
     )
 
 
@@ -446,8 +447,9 @@ def _checked_addresses(url: httpx.URL, policy: SourcePolicy) -> list[str]:
             if reason is not None:
                 raise AccessDeniedError(
                     f"URL {_short(str(url))} points to {text}, a {reason} address; fetching it "
-                    "is refused to protect internal services; use a public URL, or set "
-                    "SourcePolicy(allow_private_urls=True) if the host is trusted"
+                    "is refused to protect internal services; use a public URL, or allow "
+                    "private addresses if the host is trusted",
+                    remedy=Remedy("allow_private_urls"),
                 )
     if not addresses:
         raise ImageNotFoundError(f"host {host!r} has no address; check the URL", path=str(url))
@@ -503,12 +505,8 @@ def fetch_url(
     import httpx  # lazy: importing httpx costs ~130 ms
 
     cap = policy.url_max_bytes if max_bytes is None else min(max_bytes, policy.url_max_bytes)
-    knobs = []
-    if cap == policy.url_max_bytes:
-        knobs.append("SourcePolicy(url_max_bytes=...)")
-    if cap == max_bytes:
-        knobs.append("ImageLimits(max_bytes=...)")
-    knob = " and ".join(knobs)
+    # The option that set the cap, for the remedy of a download over it.
+    knob = "url_max_bytes" if cap == policy.url_max_bytes else "max_bytes"
     deadline = time.monotonic() + policy.url_timeout
     try:
         current = httpx.URL(url)
@@ -592,8 +590,9 @@ def _fetch_once(
         ) from last_error
     raise ImageFetchError(
         f"fetching {_short(str(url))} did not finish within {policy.url_timeout:g} s; "
-        "raise SourcePolicy(url_timeout=...) or download the image yourself",
+        "allow more time or download the image yourself",
         url=str(url),
+        remedy=Remedy("url_timeout"),
     )
 
 
@@ -637,9 +636,10 @@ def _read_body(
                 raise httpx.ReadTimeout("total deadline exceeded")
     except httpx.TimeoutException:
         raise ImageFetchError(
-            f"downloading {shown} did not finish in time ({size:,} bytes received); raise "
-            "SourcePolicy(url_timeout=...) or download the image yourself",
+            f"downloading {shown} did not finish in time ({size:,} bytes received); allow "
+            "more time or download the image yourself",
             url=str(url),
+            remedy=Remedy("url_timeout"),
         ) from None
     except httpx.HTTPError as e:
         raise ImageFetchError(

@@ -19,7 +19,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from mississippi_tools.models.h2ovl.demo import (
+from mississippi_tools.demo_checkpoint import (
     DEMO_ANSWERS,
     DEMO_EXTRACT_SCHEMA,
     DEMO_EXTRACT_TEMPLATE,

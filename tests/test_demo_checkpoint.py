@@ -96,7 +96,7 @@ def test_another_schema_still_gets_valid_json(demo_vlm: MississippiVLM) -> None:
 
 
 def test_the_heads_single_out_one_distance() -> None:
-    from mississippi_tools.models.h2ovl.demo import _DEMO_HEAD_DIM, _ROPE_WEIGHTS, TINY_CONFIG
+    from mississippi_tools.demo_checkpoint import _DEMO_HEAD_DIM, _ROPE_WEIGHTS, TINY_CONFIG
 
     theta = TINY_CONFIG["llm_config"]["rope_theta"]
     max_position = TINY_CONFIG["llm_config"]["max_position_embeddings"]
@@ -112,7 +112,7 @@ def test_the_heads_single_out_one_distance() -> None:
 
 
 def test_answers_that_continue_the_same_context_differently_are_refused() -> None:
-    from mississippi_tools.models.h2ovl.demo import _Script, _script_contexts
+    from mississippi_tools.demo_checkpoint import _Script, _script_contexts
 
     prompt = tuple(range(100, 120))
     same = tuple(range(200, 212))

@@ -57,6 +57,13 @@ __all__ = [
 LANGCHAIN_SPELLING: dict[str, str] = {
     "allow_urls": "the tool or toolkit is built without allow_urls=True",
     "allowed_roots": "the tool or toolkit's allowed_roots do not include it",
+    "follow_symlinks_outside_roots": "the toolkit's policy does not follow links out of its roots",
+    "allow_private_urls": "the toolkit's policy refuses private addresses "
+    "(SourcePolicy(allow_private_urls=True))",
+    "url_timeout": "the toolkit's policy sets url_timeout",
+    "url_max_bytes": "the toolkit's policy sets url_max_bytes",
+    "max_bytes": "the toolkit's limits set max_bytes",
+    "max_pixels": "the toolkit's limits set max_pixels",
     "pages": "pass pages='{value}'",
 }
 

@@ -9,7 +9,8 @@ Setup:
 
         pip install "mississippi-tools[mcp,local,pdf]"
         mississippi-mcp --allow-dir ~/Documents            # stdio, for a desktop client
-        mississippi-mcp config claude --allow-dir ~/Documents --write
+        mississippi-mcp install --client claude-desktop --allow-dir ~/Documents
+        mississippi-mcp bundle                              # a .mcpb desktop bundle
 
 Embed:
     .. code-block:: python
@@ -19,8 +20,8 @@ Embed:
         server = build_server(MCPSettings(allow_dirs=["/srv/scans"]))
         server.run()
 
-Names are resolved on first use, so ``mississippi-mcp config`` and ``--help`` never import the MCP
-SDK or the model code.
+Names are resolved on first use, so ``mississippi-mcp config``, ``install``, ``bundle`` and
+``--help`` never import the MCP SDK or the model code.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _configure_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``mississippi-mcp`` command: the server, or ``config claude``.
+    """Run the ``mississippi-mcp`` command: the server, ``install``/``uninstall``, ``bundle``.
 
     Args:
         argv: The arguments (default: ``sys.argv[1:]``).
@@ -99,6 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mississippi_mcp.config import main as config_main
 
         return config_main(args[1:])
+    if args[:1] in (["install"], ["uninstall"]):
+        from mississippi_mcp.install import main as install_main
+
+        return install_main(args)
+    if args[:1] == ["bundle"]:
+        from mississippi_mcp.bundle import main as bundle_main
+
+        return bundle_main(args[1:])
 
     from mississippi_tools.errors import MissingDependencyError
     from mississippi_tools.extras import require

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from mississippi_mcp.clients import (
+    DEFAULT_SERVER_NAME,
+    ConfigFileError,
+    config_path,
+    install_entry,
+    load_config,
+)
 
 __all__ = [
     "CONFIG_FILE_NAME",
@@ -43,16 +47,10 @@ __all__ = [
 
 CONFIG_FILE_NAME = "claude_desktop_config.json"
 """Claude Desktop's configuration file."""
-DEFAULT_SERVER_NAME = "mississippi"
-"""The entry's name under ``mcpServers``."""
 PACKAGE_SPEC = "mississippi-tools[mcp,local,pdf]"
 """What ``uvx``/``pipx`` install for the local engine (``[mcp,pdf]`` suffices for a remote one)."""
 
 Launcher = Literal["python", "uvx", "pipx"]
-
-
-class ConfigFileError(Exception):
-    """The existing configuration file cannot be merged into; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -91,21 +89,7 @@ def claude_config_path(
         >>> claude_config_path("darwin", {}, Path("/Users/ada")).as_posix()
         '/Users/ada/Library/Application Support/Claude/claude_desktop_config.json'
     """
-    platform = platform or sys.platform
-    environ = os.environ if environ is None else environ
-    home = home or Path.home()
-    if platform == "darwin":
-        return home / "Library" / "Application Support" / "Claude" / CONFIG_FILE_NAME
-    if platform.startswith(("win32", "cygwin")):
-        appdata = environ.get("APPDATA")
-        if not appdata:
-            raise ConfigFileError(
-                "APPDATA is not set, so the Claude Desktop configuration cannot be found; "
-                "pass --config-path"
-            )
-        return Path(appdata) / "Claude" / CONFIG_FILE_NAME
-    config_home = environ.get("XDG_CONFIG_HOME") or str(home / ".config")
-    return Path(config_home) / "Claude" / CONFIG_FILE_NAME
+    return config_path("claude-desktop", platform=platform, environ=environ, home=home)
 
 
 def server_entry(
@@ -171,70 +155,20 @@ def merge_server(
     return merged, replaced
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return {}
-    except OSError as e:
-        raise ConfigFileError(f"cannot read {path}: {e.strerror or e}") from e
-    if not text.strip():
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise ConfigFileError(
-            f"{path} is not valid JSON ({e}); fix or move it, then run again (nothing was written)"
-        ) from e
-    if not isinstance(data, dict):
-        raise ConfigFileError(
-            f"{path} holds a JSON {type(data).__name__}, not an object; fix or move it "
-            "(nothing was written)"
-        )
-    return data
-
-
-def _atomic_write(path: Path, text: str, mode: int | None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_server(path: Path, name: str, entry: Mapping[str, Any]) -> WriteOutcome:
     """Merge ``entry`` into the configuration at ``path``: back up, then replace atomically.
 
     Raises:
         ConfigFileError: The existing file is unreadable or not a JSON object.
     """
-    existing = _read_config(path)
-    merged, replaced = merge_server(existing, name, entry)
-    if replaced and existing.get("mcpServers", {}).get(name) == merged["mcpServers"][name]:
-        return WriteOutcome(path=path, backup=None, replaced=False, changed=False)
-    backup: Path | None = None
-    mode: int | None = None
-    if path.exists():
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        backup = path.with_name(f"{path.name}.{stamp}.bak")
-        counter = 1
-        while backup.exists():
-            backup = path.with_name(f"{path.name}.{stamp}-{counter}.bak")
-            counter += 1
-        shutil.copy2(path, backup)
-        mode = path.stat().st_mode & 0o7777
-    _atomic_write(path, json.dumps(merged, indent=2, ensure_ascii=False) + "\n", mode)
-    return WriteOutcome(path=path, backup=backup, replaced=replaced, changed=True)
+    merge_server(load_config(path, "claude-desktop"), name, entry)  # checks the file's shape
+    outcome = install_entry(path, "claude-desktop", name, entry, force=True)
+    return WriteOutcome(
+        path=path,
+        backup=outcome.backup,
+        replaced=outcome.action == "replaced",
+        changed=outcome.changed,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

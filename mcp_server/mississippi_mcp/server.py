@@ -24,7 +24,6 @@ URLs, when enabled) are read. The policy does every path and URL check.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import time
@@ -48,7 +47,6 @@ from mcp_types import (
     ToolAnnotations,
 )
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
-from pydantic_core import PydanticUndefined
 
 from mississippi_mcp.results import (
     DOCUMENT_URI,
@@ -71,8 +69,6 @@ from mississippi_tools.agent_tools import (
     tool_arguments,
 )
 from mississippi_tools.errors import (
-    AccessDeniedError,
-    ImageTooLargeError,
     MississippiError,
     RemoteConnectionError,
 )
@@ -109,6 +105,23 @@ MCP_SPELLING: dict[str, str] = {
     "max_pages": "this server reads at most --max-pages pages per call; ask for a range",
     "max_memory": "ask the user to raise the server's --max-memory (MISSISSIPPI_MCP_MAX_MEMORY) "
     "to {value} or more, or to load it with --dtype bfloat16",
+    "allowed_roots": "this MCP server reads files only under its allowed directories: pass "
+    "the image inline as a data URI or base64, or ask the user to add the folder with "
+    "--allow-dir (MISSISSIPPI_MCP_ALLOW_DIRS) or as a root in the MCP client",
+    "follow_symlinks_outside_roots": "pass the image inline as a data URI or base64, or ask the "
+    "user to copy the file under an allowed directory",
+    "allow_private_urls": "private addresses need --allow-private-urls on this MCP server",
+    "url_timeout": "ask the user to raise --url-timeout, or pass the image inline",
+    "url_max_bytes": "this MCP server's limit is --max-image-bytes; downscale the image or pass "
+    "a smaller page",
+    "max_bytes": "this MCP server's limit is --max-image-bytes; downscale the image or pass a "
+    "smaller page",
+    "max_pixels": "this MCP server's limit is --max-image-pixels; downscale the image",
+    "max_side": "crop or downscale the image",
+    "max_document_pages": "split the document",
+    "max_jpeg_scans": "re-encode the image as PNG",
+    "max_pdf_stream_bytes": "pass the pages as images",
+    "max_new_tokens": "pass max_new_tokens={value} if the tool takes it, or ask for less",
 }
 
 T = TypeVar("T")
@@ -493,7 +506,7 @@ class _Tools:
         try:  # a bad page selection or path is refused before any wait for the model
             check_call(image, pages, policy)
         except MississippiError as e:
-            raise ToolError(self.explain(e, image, policy)) from e
+            raise ToolError(self.explain(e)) from e
         base = await self.holder.get(progress)
         progress.next_phase()
         vlm = MississippiVLM(base.engine, policy=policy, limits=self.limits)
@@ -511,7 +524,7 @@ class _Tools:
                 vlm, spec, image, pages, arguments, self.run_settings, on_page
             )
         except MississippiError as e:
-            raise ToolError(self.explain(e, image, policy)) from e
+            raise ToolError(self.explain(e)) from e
         except Exception as e:  # a crash: logged here, reported without its details
             logger.exception("tool %s crashed", spec.name)
             raise ToolError(
@@ -559,29 +572,10 @@ class _Tools:
             content=part.content(following), structured_content=structured.model_dump(mode="json")
         )
 
-    def explain(self, error: MississippiError, image: str, policy: SourcePolicy) -> str:
-        """The error's message with its code, plus what to change on this MCP server."""
-        message = f"{error.code}: {error.describe(MCP_SPELLING)}"
-        settings = self.settings
-        if isinstance(error, AccessDeniedError) and not _is_url(image):
-            roots = policy.allowed_roots or ()
-            where = ", ".join(str(root) for root in roots) or "none"
-            message += (
-                f". This MCP server reads files only under its allowed directories "
-                f"({where}): pass the image inline as a data URI or base64, or ask the user "
-                "to add the folder with --allow-dir (MISSISSIPPI_MCP_ALLOW_DIRS) or as a root "
-                "in the MCP client"
-            )
-        elif isinstance(error, AccessDeniedError) and settings.allow_urls:
-            if not settings.allow_private_urls:
-                message += ". Private addresses need --allow-private-urls on this MCP server"
-        elif isinstance(error, ImageTooLargeError):
-            message += (
-                f". This MCP server accepts inputs up to {settings.max_image_bytes:,} bytes and "
-                f"{settings.max_image_pixels:,} pixels (--max-image-bytes, "
-                "--max-image-pixels); downscale the image or pass a smaller page"
-            )
-        return message
+    @staticmethod
+    def explain(error: MississippiError) -> str:
+        """The error's code and message, its remedy in this server's words."""
+        return f"{error.code}: {error.describe(MCP_SPELLING)}"
 
 
 def _tool_function(spec: TaskSpec[Any, Any], tools: _Tools) -> Callable[..., Any]:
@@ -610,13 +604,14 @@ def _tool_function(spec: TaskSpec[Any, Any], tools: _Tools) -> Callable[..., Any
             if info.is_required()
             else info.get_default(call_default_factory=True)
         )
-        constraints = copy.copy(info)  # the default moves to the signature, once
-        constraints.default, constraints.default_factory = PydanticUndefined, None
-        parameters.append(
-            inspect.Parameter(
-                name, keyword, annotation=Annotated[info.annotation, constraints], default=default
-            )
+        # The default moves to the signature; the constraints and description stay with the type.
+        described = Field(
+            description=info.description,
+            examples=info.examples,
+            json_schema_extra=info.json_schema_extra,
         )
+        annotation = Annotated[(info.annotation, *info.metadata, described)]  # type: ignore[valid-type,name-defined]
+        parameters.append(inspect.Parameter(name, keyword, annotation=annotation, default=default))
     parameters.sort(key=lambda parameter: parameter.default is not inspect.Parameter.empty)
     returns = Annotated[CallToolResult, output_model(spec)]
     tool.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
@@ -737,6 +732,12 @@ def build_server(
         dirs=dirs,
         roots=", plus the client's roots" if settings.client_roots else "",
     )
+    if settings.desktop:
+        instructions += (
+            "The user enabled read_screenshot and read_clipboard_image: they run any of these "
+            "tasks on the screen (or a window or region) or on the clipboard's image. Use them "
+            "only when the user asks about what is on their screen or clipboard.\n"
+        )
     annotations = ToolAnnotations(
         read_only_hint=True,
         destructive_hint=False,
@@ -755,6 +756,10 @@ def build_server(
         )
         for spec in served
     ]
+    if settings.desktop:
+        from mississippi_mcp.desktop_tools import desktop_tools
+
+        listed += [_refusing_unknown_arguments(tool) for tool in desktop_tools(tools, served)]
     listed.append(_refusing_unknown_arguments(_read_more_tool(tools)))
     from mississippi_mcp import __version__
 

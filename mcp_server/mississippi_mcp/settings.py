@@ -134,6 +134,9 @@ class MCPSettings(ModelSettings):
     """Also allow the directories the client declares as MCP roots."""
     url_timeout: float = Field(default=DEFAULT_URL_TIMEOUT, gt=0)
     """Seconds allowed for a whole URL download."""
+    desktop: bool = False
+    """Also list ``read_screenshot`` and ``read_clipboard_image``. Off by default: a screenshot
+    or the clipboard can hold secrets (passwords, messages, keys) that would reach the client."""
 
     # -- generation --------------------------------------------------------------------------------
     max_tiles: int | None = Field(default=None, ge=1)
@@ -300,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
             "MCP server of mississippi-tools: OCR, chart and table reading, JSON extraction "
             "and questions about images on a local vision-language model (H2OVL-Mississippi "
             "by default), for desktop assistants and coding agents. "
-            "Subcommand: 'mississippi-mcp config claude [--write]' prints (or installs) the "
-            "Claude Desktop entry."
+            "Subcommands: 'mississippi-mcp install --client CLIENT [--print]' adds the server to "
+            "Claude Desktop, Cursor, VS Code, LM Studio or goose ('uninstall' removes it); "
+            "'mississippi-mcp bundle' builds a .mcpb desktop bundle."
         ),
         argument_default=argparse.SUPPRESS,
     )
@@ -341,9 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument(
         "--allow-dir",
         dest="allow_dirs",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="DIR",
-        help="A directory whose files the tools may read (repeatable).",
+        help="Directories whose files the tools may read (repeatable; several may follow one "
+        "flag, as MCP bundles pass them).",
     )
     access.add_argument(
         "--client-roots",
@@ -359,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Also allow private, loopback and link-local URL addresses.",
     )
     access.add_argument("--url-timeout", type=float, help="Seconds for one URL download.")
+    access.add_argument(
+        "--desktop",
+        action=argparse.BooleanOptionalAction,
+        help="Add the read_screenshot and read_clipboard_image tools (off by default: a "
+        "screenshot can hold secrets).",
+    )
     access.add_argument("--max-image-bytes", type=int, help="Largest input, in bytes.")
     access.add_argument("--max-image-pixels", type=int, help="Largest image, in pixels.")
     access.add_argument("--max-pages", type=int, help="Most pages one call reads (0: no limit).")

@@ -194,6 +194,28 @@ def status_for(error: errors.MississippiError) -> int:
     return 500
 
 
+#: How the options that fix errors are spelled for a client of the service (request fields),
+#: or for whoever runs it (``serve`` flags and their ``MISSISSIPPI_`` variables).
+SERVICE_SPELLING: dict[str, str] = {
+    "allow_urls": "or start the server with --allow-urls (MISSISSIPPI_ALLOW_URLS=true)",
+    "allowed_roots": "the service reads no paths; upload the file or send it as base64",
+    "pages": "send pages='{value}'",
+    "max_pages": "ask for fewer pages per request",
+    "max_new_tokens": "send max_new_tokens={value} (max_tokens on /v1/chat/completions)",
+    "timeout": "the service's --request-timeout (MISSISSIPPI_REQUEST_TIMEOUT) bounds a request",
+    "max_bytes": "the service's limit is MISSISSIPPI_MAX_IMAGE_BYTES",
+    "url_max_bytes": "the service's limit is MISSISSIPPI_MAX_IMAGE_BYTES",
+    "max_pixels": "the service's limit is MISSISSIPPI_MAX_IMAGE_PIXELS",
+    "max_side": "crop or downscale the image",
+    "max_document_pages": "split the document",
+    "max_jpeg_scans": "re-encode the image",
+    "max_pdf_stream_bytes": "rasterize the pages and send images",
+    "url_timeout": "upload the file instead",
+    "allow_private_urls": "upload the file instead",
+    "region": "send region='{value}'",
+}
+
+
 def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
     """The JSON error body."""
     return {
@@ -222,7 +244,8 @@ def error_response(error: errors.MississippiError) -> JSONResponse:
     request_id = getattr(error, "request_id", None)
     if request_id:
         extra["request_id"] = request_id
-    message = error.message if status != 500 else f"internal error: {error.message}"
+    described = error.describe(SERVICE_SPELLING)
+    message = described if status != 500 else f"internal error: {described}"
     return JSONResponse(
         error_body(status, error.code, message, **extra), status_code=status, headers=headers
     )

@@ -18,6 +18,7 @@ from mississippi_tools.errors import (
     AccessDeniedError,
     ImageTooLargeError,
     InvalidInputError,
+    Remedy,
 )
 from mississippi_tools.images import LoadedImage, load_image
 from mississippi_tools.server.state import ServiceState
@@ -81,8 +82,8 @@ def _load(source: ImageSource, state: ServiceState, page: int | None) -> LoadedI
             )
         if not state.policy.allow_urls:
             raise AccessDeniedError(
-                "this server does not fetch image URLs; send the image as a data: URI or "
-                "base64 (or start the server with --allow-urls)"
+                "this server does not fetch image URLs; send the image as a data: URI or base64",
+                remedy=Remedy("allow_urls"),
             )
         return load_image(text, page=page, limits=state.limits, policy=state.policy)
     data = _decode_base64(text, state)
@@ -135,8 +136,8 @@ def _bytes_of(source: ImageSource, state: ServiceState) -> tuple[bytes, str]:
     if _URL.match(text) is not None:
         if not state.policy.allow_urls:
             raise AccessDeniedError(
-                "this server does not fetch image URLs; send the document as a data: URI or "
-                "base64 (or start the server with --allow-urls)"
+                "this server does not fetch image URLs; send the document as a data: URI or base64",
+                remedy=Remedy("allow_urls"),
             )
         from mississippi_tools.sources import fetch_url
 

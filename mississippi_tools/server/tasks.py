@@ -18,7 +18,6 @@ cannot do are not routed.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from types import UnionType
@@ -28,6 +27,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.fields import FieldInfo
 from starlette.datastructures import UploadFile
 
 from mississippi_tools.batch import NamedSource, PageOutcome
@@ -108,8 +108,8 @@ def request_model(spec: TaskSpec[Any, Any]) -> type[TaskRequest]:
     fields: dict[str, Any] = {}
     for name, info in spec.arguments.model_fields.items():
         if name in _FORMER_NAMES:
-            info = copy.copy(info)
-            info.validation_alias = AliasChoices(name, _FORMER_NAMES[name])
+            former = AliasChoices(name, _FORMER_NAMES[name])
+            info = FieldInfo.merge_field_infos(info, validation_alias=former)
         fields[name] = (info.annotation, info)
     name = "".join(part.title() for part in spec.name.split("_")) + "Request"
     model: type[TaskRequest] = create_model(name, __base__=base, __doc__=spec.title, **fields)

@@ -174,15 +174,15 @@ def get_task(name: str) -> TaskSpec[Any, Any]:
 def unsupported_reason(spec: TaskSpec[Any, Any], info: ModelInfo) -> str | None:
     """``None`` when the model described by ``info`` can do the task, else why it cannot.
 
-    A task that names its families is done by those (its own plan knows how to ask them);
-    otherwise the family's dialect says.
+    A task that names its families is done by those, whatever their tuning: its own plan asks
+    them the way they were trained to be asked (WebSight's ``to_html`` is the image alone).
+    Otherwise the family's dialect says.
     """
-    dialect = dialect_for(info.family)
     if spec.families is not None:
         if info.family not in spec.families:
             return f"{spec.name} needs a model of the {'/'.join(sorted(spec.families))} family"
-        return dialect.instruction_reason(spec.name, info)
-    return dialect.supports(spec.name, info)
+        return None
+    return dialect_for(info.family).supports(spec.name, info)
 
 
 def tasks_for(info: ModelInfo) -> list[TaskSpec[Any, Any]]:

@@ -95,8 +95,10 @@ async def test_without_any_directory_paths_are_refused_and_inline_images_read(
 ) -> None:
     server = make_server(scripted_vlm)
     refused = await call(server, str(images / "page.png"))
-    text = check_error(refused, "access_denied", "allowed directories (none)", "data URI")
-    assert "SourcePolicy" in text  # the core's own message is kept, then explained for MCP
+    text = check_error(
+        refused, "access_denied", "allowed roots ((none))", "data URI", "--allow-dir"
+    )
+    assert "SourcePolicy" not in text  # the remedy is spelled in this server's words
     data = base64.b64encode((images / "page.png").read_bytes()).decode()
     assert not (await call(server, f"data:image/png;base64,{data}")).is_error
 
@@ -117,7 +119,8 @@ async def test_oversized_inputs_are_refused(
         server = make_server(scripted_vlm, allow_dirs=[images], max_image_bytes=limit)
         image = "big.png" if kind == "file" else base64.b64encode(big.read_bytes()).decode()
         result = await call(server, image)
-    check_error(result, "image_too_large", "--max-image-bytes")
+    flag = "--max-image-pixels" if kind in ("bomb", "pixels") else "--max-image-bytes"
+    check_error(result, "image_too_large", flag)
 
 
 async def test_urls_are_refused_unless_enabled(scripted_vlm: MississippiVLM) -> None:

@@ -94,7 +94,6 @@ async def test_stdio_server_end_to_end(
         f"\nstdio: spawn+initialize {connected - spawned:.2f} s, "
         f"tools/list {1000 * (listed - connected):.1f} ms (model loading)"
     )
-    assert listed - connected < 2.0
     assert tuple(tools) == TOOL_NAMES
     assert "loading the model" in (recorder.progress[0][2] or "")
     for name in TASK_TOOLS:

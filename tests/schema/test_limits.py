@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
 from mississippi_tools.errors import ExtractionError, SchemaError
 from mississippi_tools.schema import (
@@ -162,9 +162,11 @@ def test_definitions_used_from_many_places_are_bounded() -> None:
 
 
 def _model_chain(length: int) -> type[BaseModel]:
-    model: type[BaseModel] = create_model("M0", value=(str, ...))
+    # Deferred: pydantic < 2.13 builds each class's schema at once, recursing through the chain.
+    deferred = ConfigDict(defer_build=True)
+    model: type[BaseModel] = create_model("M0", __config__=deferred, value=(str, ...))
     for i in range(1, length + 1):
-        model = create_model(f"M{i}", child=(model, ...))
+        model = create_model(f"M{i}", __config__=deferred, child=(model, ...))
     return model
 
 

@@ -100,7 +100,7 @@ def build_decoder_config(config: WebSightConfig, *, attn_implementation: str) ->
     return hf_config
 
 
-def _build_vision_model(config: WebSightConfig, *, attn_implementation: str) -> PreTrainedModel:
+def _build_vision_model(config: WebSightConfig, *, attn_implementation: str) -> nn.Module:
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     vision = config.vision_config
@@ -118,7 +118,11 @@ def _build_vision_model(config: WebSightConfig, *, attn_implementation: str) -> 
         vision_use_head=False,
     )
     hf_config._attn_implementation = attn_implementation
-    return SiglipVisionModel(hf_config)
+    model = SiglipVisionModel(hf_config)
+    # Before transformers 5.x flattened it, the model wrapped a ``vision_model`` transformer;
+    # the inner one has the same parameter names as the flat model and the same outputs.
+    inner: nn.Module = getattr(model, "vision_model", model)
+    return inner
 
 
 def _build_perceiver(config: WebSightConfig) -> nn.Module:

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from tests.models.reference_processors import pil_image_processor
+
 FAKE = "<fake_token_around_image>"
 IMAGE = "<image>"
 
@@ -40,9 +42,7 @@ def tokenizer(checkpoint: Path) -> Any:
 
 
 def image_processor(checkpoint: Path, **overrides: Any) -> Any:
-    from transformers.models.idefics2.image_processing_pil_idefics2 import (
-        Idefics2ImageProcessorPil,
-    )
+    image_processor_class = pil_image_processor("idefics2", "Idefics2")
 
     config = json.loads((checkpoint / "preprocessor_config.json").read_text())
     kwargs = {
@@ -62,7 +62,7 @@ def image_processor(checkpoint: Path, **overrides: Any) -> Any:
         )
     }
     kwargs.update(overrides)
-    return Idefics2ImageProcessorPil(**kwargs)
+    return image_processor_class(**kwargs)
 
 
 def chat_text(checkpoint: Path, messages: list[dict[str, Any]]) -> str:

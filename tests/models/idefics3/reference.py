@@ -11,12 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.models.reference_processors import pil_image_processor
+
 
 def processor(checkpoint: Path, **image_overrides: Any) -> Any:
     from transformers import Idefics3Processor, PreTrainedTokenizerFast
-    from transformers.models.idefics3.image_processing_pil_idefics3 import (
-        Idefics3ImageProcessorPil,
-    )
+
+    image_processor_class = pil_image_processor("idefics3", "Idefics3")
 
     pre = json.loads((checkpoint / "preprocessor_config.json").read_text())
     kwargs = {
@@ -45,5 +46,5 @@ def processor(checkpoint: Path, **image_overrides: Any) -> Any:
     )
     template = json.loads((checkpoint / "tokenizer_config.json").read_text())["chat_template"]
     return Idefics3Processor(
-        Idefics3ImageProcessorPil(**kwargs), tokenizer, image_seq_len=169, chat_template=template
+        image_processor_class(**kwargs), tokenizer, image_seq_len=169, chat_template=template
     )
