@@ -1,11 +1,11 @@
 """Jobs for long documents: submit, poll, fetch partial results, cancel; kept on disk.
 
 ``POST /v1/jobs`` takes the body of any task route (``/v1/ocr`` ...) plus ``"task"``, stores the
-document and answers 202 at once with the job's status. The job reads the selected pages one
-after another in the background (jobs run one at a time; the pages of a job share the model's
-batch). ``GET /v1/jobs/{id}`` reports per-page progress, ``GET /v1/jobs/{id}/result`` the pages
-finished so far (``complete`` once the job has ended), ``DELETE /v1/jobs/{id}`` cancels it (the
-pages done stay readable).
+document and answers 202 at once with the job's status. The job reads the selected pages in
+the background, ``job_concurrency`` at a time (jobs run one after another, and leave the rest of
+the model's batch to interactive requests). ``GET /v1/jobs/{id}`` reports per-page progress,
+``GET /v1/jobs/{id}/result`` the pages finished so far (``complete`` once the job has ended),
+``DELETE /v1/jobs/{id}`` cancels it (the pages done stay readable).
 
 Each job is a directory under ``jobs_dir``: ``job.json`` (the request and the status, replaced
 atomically), ``input`` (the document, removed when the job ends) and ``pages.jsonl`` (one line
@@ -446,6 +446,7 @@ class JobManager:
             [source],
             pages=remaining,
             max_pages=0,
+            concurrency=self.settings.job_concurrency,
             **settings,
             **arguments,
         ):

@@ -24,6 +24,7 @@ from mississippi_tools.serving import ModelSettings
 
 __all__ = [
     "DEFAULT_HOST",
+    "DEFAULT_JOB_CONCURRENCY",
     "DEFAULT_JOB_MAX_PAGES",
     "DEFAULT_MAX_ACTIVE_JOBS",
     "DEFAULT_MAX_BODY_BYTES",
@@ -64,6 +65,8 @@ DEFAULT_MAX_JOBS = 100
 """Jobs kept on disk; the oldest finished ones are dropped to make room for new ones."""
 DEFAULT_MAX_ACTIVE_JOBS = 8
 """Jobs queued or running at once; more get 429 with ``Retry-After``."""
+DEFAULT_JOB_CONCURRENCY = 2
+"""Pages of a job read at once (the batch's other slots stay free for interactive requests)."""
 DEFAULT_JOB_MAX_PAGES = 1000
 """Most pages one job reads (jobs are for long documents; 0: no limit)."""
 
@@ -175,6 +178,8 @@ class ServerSettings(ModelSettings):
     """Jobs queued or running at once; more get 429 with ``Retry-After``."""
     job_max_pages: int = Field(default=DEFAULT_JOB_MAX_PAGES, ge=0)
     """Most pages one job reads (0: no limit)."""
+    job_concurrency: int = Field(default=DEFAULT_JOB_CONCURRENCY, ge=1)
+    """Pages of a job read at once; the rest of the batch stays free for interactive requests."""
 
     @property
     def jobs_directory(self) -> Path:

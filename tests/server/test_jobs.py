@@ -15,8 +15,13 @@ from tests.server.live import LiveServer, quiet_settings, run_server
 from tests.support import wait_until
 
 SHORT = build_pdf([Page("scan"), Page("stamp"), Page("scan")])
-LONG = build_pdf([Page("scan") if i % 2 else Page("stamp") for i in range(12)])
-"""Long enough that a job is still running when a test acts on it part-way."""
+LONG = build_pdf([Page("scan") if i % 2 else Page("stamp") for i in range(16)])
+"""Long enough that a job (reading one page at a time) is still running when a test acts on it
+part-way."""
+
+
+def _settings(directory: Path, **overrides: Any) -> Any:
+    return quiet_settings(jobs_dir=directory, job_concurrency=1, **overrides)
 
 
 def _submit(live: LiveServer, document: bytes, **fields: Any) -> httpx.Response:
@@ -45,7 +50,7 @@ def _wait_for(live: LiveServer, job_id: str, condition: Any, timeout: float = 20
 def test_a_job_reads_every_page_with_progress_and_matches_the_task_route(
     server_vlm: Any, tmp_path: Path
 ) -> None:
-    with run_server(quiet_settings(jobs_dir=tmp_path), server_vlm) as live:
+    with run_server(_settings(tmp_path), server_vlm) as live:
         submitted = _submit(live, SHORT, max_new_tokens=5)
         assert submitted.status_code == 202, submitted.text
         job = submitted.json()
@@ -78,7 +83,7 @@ def test_a_job_reads_every_page_with_progress_and_matches_the_task_route(
 
 
 def test_multipart_submission_with_a_page_selection(server_vlm: Any, tmp_path: Path) -> None:
-    with run_server(quiet_settings(jobs_dir=tmp_path), server_vlm) as live:
+    with run_server(_settings(tmp_path), server_vlm) as live:
         response = httpx.post(
             f"{live.url}/v1/jobs",
             files={"image": ("scan.pdf", SHORT, "application/pdf")},
@@ -93,20 +98,20 @@ def test_multipart_submission_with_a_page_selection(server_vlm: Any, tmp_path: P
 
 
 def test_partial_results_then_cancel_keeps_the_pages_done(server_vlm: Any, tmp_path: Path) -> None:
-    with run_server(quiet_settings(jobs_dir=tmp_path), server_vlm) as live:
+    with run_server(_settings(tmp_path), server_vlm) as live:
         job = _submit(live, LONG, max_new_tokens=4).json()
         _wait_for(live, job["id"], lambda s: s["pages_done"] >= 2)
         partial = _result(live, job["id"])
         assert partial["complete"] is False and partial["status"] == "running"
         done = [p["page"] for p in partial["pages"]]
-        assert done == list(range(1, len(done) + 1)) and 2 <= len(done) < 12
+        assert done == list(range(1, len(done) + 1)) and 2 <= len(done) < 16
         cancelled = httpx.delete(f"{live.url}/v1/jobs/{job['id']}", timeout=30)
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["status"] == "cancelled"
         after = _result(live, job["id"])
         assert after["complete"] is True and after["status"] == "cancelled"
         assert after["pages"][: len(done)] == partial["pages"]
-        assert len(after["pages"]) < 12
+        assert len(after["pages"]) < 16
         time.sleep(0.5)
         assert _result(live, job["id"])["pages"] == after["pages"], "pages came after cancel"
         again = httpx.delete(f"{live.url}/v1/jobs/{job['id']}", timeout=30)
@@ -118,7 +123,7 @@ def test_partial_results_then_cancel_keeps_the_pages_done(server_vlm: Any, tmp_p
 def test_a_restart_keeps_finished_jobs_and_resumes_the_unfinished_one(
     server_vlm: Any, tmp_path: Path
 ) -> None:
-    settings = quiet_settings(jobs_dir=tmp_path)
+    settings = _settings(tmp_path)
     with run_server(settings, server_vlm) as live:
         short = _submit(live, SHORT, max_new_tokens=4).json()
         _wait_for(live, short["id"], lambda s: s["status"] == "succeeded")
@@ -128,7 +133,7 @@ def test_a_restart_keeps_finished_jobs_and_resumes_the_unfinished_one(
         live.stop()
     lines = (tmp_path / long["id"] / "pages.jsonl").read_text().splitlines()
     before = [json.loads(line) for line in lines]
-    assert 1 <= len(before) < 12, "the job was not stopped part-way"
+    assert 1 <= len(before) < 16, "the job was not stopped part-way"
 
     with run_server(settings, server_vlm) as live:
         assert _result(live, short["id"]) == short_result
@@ -137,14 +142,14 @@ def test_a_restart_keeps_finished_jobs_and_resumes_the_unfinished_one(
         assert status["pages_done"] >= len(before)
         _wait_for(live, long["id"], lambda s: s["status"] == "succeeded")
         result = _result(live, long["id"])
-        assert [p["page"] for p in result["pages"]] == list(range(1, 13))
+        assert [p["page"] for p in result["pages"]] == list(range(1, 17))
         assert result["pages"][: len(before)] == before, "pages done before the restart changed"
     lines = (tmp_path / long["id"] / "pages.jsonl").read_text().splitlines()
-    assert len(lines) == 12, "pages finished before the restart were read again"
+    assert len(lines) == 16, "pages finished before the restart were read again"
 
 
 def test_bounds_and_typed_errors(server_vlm: Any, tmp_path: Path) -> None:
-    with run_server(quiet_settings(jobs_dir=tmp_path, max_active_jobs=1), server_vlm) as live:
+    with run_server(_settings(tmp_path, max_active_jobs=1), server_vlm) as live:
         first = _submit(live, LONG, max_new_tokens=4).json()
         refused = _submit(live, SHORT)
         assert refused.status_code == 429
