@@ -49,3 +49,16 @@ async def test_a_model_over_the_memory_ceiling_fails_every_call_with_a_typed_err
     async with Client(server) as client:
         result = await client.call_tool("ocr", {"image": "page.png"})
     check_error(result, "model_too_large", "ceiling is 1.0 kB", "--max-memory")
+
+
+def test_the_flags_of_long_work() -> None:
+    from mississippi_mcp.settings import parse_args
+
+    flags = ["--idle-unload", "30", "--max-memory", "2GiB", "--result-budget", "5000"]
+    settings = parse_args(flags)
+    assert (settings.idle_unload, settings.max_memory, settings.result_budget) == (
+        30.0,
+        2 * 2**30,
+        5000,
+    )
+    assert MCPSettings().result_budget == 60_000 and MCPSettings().idle_unload is None
