@@ -386,7 +386,14 @@ class JobManager:
                 job.runner = None
 
     async def _run(self, job: _Job) -> None:
-        spec = self.specs[job.info.task]
+        spec = self.specs.get(job.info.task)
+        if spec is None:  # kept from a server that served another model
+            message = (
+                f"the served model cannot run {job.info.task!r} (this job was submitted to a "
+                f"server with another model); its tasks are: {', '.join(self.specs)}"
+            )
+            self._finish(job, "failed", JobError(code="unsupported_task", message=message))
+            return
         job.info.status = "running"
         job.info.started_at = time.time()
         job.save()

@@ -190,3 +190,30 @@ def test_the_openapi_document_describes_the_job_routes(live: LiveServer) -> None
     assert components["OcrJobRequest"]["properties"]["task"]["const"] == "ocr"
     assert "pages_done" in components["JobInfo"]["properties"]
     assert "JobResult" in components
+
+
+def test_a_restart_fails_a_job_the_new_model_cannot_run_and_skips_a_damaged_one(
+    server_vlm: Any, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    with run_server(settings, server_vlm) as live:
+        job = _submit(live, LONG, max_new_tokens=4).json()
+        _wait_for(live, job["id"], lambda s: s["pages_done"] >= 1)
+        live.stop()
+    stored = tmp_path / job["id"] / "job.json"
+    data = json.loads(stored.read_text())
+    data["info"]["task"] = "to_html"  # as if a WebSight server had taken it
+    stored.write_text(json.dumps(data))
+    damaged = tmp_path / "job_00000000000000ff"
+    damaged.mkdir()
+    (damaged / "job.json").write_text("{not json")
+    with run_server(settings, server_vlm) as live:
+
+        def status() -> Any:
+            return httpx.get(f"{live.url}/v1/jobs/{job['id']}", timeout=30).json()
+
+        wait_until(lambda: status()["status"] == "failed", timeout=60, what="the failure")
+        response = status()
+        assert response["error"]["code"] == "unsupported_task"
+        assert "ocr" in response["error"]["message"]
+        assert [j["id"] for j in httpx.get(f"{live.url}/v1/jobs", timeout=30).json()] == [job["id"]]
