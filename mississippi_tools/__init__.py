@@ -98,6 +98,7 @@ if TYPE_CHECKING:
     )
     from mississippi_tools.tasks.results import (
         ResultMetadata,
+        TextBox,
     )
     from mississippi_tools.tasks.table import (
         TableData,
@@ -159,6 +160,7 @@ _EXPORTS: dict[str, str] = {
     "SchemaError": "mississippi_tools.errors",
     "SourcePolicy": "mississippi_tools.sources",
     "TableData": "mississippi_tools.tasks.table",
+    "TextBox": "mississippi_tools.tasks.results",
     "iter_pages": "mississippi_tools.images",
     "load_image": "mississippi_tools.images",
 }
@@ -241,6 +243,7 @@ __all__ = [
     "SchemaError",
     "SourcePolicy",
     "TableData",
+    "TextBox",
     "__version__",
     "iter_pages",
     "load_image",

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from mississippi_tools.batch import DEFAULT_MAX_PAGES, PageOutcome, check_source
 from mississippi_tools.errors import InvalidInputError, MississippiError
 from mississippi_tools.pdf import check_page_selection
+from mississippi_tools.tasks.ocr import OCRResult, render_ocr
 
 if TYPE_CHECKING:
     from mississippi_tools.sources import SourcePolicy
@@ -376,7 +377,18 @@ async def acall_tool(
 #: Metadata keys a retrieval document always has (an extracted field of the same name is not
 #: copied over them).
 DOCUMENT_KEYS = frozenset(
-    {"source", "page", "task", "model", "tiles", "result", "error", "error_code", "error_type"}
+    {
+        "source",
+        "page",
+        "task",
+        "model",
+        "tiles",
+        "result",
+        "boxes",
+        "error",
+        "error_code",
+        "error_type",
+    }
 )
 
 
@@ -388,7 +400,9 @@ def document_fields(
     A page that succeeded gives the catalogue's rendering and metadata with ``source``,
     ``page`` (1 for an ordinary image), ``task``, ``model``, ``tiles`` and ``result`` (the typed
     result as JSON, without its metadata). For an extraction, each top-level field of the data is
-    also copied into the metadata. A page that failed gives empty text and ``error``,
+    also copied into the metadata. OCR read with ``boxes=True`` adds ``boxes``: one entry per
+    boxed line, its ``text`` with the box's ``pixels`` (and ``points`` on PDF pages); the text
+    itself stays plain. A page that failed gives empty text and ``error``,
     ``error_code`` and ``error_type`` (``page`` is ``None`` when the file could not be opened).
     """
     metadata: dict[str, Any] = {
@@ -412,4 +426,7 @@ def document_fields(
     data = metadata["result"].get("data")
     if isinstance(data, dict):
         metadata.update({k: v for k, v in data.items() if k not in DOCUMENT_KEYS})
+    if isinstance(result, OCRResult) and (boxes := result.boxes()):
+        metadata["boxes"] = boxes
+        return render_ocr(result, with_boxes=False), metadata
     return spec.render(result), metadata

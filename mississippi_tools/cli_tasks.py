@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
 import typer
 
+from mississippi_tools import cli_common as cli
+
 if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
 
@@ -66,12 +68,42 @@ class Presenter:
 
 
 def _ocr_text(result: Any, extras: dict[str, Any]) -> str:
-    if result.format != "lines":
+    boxed = any(line.box is not None for line in result.lines)
+    if result.format != "lines" and not boxed:
         return str(result.text)
-    return "\n".join(
-        line.text if line.confidence is None else f"{line.confidence:.2f}\t{line.text}"
-        for line in result.lines
-    )
+
+    def shown(line: Any) -> str:
+        text = line.text if line.confidence is None else f"{line.confidence:.2f}\t{line.text}"
+        if line.box is None:
+            return text if not boxed else f"-\t{text}"
+        return ",".join(f"{v:g}" for v in line.box.pixels) + f"\t{text}"
+
+    return "\n".join(shown(line) for line in result.lines)
+
+
+def _overlay(result: Any, outcome: PageOutcome[Any], extras: dict[str, Any]) -> str | None:
+    from mississippi_tools.box_overlay import write_overlay
+
+    target = extras.get("overlay")
+    if target is None:
+        return None
+    path = _numbered(Path(target), outcome)
+    write_overlay(outcome.source, result, path, page=outcome.page, policy=extras.get("policy"))
+    boxed = sum(1 for line in result.lines if line.box is not None)
+    return f"{boxed} box(es) of {outcome.where} drawn in {path}"
+
+
+_OVERLAY_OPTION = (
+    "overlay",
+    Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw the line boxes on the page into this PNG (with --boxes), to check them "
+            "at a glance; the N-th page goes to NAME-N.png."
+        ),
+    ],
+    None,
+)
 
 
 def _table_text(result: Any, extras: dict[str, Any]) -> str:
@@ -115,7 +147,7 @@ def _html_files(result: Any, outcome: PageOutcome[Any], extras: dict[str, Any]) 
 
 #: Presentation extras of the built-in tasks (other tasks print the catalogue's rendering).
 PRESENTERS: dict[str, Presenter] = {
-    "ocr": Presenter(text=_ocr_text),
+    "ocr": Presenter(options=(_OVERLAY_OPTION,), text=_ocr_text, after=_overlay),
     "read_chart": Presenter(
         options=(
             _CSV_OPTION,
@@ -273,8 +305,6 @@ def add_task_commands(app: typer.Typer, specs: Iterable[TaskSpec[Any, Any]]) -> 
 
 
 def _task_command(spec: TaskSpec[Any, Any]) -> Callable[..., None]:
-    from mississippi_tools import cli
-
     presenter = PRESENTERS.get(spec.name, Presenter())
     arguments = [_argument_option(name, info) for name, info in spec.arguments.model_fields.items()]
     extras = [
@@ -316,8 +346,6 @@ def run_task(
     common: dict[str, Any],
 ) -> None:
     """Check the inputs, load the model, and print (or write) each page's outcome as it comes."""
-    from mississippi_tools import cli
-
     as_json = bool(common.pop("as_json"))
     out: Path | None = common.pop("out")
     resume = bool(common.pop("resume"))
@@ -334,6 +362,9 @@ def run_task(
                 "--resume continues the file given with --out; pass --out FILE.jsonl"
             )
         policy = cli.source_policy(common)
+        if extras.get("overlay") is not None and not task_args.get("boxes"):
+            raise InvalidInputError("--overlay draws the line boxes; add --boxes to read them")
+        extras = {**extras, "policy": policy}
         inputs = expand_folders(inputs)
         early = _unreadable_inputs(inputs, policy)
         readable = [source for source in inputs if source not in early]
@@ -521,9 +552,7 @@ class _Sink:
             try:
                 self.file = out.open("a" if append else "w", encoding="utf-8")
             except OSError as e:
-                from mississippi_tools import cli
-
-                cli._fail(cli.ExitCode.BAD_INPUT, f"--out: cannot write {out}: {e.strerror}")
+                cli.fail(cli.ExitCode.BAD_INPUT, f"--out: cannot write {out}: {e.strerror}")
 
     def _line(self, entry: dict[str, Any]) -> None:
         text = json.dumps(entry, ensure_ascii=False)
@@ -564,8 +593,6 @@ class _Sink:
         typer.echo(text)
 
     def error(self, source: str, page: int | None, error: MississippiError) -> None:
-        from mississippi_tools import cli
-
         where = source if page is None else f"{source}, page {page}"
         message = cli.describe_error(error)
         if self.file is not None or self.as_json:

@@ -21,7 +21,7 @@ refused path a ``PermissionError``, a missing extra an ``ImportError``)::
     │   ├── ModelNotFoundError (FileNotFoundError)   no weights locally and no way to fetch them
     │   ├── ConfigError                         a config.json we do not understand
     │   ├── CheckpointError                     missing, unexpected or mis-shaped tensors
-    │   └── ModelTooLargeError (MemoryError)    its estimated footprint exceeds max_memory
+    │   └── ModelTooLargeError (MemoryError)    its estimated footprint exceeds memory_limit
     ├── GenerationError                         one request failed; the engine keeps serving
     │   ├── QueueFullError                      too many requests waiting (retry_after seconds)
     │   ├── DeadlineExceededError (TimeoutError)
@@ -108,7 +108,7 @@ PYTHON_SPELLING: Mapping[str, str] = {
     "max_pages": "max_pages={value}",
     "max_new_tokens": "max_new_tokens={value}",
     "timeout": "timeout={value}",
-    "max_memory": "max_memory='{value}'",
+    "memory_limit": "memory_limit='{value}'",
     "max_bytes": "ImageLimits(max_bytes={value})",
     "max_pixels": "ImageLimits(max_pixels={value})",
     "max_side": "ImageLimits(max_side={value})",
@@ -342,7 +342,7 @@ class CheckpointError(ModelLoadError):
 
 
 class ModelTooLargeError(ModelLoadError, MemoryError):
-    """The model's estimated memory footprint exceeds the configured ceiling (``max_memory``).
+    """The model's estimated memory footprint exceeds the configured ceiling (``memory_limit``).
 
     Attributes:
         estimate: Estimated bytes (weights at the load dtype plus the engine's cache budgets).

@@ -191,6 +191,9 @@ class LoadedImage:
     """A PDF page's embedded text (empty when the page has none); ``None`` for other images."""
     region: tuple[int, int, int, int] | None = None
     """When the image is a crop of the loaded image: ``(x0, y0, x1, y1)`` in its pixels."""
+    point_scale: tuple[float, float] | None = None
+    """PDF pages: page points (1/72 inch) per rendered pixel, across and down; ``None`` for
+    other images (text boxes use it to give positions on the page)."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -258,9 +261,10 @@ def load_image(
         with _pdf(data, label, limits) as document:
             number = page or _only_page(document.page_count, label, "PDF")
             rendered, layer = _render(document, number, dpi, limits)
+            scale = document.point_scale(number, rendered.size)
         with _decoding(label):
             rgb = _to_rgb(rendered)
-        return _loaded(rgb, label, "PDF", number, layer)
+        return _loaded(rgb, label, "PDF", number, layer, scale)
     opened, count = _open(data, fmt, label, limits)
     try:
         if count == 1:
@@ -800,6 +804,7 @@ def _loaded(
     fmt: str | None,
     page: int | None = None,
     text_layer: TextLayer | None = None,
+    point_scale: tuple[float, float] | None = None,
 ) -> LoadedImage:
     return LoadedImage(
         image=rgb,
@@ -808,6 +813,7 @@ def _loaded(
         format=fmt,
         page=page,
         text_layer=text_layer,
+        point_scale=point_scale,
     )
 
 
@@ -871,9 +877,10 @@ def _iter_pdf(
     with document:
         for number in selected:
             rendered, layer = _render(document, number, dpi, limits)
+            scale = document.point_scale(number, rendered.size)
             with _decoding(label):
                 rgb = _to_rgb(rendered)
-            yield _loaded(rgb, label, "PDF", number, layer)
+            yield _loaded(rgb, label, "PDF", number, layer, scale)
 
 
 def _iter_frames(

@@ -283,6 +283,32 @@ class PDFDocument:
             with _PDFIUM_LOCK:
                 document.close()
 
+    def page_size(self, page: int) -> tuple[float, float]:
+        """The page's width and height in points (1/72 inch), as PDFium renders it.
+
+        Raises:
+            PDFError: The page is out of range, or the document is closed.
+        """
+        if self._document is None:
+            raise PDFError(f"PDF {self.source} is closed; open it again to read page sizes")
+        _check_page(page, self.page_count, what=f"PDF {self.source}", error=PDFError)
+        with _PDFIUM_LOCK:
+            handle = self._document[page - 1]
+            try:
+                width, height = handle.get_size()
+            finally:
+                handle.close()
+        return float(width), float(height)
+
+    def point_scale(self, page: int, rendered: tuple[int, int]) -> tuple[float, float]:
+        """Page points per pixel, across and down, of the page rendered at ``rendered`` size.
+
+        Raises:
+            PDFError: The page is out of range, or the document is closed.
+        """
+        width, height = self.page_size(page)
+        return width / rendered[0], height / rendered[1]
+
     def render(
         self,
         page: int,

@@ -84,6 +84,7 @@ class TaskMethods:
         *,
         format: OCRFormat = "text",
         confidence: bool = False,
+        boxes: bool = False,
         **settings: Unpack[RunOptions],
     ) -> OCRResult:
         """Read the text of an image (the model's OCR mode where it has one).
@@ -92,10 +93,14 @@ class TaskMethods:
             image: A path, bytes, base64, data URI, PIL image or URL (when allowed).
             format: ``"text"``, ``"markdown"`` (headings, lists, tables) or ``"lines"``.
             confidence: Add a per-line confidence from the model's token probabilities.
+            boxes: Give each line a ``box`` saying where it is (pixels; page points for PDF
+                pages), from the model's region output (``result.boxes()`` lists them).
             settings: ``page`` (PDFs, multi-page TIFFs), ``region`` (read only that part),
                 ``max_tiles``, ``options``, ``max_new_tokens``, ``timeout``, ``repetition``.
         """
-        result: OCRResult = self.run("ocr", image, format=format, confidence=confidence, **settings)
+        result: OCRResult = self.run(
+            "ocr", image, format=format, confidence=confidence, boxes=boxes, **settings
+        )
         return result
 
     def read_chart(self, image: ImageInput, **settings: Unpack[RunOptions]) -> ChartData:

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: The families with a tiny-checkpoint builder, each ``mississippi_tools.models.<family>.testing``.
-FAMILIES: tuple[str, ...] = ("h2ovl", "idefics2", "idefics3", "websight")
+FAMILIES: tuple[str, ...] = ("h2ovl", "idefics1", "idefics2", "idefics3", "websight", "florence2")
 
 
 def build_tiny_checkpoint(directory: str | Path, *, family: str = "h2ovl", **options: Any) -> Path:

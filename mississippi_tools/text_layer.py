@@ -95,6 +95,25 @@ class TextLayer:
         lines = [line.rstrip() for line in self.text.replace("\r\n", "\n").split("\n")]
         return "\n".join(lines).strip("\n")
 
+    def line_boxes(self) -> list[Box | None]:
+        """One box per line of :attr:`clean_text`, around its characters.
+
+        Boxes are fractions of the page, like the characters'; ``None`` for a line without
+        boxed characters.
+        """
+        per_line: list[Box | None] = []
+        current: list[Box] = []
+        for i, char in enumerate(self.text):
+            if char == "\n":
+                per_line.append(_union(current))
+                current = []
+            elif self.boxes[i] is not None and not char.isspace():
+                current.append(self.boxes[i])  # type: ignore[arg-type]
+        per_line.append(_union(current))
+        lines = [line.rstrip() for line in self.text.replace("\r\n", "\n").split("\n")]
+        start = next((i for i, line in enumerate(lines) if line), len(lines))
+        return per_line[start : start + self.clean_text.count("\n") + 1]
+
     def problem(self, *, min_chars: int = DEFAULT_MIN_TEXT_LAYER_CHARS) -> str | None:
         """Why the layer cannot stand for its page (see the module docstring), or ``None``."""
         visible = [i for i, char in enumerate(self.text) if not char.isspace()]
@@ -195,3 +214,14 @@ def _wordlike(token: str) -> bool:
         return False
     alnum = sum(1 for char in core if char.isalnum())
     return alnum >= 2 and len(core) - alnum <= max(1, len(core) // 4)
+
+
+def _union(boxes: list[Box]) -> Box | None:
+    if not boxes:
+        return None
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )

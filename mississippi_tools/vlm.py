@@ -186,13 +186,16 @@ class MississippiVLM(TaskMethods):
         engine_config: LocalEngineConfig | None = None,
         policy: SourcePolicy | None = None,
         limits: ImageLimits | None = None,
-        max_memory: int | str | None = None,
+        max_memory: Mapping[str | int, int | str] | None = None,
+        offload_dir: str | Path | None = None,
+        memory_limit: int | str | None = None,
     ) -> MississippiVLM:
         """Load a model into this process.
 
         Args:
             model: A hub id or a local checkpoint directory in the original format.
-            device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+            device: ``"auto"`` (CUDA, else Apple's MPS, when available), ``"cpu"``, ``"cuda"``,
+                ``"cuda:1"``, ``"mps"`` ...
             dtype: ``"auto"`` (bfloat16 on GPUs and on CPUs with native bfloat16, else float32),
                 ``"float32"``, ``"bfloat16"`` or ``"float16"``.
             attention: ``"auto"`` (flash-attention 2 on CUDA when installed, else SDPA),
@@ -205,13 +208,18 @@ class MississippiVLM(TaskMethods):
             engine_config: Batching, queue and cache settings.
             policy: Which paths and URLs image arguments may name.
             limits: Byte and pixel limits for images.
-            max_memory: A memory ceiling (bytes, or ``"8GB"``, ``"512MiB"``): refuse to load a
+            max_memory: Per-device budget for a model larger than one device
+                (``{0: "20GiB", "cpu": "30GiB"}``): what does not fit goes to the next device,
+                and past the CPU to ``offload_dir`` on disk. Idefics2/Idefics3 only; needs
+                ``pip install "mississippi-tools[gpu]"`` (accelerate).
+            offload_dir: Where weights placed on disk are kept (a temporary folder if not given).
+            memory_limit: A memory ceiling (bytes, or ``"8GB"``, ``"512MiB"``): refuse to load a
                 model whose weights at the load dtype plus the engine's cache budgets are
                 estimated above it.
 
         Raises:
             MissingDependencyError: The ``local`` extra is not installed.
-            ModelTooLargeError: The estimated footprint exceeds ``max_memory``.
+            ModelTooLargeError: The estimated footprint exceeds ``memory_limit``.
             ModelNotFoundError: No weights locally and no way to fetch them.
             ModelLoadError: The checkpoint is unreadable or does not match its config.
         """
@@ -235,7 +243,9 @@ class MississippiVLM(TaskMethods):
             local_files_only=local_files_only,
             allow_pickle=allow_pickle,
             progress=progress,
-            max_memory=None if max_memory is None else parse_bytes(max_memory),
+            max_memory=max_memory,
+            offload_dir=offload_dir,
+            memory_limit=None if memory_limit is None else parse_bytes(memory_limit),
             reserved_memory=int((caches.feature_cache_mb + caches.prefix_cache_mb) * 2**20),
         )
         return cls(LocalEngine(backend, engine_config), policy=policy, limits=limits)
@@ -542,6 +552,14 @@ class MississippiVLM(TaskMethods):
         spec, ctx, args, settings = self._prepare_task(task, arguments, run)
         images_read = self._task_images(spec, images, page, pages, run)
         return spec.plan(ctx, images_read, args, settings)
+
+    def plan(self, task: str, images: TaskImages, **kwargs: Any) -> TaskPlan[Any]:
+        """The task's plan, checked and with its images read, for callers that drive it themselves.
+
+        :meth:`run` drives the plan to its result; the HTTP service drives it step by step to
+        stream the answer's text as it is written. Same arguments and errors as :meth:`run`.
+        """
+        return self._plan(task, images, **kwargs)
 
     def _prepare_task(
         self, task: str, arguments: dict[str, Any], run: _Run

@@ -76,6 +76,29 @@ def scripted_vlm(scripted_checkpoint: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def grounding_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint scripted to answer in grounding tokens (``GROUNDING_ANSWER``)."""
+    from mississippi_tools.testing import build_scripted_checkpoint
+    from tests.support import GROUNDING_ANSWER
+
+    target = tmp_path_factory.mktemp("grounding") / "grounding-h2ovl"
+    return build_scripted_checkpoint(tiny_checkpoint, target, GROUNDING_ANSWER)
+
+
+@pytest.fixture(scope="session")
+def grounding_vlm(grounding_checkpoint: Path):  # type: ignore[no-untyped-def]
+    """A MississippiVLM over the grounding checkpoint: answers with real region tokens."""
+    from mississippi_tools import MississippiVLM
+    from mississippi_tools.models.registry import load_backend
+
+    vlm = MississippiVLM.from_backend(
+        load_backend(grounding_checkpoint, device="cpu", dtype="float32")
+    )
+    yield vlm
+    vlm.close()
+
+
+@pytest.fixture(scope="session")
 def looping_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny checkpoint scripted to write ``LOOPING_ANSWER`` again and again (a loop)."""
     from mississippi_tools.testing import build_scripted_checkpoint

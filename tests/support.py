@@ -19,6 +19,28 @@ SCRIPTED_ANSWER = '{"total": 5}'
 """What the scripted tiny model (fixture ``scripted_vlm``) writes for any unconstrained prompt."""
 
 
+GROUNDING_ANSWER = "Receipt\n<ref>Total due</ref><box>[[120, 345,678 961]]</box>"
+"""What the grounding tiny model (fixture ``grounding_vlm``) writes: a plain line, then a line in
+InternVL's grounding markup. The separators vary (comma and space, comma, space) because the
+scripted model writes each token once; the parser reads numbers separated by commas or spaces."""
+
+GROUNDING_BOX = (0.120, 0.345, 0.678, 0.961)
+"""The box of ``GROUNDING_ANSWER``'s second line, as fractions of the image's width and height."""
+
+
+def grounding_pixels(size: tuple[int, int], offset: tuple[int, int] = (0, 0)) -> list[float]:
+    """``GROUNDING_BOX`` in pixels of an image of ``size`` read at ``offset`` of a larger one."""
+    width, height = size
+    x0, y0, x1, y1 = GROUNDING_BOX
+    dx, dy = offset
+    return [
+        round(x0 * width + dx, 2),
+        round(y0 * height + dy, 2),
+        round(x1 * width + dx, 2),
+        round(y1 * height + dy, 2),
+    ]
+
+
 LOOPING_ANSWER = "the cat "
 """What the looping tiny model (fixture ``looping_backend``) writes again and again."""
 

@@ -36,7 +36,10 @@ PUBLIC_MODULES = frozenset(
 )
 
 #: The surfaces inside the core package.
-SURFACES = ("vlm", "task_methods", "batch", "agent_tools", "serving", "cli", "cli_tasks", "server")
+SURFACES = (
+    "vlm", "task_methods", "batch", "agent_tools", "serving",
+    "cli", "cli_common", "cli_tasks", "server",
+)  # fmt: skip
 
 #: Layer -> the top-level parts of mississippi_tools it must never import.
 FORBIDDEN = {

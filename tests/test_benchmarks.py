@@ -51,3 +51,13 @@ def test_quick_suite_runs_and_leaves_nothing_behind(
     assert "## Targets" in paths["md"].read_text()
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(paths["json"].read_text())["name"] == "smoke"
+
+
+def test_idefics1_stage_runs_on_tiny_checkpoints() -> None:
+    from benchmarks import idefics1
+
+    result = idefics1.run(quick=True, new_tokens=3)
+    assert set(result["measured"]) == {"A", "B", "C"}
+    assert all(run["tokens"] == 3 for run in result["measured"].values())
+    assert set(result["extrapolated_seconds"]) == {"vision", "prefill", "decode"}
+    assert result["parameters"] == sum(result["parameters_by_part"].values())

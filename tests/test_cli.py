@@ -194,7 +194,7 @@ def test_build_checkpoint_writes_other_families_that_load(tmp_path: Path) -> Non
 def test_build_checkpoint_refuses_an_unknown_family_naming_the_option(tmp_path: Path) -> None:
     code, _, err = invoke("build-checkpoint", str(tmp_path / "x"), "--family", "llava")
     assert code == ExitCode.USAGE
-    assert "--family must be one of h2ovl, idefics2" in err
+    assert "--family must be one of h2ovl, idefics1, idefics2" in err
     assert not (tmp_path / "x").exists()
 
 

@@ -64,7 +64,9 @@ class MississippiImageLoader(BaseLoader):
     has ``source`` (the file's path), ``page`` (1-based; 1 for an ordinary image), ``task``,
     ``model``, ``tiles`` and ``result``, the typed result as JSON (its type's ``model_validate``
     restores it); an extraction's top-level fields are also copied into the metadata under their
-    own names. Directories are listed in sorted order, and a document's pages follow in order.
+    own names. OCR with ``arguments={"boxes": True}`` adds ``boxes``: each boxed line's ``text``
+    with its ``pixels`` (and ``points`` on PDF pages). Directories are listed in sorted order,
+    and a document's pages follow in order.
 
     ``lazy_load`` streams: pages are decoded (PDF pages rendered) as requests free up, with at
     most ``concurrency`` in flight, and each Document is yielded as soon as it and the ones before

@@ -103,7 +103,7 @@ MCP_SPELLING: dict[str, str] = {
     "--allow-urls, or pass a file path or a data URI",
     "pages": "pass pages='{value}'",
     "max_pages": "this server reads at most --max-pages pages per call; ask for a range",
-    "max_memory": "ask the user to raise the server's --max-memory (MISSISSIPPI_MCP_MAX_MEMORY) "
+    "memory_limit": "ask the user to raise the server's --max-memory (MISSISSIPPI_MCP_MAX_MEMORY) "
     "to {value} or more, or to load it with --dtype bfloat16",
     "allowed_roots": "this MCP server reads files only under its allowed directories: pass "
     "the image inline as a data URI or base64, or ask the user to add the folder with "
@@ -342,7 +342,7 @@ def load_vlm(settings: MCPSettings) -> MississippiVLM:
         dtype=settings.dtype,
         progress=False,  # no progress bars: stdout is the protocol on stdio
         policy=policy,
-        max_memory=settings.max_memory,
+        memory_limit=settings.max_memory,
     )
 
 

@@ -94,6 +94,9 @@ class SamplingParams:
     """Strings that end the answer (not included in it)."""
     ignore_eos: bool = False
     """Keep generating past the end token (benchmarks use a fixed number of tokens)."""
+    skip_special_tokens: bool = True
+    """Leave special tokens out of the answer text (as the original's chat does); ``False``
+    keeps them, e.g. the region markup ``<ref>``/``<box>`` of grounded answers (vLLM's name)."""
 
     def __post_init__(self) -> None:
         _check_int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)

@@ -19,9 +19,15 @@ class StreamingText:
     """
 
     def __init__(
-        self, tokenizer: TokenizerLike, *, stop: Sequence[str] = (), record_pieces: bool = False
+        self,
+        tokenizer: TokenizerLike,
+        *,
+        stop: Sequence[str] = (),
+        record_pieces: bool = False,
+        skip_special_tokens: bool = True,
     ) -> None:
         self._tokenizer = tokenizer
+        self._skip_special = skip_special_tokens
         self._ids: list[int] = []
         self._raw = ""
         #: Text each token added to the raw decoded answer (when ``record_pieces``); they
@@ -36,7 +42,7 @@ class StreamingText:
     def push(self, token_id: int) -> tuple[str, bool]:
         """Add a token; return the new certain text and whether a stop string appeared."""
         self._ids.append(token_id)
-        text = self._tokenizer.decode(self._ids)
+        text = self._tokenizer.decode(self._ids, skip_special_tokens=self._skip_special)
         if text.endswith("\ufffd") and not any(stop in text for stop in self._stop):
             # A multi-byte character may still be incomplete: wait for the next token. Should
             # the answer end here, finish() keeps the U+FFFD, as the original's decode does.

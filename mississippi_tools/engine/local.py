@@ -227,6 +227,7 @@ class LocalEngine(Engine):
             raise TypeError(f"{type(backend).__name__} is neither a decoder nor a generate backend")
         self.metrics = EngineMetrics()
         self._running: list[_Sequence] = []
+        self._unfinished = 0  # submitted and not yet answered (guarded by _queue_lock)
         self._admitting: list[_Sequence] = []
         self._stopping = threading.Event()
         self._dead: BaseException | None = None
@@ -294,7 +295,12 @@ class LocalEngine(Engine):
             prepared,
             processors,
             handle,
-            StreamingText(tokenizer, stop=request.sampling.stop, record_pieces=request.logprobs),
+            StreamingText(
+                tokenizer,
+                stop=request.sampling.stop,
+                record_pieces=request.logprobs,
+                skip_special_tokens=request.sampling.skip_special_tokens,
+            ),
             created=created,
             submitted=time.monotonic(),
             deadline=self._deadline(request),
@@ -306,7 +312,13 @@ class LocalEngine(Engine):
                 self._check_alive()
                 raise EngineDeadError("the engine is shut down; create a new one")
             self.scheduler.add(sequence)
+            self._unfinished += 1
+        handle.future.add_done_callback(self._on_request_done)
         return handle
+
+    def _on_request_done(self, _future: concurrent.futures.Future[GenerationOutput]) -> None:
+        with self._queue_lock:
+            self._unfinished -= 1
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """Tokens ``request``'s prompt takes, image tokens included, without running it.
@@ -381,8 +393,12 @@ class LocalEngine(Engine):
 
     def metrics_snapshot(self) -> EngineMetrics:
         """Counters, queue depth and cache statistics now."""
-        self.metrics.queue_depth = self.scheduler.queue_depth
-        self.metrics.running = len(self._running)
+        with self._queue_lock:
+            unfinished, waiting = self._unfinished, self.scheduler.queue_depth
+        self.metrics.queue_depth = waiting
+        # Everything submitted and not yet answered that is not waiting: decoding, or being
+        # admitted (taken from the queue, its prompt not yet prefilled).
+        self.metrics.running = max(0, unfinished - waiting)
         self.metrics.cache = self.feature_cache.stats()
         self.metrics.prefix_cache = self.prefix_cache.stats()
         return self.metrics

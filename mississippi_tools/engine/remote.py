@@ -602,6 +602,8 @@ class RemoteEngine(Engine):
                 body["repetition_penalty"] = sampling.repetition_penalty
             if sampling.ignore_eos:
                 body["ignore_eos"] = True
+            if not sampling.skip_special_tokens:
+                body["skip_special_tokens"] = False
         elif sampling.top_k or sampling.repetition_penalty != 1.0:
             logger.debug("top_k and repetition_penalty are not sent to this server")
         assert info.model_info is not None

@@ -294,6 +294,9 @@ class Backend(ABC):
     kind: ClassVar[BackendKind]
     #: The family name, shared by every checkpoint of the family (``h2ovl``, ``idefics2`` ...).
     family: ClassVar[str]
+    #: Whether ``from_directory`` takes ``max_memory`` and ``offload_dir``: layers placed across
+    #: devices and disk (accelerate) for a model larger than one device.
+    supports_placement: ClassVar[bool] = False
 
     #: Identifier reported in results (hub id or directory name).
     model_id: str

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["cache_keyword", "decoder_cache_kwargs"]
+__all__ = ["cache_keyword", "decoder_cache_kwargs", "idefics_image_inputs_are_4d"]
 
 
 @functools.cache
@@ -36,3 +36,18 @@ def cache_keyword(decoder: nn.Module) -> str:
 def decoder_cache_kwargs(decoder: nn.Module, cache: Any) -> dict[str, Any]:
     """``{<the decoder's cache keyword>: cache}``, to splat into a decoder call."""
     return {cache_keyword(decoder): cache}
+
+
+@functools.cache
+def idefics_image_inputs_are_4d() -> bool:
+    """Whether ``IdeficsModel.forward`` takes precomputed image features as 4-D tensors.
+
+    transformers 5.0 unpacks ``perceiver_embeddings`` / ``image_encoder_embeddings`` as
+    ``[batch, images, tokens, width]``; 5.24 takes them flattened to ``[batch * images, tokens,
+    width]`` (and fails on the 4-D form). Neither the signature nor a version number between the
+    two says which, so the forward's own code is read for the 4-D unpacking.
+    """
+    from transformers.models.idefics import modeling_idefics
+
+    source = inspect.getsource(modeling_idefics.IdeficsModel.forward)
+    return "= perceiver_embeddings.size()" in source

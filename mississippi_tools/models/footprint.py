@@ -144,6 +144,6 @@ def check_footprint(
             "(bfloat16 or float16), or lower the cache budgets",
             estimate=estimate,
             limit=max_memory,
-            remedy=Remedy("max_memory", format_bytes(estimate).replace(" ", "")),
+            remedy=Remedy("memory_limit", format_bytes(estimate).replace(" ", "")),
         )
     return estimate

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mississippi_tools.errors import ConfigError, ModelNotFoundError
+from mississippi_tools.errors import ConfigError, InvalidInputError, ModelNotFoundError
 
 if TYPE_CHECKING:
     import torch
@@ -46,6 +47,13 @@ KNOWN_MODELS: dict[str, str] = {
     "HuggingFaceM4/idefics2-8b-chatty": "idefics2",
     "HuggingFaceM4/idefics2-8b-AWQ": "idefics2",
     "HuggingFaceM4/Idefics3-8B-Llama3": "idefics3",
+    # -- Florence-2 (Microsoft's remote-code layout, loaded into the native class) -------------
+    "HuggingFaceM4/Florence-2-DocVQA": "florence2",
+    # -- IDEFICS 1 (HuggingFaceM4, gated cross-attention); the pretrained-only idefics-9b and
+    # idefics-80b are known by the "idefics-" name hint, so that error messages listing the
+    # models that can do a task never suggest them --
+    "HuggingFaceM4/idefics-9b-instruct": "idefics1",
+    "HuggingFaceM4/idefics-80b-instruct": "idefics1",
 }
 
 #: Name fragments (lower case) that tell a family when the exact hub id is not known, most
@@ -57,6 +65,11 @@ _NAME_HINTS: list[tuple[str, str]] = [
     # -- Idefics2 / Idefics3 --
     ("idefics3", "idefics3"),
     ("idefics2", "idefics2"),
+    # -- Florence-2 --
+    ("florence-2", "florence2"),
+    ("florence2", "florence2"),
+    # -- IDEFICS 1: "idefics-9b", "idefics-80b" (after the numbered families) --
+    ("idefics-", "idefics1"),
 ]
 
 #: ``model_type`` or architecture name -> "module:Class" of a backend with ``from_directory``.
@@ -71,6 +84,14 @@ BACKENDS: dict[str, str] = {
     "Idefics2ForConditionalGeneration": "mississippi_tools.models.idefics2.backend:Idefics2Backend",
     "idefics3": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
     "Idefics3ForConditionalGeneration": "mississippi_tools.models.idefics3.backend:Idefics3Backend",
+    # -- Florence-2: model_type "florence2", Florence2ForConditionalGeneration --
+    "florence2": "mississippi_tools.models.florence2.backend:Florence2Backend",
+    "Florence2ForConditionalGeneration": (
+        "mississippi_tools.models.florence2.backend:Florence2Backend"
+    ),
+    # -- IDEFICS 1: model_type "idefics", IdeficsForVisionText2Text (generate kind) -----------
+    "idefics": "mississippi_tools.models.idefics1.backend:Idefics1Backend",
+    "IdeficsForVisionText2Text": "mississippi_tools.models.idefics1.backend:Idefics1Backend",
 }
 
 
@@ -155,16 +176,21 @@ def load_backend(
     local_files_only: bool | None = None,
     allow_pickle: bool = False,
     progress: bool = True,
-    max_memory: int | None = None,
+    max_memory: Mapping[str | int, int | str] | None = None,
+    offload_dir: str | Path | None = None,
+    memory_limit: int | None = None,
     reserved_memory: int = 0,
 ) -> Backend:
     """Find, read and load a checkpoint with the backend its config names.
 
-    With ``max_memory`` (bytes), a checkpoint whose estimated footprint (its weights at the load
-    dtype plus ``reserved_memory``) exceeds it is refused before any weight is read.
+    ``max_memory`` and ``offload_dir`` place a model larger than one device across GPUs, the CPU
+    and disk (accelerate), for the backends that support it. With ``memory_limit`` (bytes), a
+    checkpoint whose estimated footprint (its weights at the load dtype plus ``reserved_memory``)
+    exceeds it is refused before any weight is read.
 
     Raises:
-        ModelTooLargeError: The estimated footprint exceeds ``max_memory``.
+        InvalidInputError: A placement asked of a backend that loads on one device.
+        ModelTooLargeError: The estimated footprint exceeds ``memory_limit``.
     """
     from mississippi_tools.models.devices import resolve_attention, resolve_device, resolve_dtype
     from mississippi_tools.models.hub import resolve_model_dir
@@ -188,15 +214,25 @@ def load_backend(
             'config.json is an object such as {"model_type": "h2ovl_chat", ...}'
         )
     backend_cls = backend_for_config(config)
+    placement: dict[str, Any] = {}
+    if max_memory is not None or offload_dir is not None:
+        if not backend_cls.supports_placement:
+            placed = sorted({c.family for c in _loaded_backends() if c.supports_placement})
+            raise InvalidInputError(
+                f"max_memory and offload_dir place a model across devices and disk; the "
+                f"{backend_cls.family} backend loads on one device (placement is for: "
+                f"{', '.join(placed) or 'none'}); leave them out and choose device="
+            )
+        placement = {"max_memory": max_memory, "offload_dir": offload_dir}
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
-    if max_memory is not None:
+    if memory_limit is not None:
         from mississippi_tools.models.footprint import check_footprint
 
         check_footprint(
             directory,
             resolved_dtype.itemsize,
-            max_memory=max_memory,
+            max_memory=memory_limit,
             reserved=reserved_memory,
             name=str(model),
         )
@@ -207,7 +243,18 @@ def load_backend(
         dtype=resolved_dtype,
         attn_implementation=resolve_attention(attention, resolved_device, resolved_dtype),
         allow_pickle=allow_pickle,
+        **placement,
     )
+
+
+def _loaded_backends() -> list[type[Backend]]:
+    """The backend classes of every registered family (imported to read their attributes)."""
+    classes: dict[str, type[Backend]] = {}
+    for target in BACKENDS.values():
+        if target not in classes:
+            module, _, name = target.partition(":")
+            classes[target] = getattr(importlib.import_module(module), name)
+    return list(classes.values())
 
 
 def _json_type(value: object) -> str:

@@ -1,5 +1,8 @@
 """The HTTP service: an OpenAI-compatible API plus task endpoints over one loaded model.
 
+A web playground to try every task without code is served at ``/`` and ``/playground``
+(:mod:`~mississippi_tools.server.playground`).
+
 Run it with ``mississippi-tools serve`` or :func:`serve`; embed it with :func:`create_app`::
 
     from mississippi_tools.server import ServerSettings, serve

@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from mississippi_tools.server import jobs, openai, tasks
+from mississippi_tools.server import jobs, openai, playground, tasks
 from mississippi_tools.server.auth import (
     check_api_key,
     install_access_log_redaction,
@@ -64,7 +64,7 @@ def load_vlm(settings: ServerSettings) -> MississippiVLM:
         limits=ImageLimits(
             max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         ),
-        max_memory=settings.max_memory,
+        memory_limit=settings.max_memory,
     )
 
 
@@ -197,6 +197,7 @@ def create_app(
         """Requests, latencies, queue depth, batch sizes, tokens and cache hits (text format)."""
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(playground.router)
     app.include_router(openai.router)
     served = _served_tasks(settings, vlm)
     router, documented = tasks.build_router(served)

@@ -50,6 +50,7 @@ __all__ = [
     "TooManyJobsError",
     "UnauthorizedError",
     "error_body",
+    "error_content",
     "error_response",
     "install_error_handlers",
     "status_for",
@@ -59,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 
 SERVER_SPELLING: dict[str, str] = {
-    "max_memory": "start the server with --max-memory {value} or more (MISSISSIPPI_MAX_MEMORY), "
+    "memory_limit": "start the server with --max-memory {value} or more (MISSISSIPPI_MAX_MEMORY), "
     "or with --dtype bfloat16",
 }
 """How the options that fix errors are spelled for the service's operator."""
@@ -228,27 +229,30 @@ def error_body(status: int, code: str, message: str, **extra: Any) -> dict[str, 
     }
 
 
-def error_response(error: errors.MississippiError) -> JSONResponse:
-    """The response for a library or service error (status, headers, body)."""
+def error_content(error: errors.MississippiError) -> dict[str, Any]:
+    """The JSON error body of a library or service error (also sent as a stream's error event)."""
     status = status_for(error)
     extra: dict[str, Any] = {}
-    headers: dict[str, str] = {}
     if isinstance(error, errors.ExtractionError):
         extra = {"raw_text": error.raw_text, "errors": error.errors, "attempts": error.attempts}
     if isinstance(error, errors.SchemaError) and error.path is not None:
         extra = {"param": error.path}
-    if isinstance(error, errors.QueueFullError | NotReadyError):
-        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    if isinstance(error, UnauthorizedError):
-        headers["WWW-Authenticate"] = "Bearer"
     request_id = getattr(error, "request_id", None)
     if request_id:
         extra["request_id"] = request_id
     described = error.describe(SERVICE_SPELLING)
     message = described if status != 500 else f"internal error: {described}"
-    return JSONResponse(
-        error_body(status, error.code, message, **extra), status_code=status, headers=headers
-    )
+    return error_body(status, error.code, message, **extra)
+
+
+def error_response(error: errors.MississippiError) -> JSONResponse:
+    """The response for a library or service error (status, headers, body)."""
+    headers: dict[str, str] = {}
+    if isinstance(error, errors.QueueFullError | NotReadyError):
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    if isinstance(error, UnauthorizedError):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(error_content(error), status_code=status_for(error), headers=headers)
 
 
 def _validation_message(errs: list[Any]) -> str:

@@ -173,6 +173,8 @@ class ChatCompletionRequest(_Lenient):
     top_k: int | None = Field(default=None, ge=-1)
     repetition_penalty: float | None = Field(default=None, gt=0)
     ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    """``false`` keeps special tokens in the answer (region markup such as ``<ref>``/``<box>``)."""
     mm_processor_kwargs: MMProcessorKwargs | None = None
     # ours
     options: dict[str, Any] | None = None
@@ -379,6 +381,7 @@ async def build_generation_request(
         seed=body.seed,
         stop=_stop(body.stop),
         ignore_eos=body.ignore_eos,
+        skip_special_tokens=body.skip_special_tokens,
     )
     # vLLM's processor names for H2OVL, and our ocr_mode flag, are spellings of model options.
     spelled = {

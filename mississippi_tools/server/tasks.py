@@ -11,9 +11,11 @@ the task's own arguments (the catalogue's names and descriptions, shared with ev
 Each answers with the task's typed result; with ``pages`` (a selection of a document's pages), with
 ``{"pages": [{"page": ..., "result": ..., "error": ...}, ...]}``, one entry per page in order,
 except for tasks that read the selected pages together (``/v1/extract_document``): one result.
-``region`` zooms into part of the image first. The
-former routes ``/v1/chart`` and ``/v1/table`` stay as deprecated aliases. Tasks the served model
-cannot do are not routed.
+``region`` zooms into part of the image first. ``"stream": true`` (one image or page) answers
+with server-sent events instead: the text as the model writes it, then the same result
+(:mod:`~mississippi_tools.server.task_stream`). The former routes ``/v1/chart`` and
+``/v1/table`` stay as deprecated aliases. Tasks the served model cannot do are not routed;
+``GET /v1/tasks`` lists those that are, with their arguments as JSON Schema.
 """
 
 from __future__ import annotations
@@ -42,10 +44,18 @@ from mississippi_tools.server.inputs import (
     request_bytes,
 )
 from mississippi_tools.server.state import ServiceState, run_cancellable
+from mississippi_tools.server.task_stream import stream_task
 from mississippi_tools.tasks.catalogue import TaskSpec
 from mississippi_tools.vlm import MississippiVLM
 
-__all__ = ["TaskRequest", "build_router", "job_arguments", "parse_task_body", "request_model"]
+__all__ = [
+    "TaskRequest",
+    "build_router",
+    "catalogue_entry",
+    "job_arguments",
+    "parse_task_body",
+    "request_model",
+]
 
 _IMAGE_DOC = (
     "The image: base64 data, a data: URI, or an http(s) URL when the server allows URLs. With "
@@ -72,6 +82,9 @@ class TaskRequest(BaseModel):
     region: list[float] | str | None = None
     """Zoom into part of the image first: ``[x0, y0, x1, y1]`` (or ``"x0,y0,x1,y1"``) in pixels,
     or as fractions of the width and height (all four between 0 and 1)."""
+    stream: bool = False
+    """Answer with server-sent events: the text as the model writes it, then the result (one
+    image or page; see :mod:`mississippi_tools.server.task_stream`)."""
 
     @model_validator(mode="after")
     def _one_way_of_choosing_pages(self) -> TaskRequest:
@@ -246,13 +259,12 @@ def job_arguments(
     return _settings(body, state), _arguments(spec, body)
 
 
-async def _run_one(
+async def _target(
     spec: TaskSpec[Any, Any],
-    vlm: MississippiVLM,
     body: TaskRequest,
     sources: Sequence[ImageSource],
     state: ServiceState,
-) -> Any:
+) -> LoadedImage | list[LoadedImage] | None:
     images = await load_request_images(list(sources), state, page=body.page)
     if spec.images == "one":
         if len(images) != 1:
@@ -265,7 +277,37 @@ async def _run_one(
         target: LoadedImage | list[LoadedImage] | None = images[0]
     else:
         target = None if not images else images[0] if len(images) == 1 else images
+    return target
+
+
+async def _run_one(
+    spec: TaskSpec[Any, Any],
+    vlm: MississippiVLM,
+    body: TaskRequest,
+    sources: Sequence[ImageSource],
+    state: ServiceState,
+) -> Any:
+    target = await _target(spec, body, sources, state)
     return await vlm.arun(spec.name, target, **_settings(body, state), **_arguments(spec, body))
+
+
+async def _stream_one(
+    spec: TaskSpec[Any, Any],
+    vlm: MississippiVLM,
+    body: TaskRequest,
+    sources: Sequence[ImageSource],
+    state: ServiceState,
+) -> Response:
+    if spec.images == "document" or body.pages is not None:
+        raise InvalidInputError(
+            f"stream reads one image or page; {spec.name} with "
+            f"{'a document' if spec.images == 'document' else 'pages'} answers once: drop "
+            "stream, or choose one page with page=N"
+        )
+    target = await _target(spec, body, sources, state)
+    return await stream_task(
+        vlm, spec.name, target, state, **_settings(body, state), **_arguments(spec, body)
+    )
 
 
 async def _run_pages(
@@ -331,6 +373,8 @@ def _route(spec: TaskSpec[Any, Any], model: type[TaskRequest]) -> Any:
     ) -> Response:
         state = service_state(request)
         body, sources = await parse_task_body(request, model, state)
+        if body.stream:
+            return await _stream_one(spec, vlm, body, sources, state)
         if spec.images == "document":  # the selected pages together: one result
             result = await run_cancellable(request, _run_document(spec, vlm, body, sources, state))
             return JSONResponse(result.model_dump(mode="json"))
@@ -382,10 +426,35 @@ def _body_doc(model: type[TaskRequest], spec: TaskSpec[Any, Any]) -> dict[str, A
     }
 
 
+def catalogue_entry(spec: TaskSpec[Any, Any]) -> dict[str, Any]:
+    """What ``GET /v1/tasks`` says of one task: its route, arguments (a JSON Schema) and result."""
+    return {
+        "name": spec.name,
+        "title": spec.title,
+        "description": spec.description,
+        "route": f"/v1/{spec.name}",
+        "images": spec.images,
+        "arguments": spec.arguments.model_json_schema(),
+        "result": spec.result.__name__,
+        "default_max_new_tokens": spec.default_max_new_tokens,
+    }
+
+
 def build_router(specs: Sequence[TaskSpec[Any, Any]]) -> tuple[APIRouter, list[type[BaseModel]]]:
     """The routes of ``specs``, and the request models to document in the OpenAPI components."""
     router = APIRouter(dependencies=[Depends(require_api_key)], tags=["Tasks"])
     documented: list[type[BaseModel]] = []
+    catalogue = {"object": "list", "data": [catalogue_entry(spec) for spec in specs]}
+
+    @router.get("/v1/tasks", summary="The tasks this server runs")
+    async def list_tasks() -> dict[str, Any]:
+        """The served model's tasks, in catalogue order.
+
+        Each one's route (``POST /v1/<name>``), title, description, image arity, arguments as a
+        JSON Schema and result type. Answers while the model is still loading.
+        """
+        return catalogue
+
     for spec in specs:
         model = request_model(spec)
         documented.append(model)

@@ -147,6 +147,7 @@ class TaskContext:
         settings: RunSettings,
         *,
         default_max_new_tokens: int,
+        skip_special_tokens: bool = True,
         **fields: Any,
     ) -> GenerationRequest:
         """The engine request for ``task``: the family's prompt and options, the settings' budget.
@@ -158,6 +159,7 @@ class TaskContext:
             images: The images, in prompt order.
             settings: The call's run settings.
             default_max_new_tokens: New tokens when the settings do not say.
+            skip_special_tokens: ``False`` keeps special tokens in the answer (region markup).
             fields: Further :class:`GenerationRequest` fields (``history``, ``json_schema``,
                 ``logprobs`` ...).
         """
@@ -167,7 +169,8 @@ class TaskContext:
             prompt=dialect.prompt(task, instruction, arguments),
             images=images,
             sampling=SamplingParams(
-                max_new_tokens=settings.max_new_tokens or default_max_new_tokens
+                max_new_tokens=settings.max_new_tokens or default_max_new_tokens,
+                skip_special_tokens=skip_special_tokens,
             ),
             options=options,
             timeout=settings.timeout,

@@ -12,6 +12,13 @@ answered from that text, in the layer's reading order, through the same parser a
 answer; its metadata says ``origin="text_layer"``. Other pages, and images, go to the model.
 ``"never"`` always asks the model; ``"only"`` never does, and fails for a page without a usable
 layer. With a ``region``, only the text inside it counts.
+
+With ``boxes=True`` each line also says where it is (:class:`~mississippi_tools.tasks.results.
+TextBox`: pixels, and page points for PDF pages). The model is asked in its family's region
+dialect (:meth:`~mississippi_tools.tasks.dialects.Dialect.region_prompt`; H2OVL: InternVL's
+``<ref>``/``<box>`` grounding tokens) and its markup is read back by the dialect; a line the
+model gave no box for has ``box=None``. A page answered from its text layer takes its line
+boxes from the layer's character boxes.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mississippi_tools.errors import InvalidInputError
+from mississippi_tools.errors import InvalidInputError, UnsupportedTaskError
 from mississippi_tools.tasks.base import (
     OneShotPlan,
     ResultPlan,
@@ -34,7 +41,9 @@ from mississippi_tools.tasks.base import (
     line_confidences,
 )
 from mississippi_tools.tasks.catalogue import TaskSpec
-from mississippi_tools.tasks.results import ResultMetadata, TaskResult, cut_note
+from mississippi_tools.tasks.dialects import region_families
+from mississippi_tools.tasks.results import ResultMetadata, TaskResult, TextBox, cut_note
+from mississippi_tools.tasks.text_regions import line_boxes, text_box
 
 if TYPE_CHECKING:
     from mississippi_tools.engine.base import GenerationOutput
@@ -127,6 +136,9 @@ class OCRLine(BaseModel):
     """The line's text."""
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     """The model's confidence in the line (a probability from its token scores), when computed."""
+    box: TextBox | None = None
+    """Where the line is (pixels; page points on PDF pages), when boxes were asked for and the
+    model (or the page's text layer) said; ``null`` otherwise."""
 
 
 class OCRResult(TaskResult):
@@ -156,12 +168,26 @@ class OCRResult(TaskResult):
     def __str__(self) -> str:
         return self.text
 
+    def boxes(self) -> list[dict[str, object]]:
+        """The lines that have a box, as plain JSON: ``text`` with the box's fields.
+
+        Example:
+            >>> result.boxes()  # doctest: +SKIP
+            [{'text': 'Total due', 'pixels': [24.0, 34.5, 135.6, 96.1]}]
+        """
+        return [
+            {"text": line.text, **line.box.model_dump(mode="json", exclude_none=True)}
+            for line in self.lines
+            if line.box is not None
+        ]
+
 
 def parse_ocr_output(
     raw: str,
     format: OCRFormat,
     line_confidences: Sequence[float] | None,
     meta: ResultMetadata,
+    line_boxes: Sequence[TextBox | None] | None = None,
 ) -> OCRResult:
     r"""Turn the model's answer to :func:`build_ocr_prompt` into an :class:`OCRResult`.
 
@@ -175,13 +201,14 @@ def parse_ocr_output(
         line_confidences: One confidence in ``[0, 1]`` per line of ``raw`` (``raw.split("\n")``),
             or ``None`` when the engine did not compute them.
         meta: The engine's metadata for this generation.
+        line_boxes: One box (or ``None``) per line of ``raw``, when boxes were asked for.
 
     Returns:
         The text, its lines and, for ``markdown``, the Markdown.
 
     Raises:
-        InvalidInputError: ``format`` is unknown, or ``line_confidences`` does not have one value
-            in ``[0, 1]`` per line of ``raw``.
+        InvalidInputError: ``format`` is unknown, or ``line_confidences`` or ``line_boxes`` does
+            not have one value per line of ``raw``.
     """
     _check_format(format)
     raw_lines = [line.rstrip("\r") for line in raw.split("\n")]
@@ -197,10 +224,16 @@ def parse_ocr_output(
                 f"line confidences must be probabilities in [0, 1]; got {bad[:3]} "
                 "(convert log-probabilities with math.exp)"
             )
+    if line_boxes is not None and len(line_boxes) != len(raw_lines):
+        raise InvalidInputError(
+            f"got {len(line_boxes)} line boxes for {len(raw_lines)} lines of output; pass one "
+            'per line of raw.split("\\n") (None for a line without a box), or None'
+        )
     confidences: list[float | None] = (
         list(line_confidences) if line_confidences is not None else [None] * len(raw_lines)
     )
-    pairs = list(zip(raw_lines, confidences, strict=True))
+    boxes: list[TextBox | None] = list(line_boxes) if line_boxes else [None] * len(raw_lines)
+    pairs = list(zip(raw_lines, zip(confidences, boxes, strict=True), strict=True))
 
     if format == "markdown":
         content = [i for i, (line, _) in enumerate(pairs) if line.strip()]
@@ -217,7 +250,11 @@ def parse_ocr_output(
     while pairs and not pairs[-1][0]:
         pairs.pop()
     text = "\n".join(line for line, _ in pairs)
-    lines = [OCRLine(text=line.strip(), confidence=c) for line, c in pairs if line.strip()]
+    lines = [
+        OCRLine(text=line.strip(), confidence=c, box=box)
+        for line, (c, box) in pairs
+        if line.strip()
+    ]
     return OCRResult(
         text=text,
         format=format,
@@ -255,6 +292,14 @@ class OCRArguments(BaseModel):
         default=False,
         description="Also give each line the model's confidence (its weakest token probability).",
     )
+    boxes: bool = Field(
+        default=False,
+        description=(
+            "Also say where each line is on the image: a box [x0, y0, x1, y1] in pixels (and in "
+            "page points for PDF pages), for highlighting or citing text. Needs a model that can "
+            "give text regions."
+        ),
+    )
     text_layer: TextLayerMode = Field(
         default="auto",
         description=(
@@ -274,24 +319,49 @@ def plan_ocr(
 
     Raises:
         InvalidInputError: ``text_layer="only"`` and the image has no usable text layer.
+        UnsupportedTaskError: ``boxes=True`` on a model whose family cannot give text regions
+            (a page answered by its text layer still gets the layer's boxes).
     """
     if args.text_layer != "never":
         answered = _from_text_layer(ctx, images[0], args)
         if answered is not None:
             return ResultPlan(answered)
+    instruction = build_ocr_prompt(args.format)
+    dialect = ctx.dialect
+    keep_markup = False
+    if args.boxes:
+        asked = dialect.region_prompt("ocr", instruction)
+        if asked is None:
+            families = ", ".join(region_families()) or "none installed"
+            raise UnsupportedTaskError(
+                f"{ctx.info.model_id} ({ctx.info.family}) cannot say where text is; read "
+                f"without boxes, or load a model of a family that can: {families}",
+                task="ocr",
+                model=ctx.info.model_id,
+                supported_by=region_families(),
+            )
+        instruction, keep_markup = asked, dialect.keeps_region_tokens()
     request = ctx.request(
         "ocr",
-        build_ocr_prompt(args.format),
+        instruction,
         args,
         images,
         settings,
         default_max_new_tokens=SPEC.default_max_new_tokens,
         logprobs=args.confidence,
+        skip_special_tokens=not keep_markup,
     )
 
     def parse(output: GenerationOutput, meta: ResultMetadata) -> OCRResult:
         raw = output.raw_text or output.text
-        return parse_ocr_output(raw, args.format, line_confidences(output, raw), meta)
+        confidences = line_confidences(output, raw)
+        if not args.boxes:
+            return parse_ocr_output(raw, args.format, confidences, meta)
+        found = dialect.parse_regions(raw, images[0].size)
+        if confidences is not None and len(confidences) != found.text.count("\n") + 1:
+            confidences = None  # the markup changed the lines: no per-line mapping
+        boxes = line_boxes(found, images[0])
+        return parse_ocr_output(found.text, args.format, confidences, meta, boxes)
 
     return OneShotPlan(request, images, parse)
 
@@ -318,14 +388,39 @@ def _from_text_layer(ctx: TaskContext, image: LoadedImage, args: OCRArguments) -
         region=list(image.region) if image.region else None,
         origin="text_layer",
     )
-    result = parse_ocr_output(layer.clean_text, args.format, None, meta)
+    boxes: list[TextBox | None] | None = None
+    if args.boxes:
+        width, height = image.size
+        boxes = [
+            text_box((b[0] * width, b[1] * height, b[2] * width, b[3] * height), image)
+            if b is not None
+            else None
+            for b in layer.line_boxes()
+        ]
+    result = parse_ocr_output(layer.clean_text, args.format, None, meta, boxes)
     meta.timings["parse"] = time.perf_counter() - started
     return result
 
 
-def render_ocr(result: OCRResult) -> str:
-    """The text as an LLM reads it (a note when nothing was found or the answer was cut)."""
-    return (result.text or "(no text found)") + cut_note(result.meta)
+def render_ocr(result: OCRResult, *, with_boxes: bool = True) -> str:
+    """The text as an LLM reads it (a note when nothing was found or the answer was cut).
+
+    With boxes (unless ``with_boxes`` is false: retrieval documents keep them in metadata), each
+    line that has one ends with it, ``[x0, y0, x1, y1]``: page points on a PDF page, else
+    pixels (a first line says which).
+    """
+    if not with_boxes or not any(line.box is not None for line in result.lines):
+        return (result.text or "(no text found)") + cut_note(result.meta)
+    on_page = any(line.box is not None and line.box.points for line in result.lines)
+    unit = "page points (1/72 inch)" if on_page else "pixels"
+    shown = [f"Each boxed line ends with its box [x0, y0, x1, y1] in {unit}, from the top left."]
+    for line in result.lines:
+        box = line.box
+        edges = (box.points or box.pixels) if box is not None else None
+        shown.append(
+            line.text if edges is None else f"{line.text} [{', '.join(f'{v:g}' for v in edges)}]"
+        )
+    return "\n".join(shown) + cut_note(result.meta)
 
 
 SPEC: TaskSpec[OCRArguments, OCRResult] = TaskSpec(

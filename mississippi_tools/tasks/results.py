@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FinishReason", "Origin", "ResultMetadata", "TaskResult", "cut_note"]
+__all__ = ["FinishReason", "Origin", "ResultMetadata", "TaskResult", "TextBox", "cut_note"]
 
 FinishReason = Literal["stop", "length", "cancelled", "repetition"]
 """Why generation ended: an end token (``stop``), ``max_new_tokens`` (``length``), a cancel, or
@@ -64,6 +64,33 @@ class ResultMetadata(BaseModel):
     """Why generation ended; ``length`` means the answer was cut by ``max_new_tokens``."""
     attempts: int = Field(default=1, ge=1)
     """Generations tried to obtain a valid result (more than one after retries)."""
+
+
+class TextBox(BaseModel):
+    """Where a piece of text is: in pixels of the image, and on a PDF page in points.
+
+    Pixels are those of the image as loaded (a PDF page as rendered), origin at the top-left
+    corner, x to the right, y down; a region read with ``region=`` is still given in pixels of
+    the whole image. Page points (1/72 inch) have the same origin and directions on the page as
+    displayed (PDF user space has y up: ``y_pdf = page_height - y``).
+
+    Example:
+        >>> box = TextBox(pixels=[10, 20, 110, 40])
+        >>> box.model_dump(mode="json", exclude_none=True)
+        {'pixels': [10.0, 20.0, 110.0, 40.0]}
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    pixels: list[float] = Field(min_length=4, max_length=4)
+    """``[x0, y0, x1, y1]``: left, top, right and bottom edges in pixels of the image."""
+    quad: list[float] | None = Field(default=None, min_length=8, max_length=8)
+    """``[x1, y1, x2, y2, x3, y3, x4, y4]``: the four corners in pixels, when the model gave a
+    quadrilateral (Florence-2's regions); ``null`` when it gave a box."""
+    points: list[float] | None = Field(default=None, min_length=4, max_length=4)
+    """PDF pages: ``[x0, y0, x1, y1]`` in page points; ``null`` for other images."""
+    quad_points: list[float] | None = Field(default=None, min_length=8, max_length=8)
+    """PDF pages: the quadrilateral in page points, when there is one."""
 
 
 class TaskResult(BaseModel):

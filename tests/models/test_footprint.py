@@ -43,12 +43,12 @@ def test_sizes_are_parsed_with_their_units() -> None:
 def test_a_load_over_the_ceiling_is_refused_with_the_numbers(tiny_checkpoint: Path) -> None:
     weights = estimate_weight_bytes(tiny_checkpoint, 4)
     with pytest.raises(ModelTooLargeError) as caught:
-        MississippiVLM.load(tiny_checkpoint, device="cpu", dtype="float32", max_memory="1kB")
+        MississippiVLM.load(tiny_checkpoint, device="cpu", dtype="float32", memory_limit="1kB")
     error = caught.value
     assert error.code == "model_too_large" and isinstance(error, MemoryError)
     assert error.limit == 1000 and error.estimate > weights  # plus the cache budgets
-    assert "ceiling is 1.0 kB" in str(error) and "max_memory=" in str(error)
+    assert "ceiling is 1.0 kB" in str(error) and "memory_limit=" in str(error)
     with MississippiVLM.load(
-        tiny_checkpoint, device="cpu", dtype="float32", max_memory=error.estimate
+        tiny_checkpoint, device="cpu", dtype="float32", memory_limit=error.estimate
     ) as vlm:
         assert vlm.model_id

@@ -32,6 +32,8 @@ from mississippi_tools.models.checkpoint_files import save_weights, train_senten
 if TYPE_CHECKING:
     import torch
 
+    from mississippi_tools.models.h2ovl.tokenization import H2OVLTokenizer
+
 __all__ = [
     "H2OVL_2B_LIKE_CONFIG",
     "H2OVL_800M_CONFIG",
@@ -442,11 +444,16 @@ def build_scripted_checkpoint(
     the repetition check). Where a token is banned, the model falls back to ``"``, which it then
     repeats.
 
-    Tests use it where an answer must parse (charts, tables) without a trained model.
+    A character that recurs (the commas of ``[[12, 34, 56, 78]]``) is written the second time
+    with its byte-fallback piece (``<0x2C>``), which decodes to the same text: the chain needs
+    each token once, the answer does not.
+
+    Tests use it where an answer must parse (charts, tables, text regions) without a trained
+    model.
 
     Raises:
-        ValueError: ``answer`` repeats a token (a bigram model cannot write it) or is longer
-            than the model's hidden size allows.
+        ValueError: ``answer`` repeats a token that has no unused spelling (a bigram model
+            cannot write it) or is longer than the model's hidden size allows.
     """
     import shutil
 
@@ -458,7 +465,7 @@ def build_scripted_checkpoint(
     source, target = Path(source), Path(target)
     shutil.copytree(source, target)
     tokenizer = H2OVLTokenizer.from_pretrained(target)
-    answer_ids = tokenizer.encode(answer)
+    answer_ids = _distinct_spelling(tokenizer, tokenizer.encode(answer))
     last = answer_ids[0] if loop else tokenizer.eos_token_id
     chain = [tokenizer.encode(ROLE_ANSWER)[-1], *answer_ids, last]
     if len(set(chain[:-1])) != len(chain) - 1:
@@ -487,3 +494,23 @@ def build_scripted_checkpoint(
             tensor.zero_()
     save_file(weights, str(weights_file), metadata={"format": "pt"})
     return target
+
+
+def _distinct_spelling(tokenizer: H2OVLTokenizer, ids: list[int]) -> list[int]:
+    """``ids`` with each repeat of a one-character piece spelt with its byte-fallback pieces."""
+    used: set[int] = set()
+    spelt: list[int] = []
+    for idx in ids:
+        char = tokenizer.id_to_token(idx).replace("\u2581", " ")
+        if idx in used and len(char) == 1:
+            try:
+                alternative = [tokenizer.token_to_id(f"<0x{b:02X}>") for b in char.encode()]
+            except KeyError:
+                alternative = [idx]
+            if not used.intersection(alternative):
+                spelt.extend(alternative)
+                used.update(alternative)
+                continue
+        spelt.append(idx)
+        used.add(idx)
+    return spelt

@@ -101,6 +101,7 @@ class Idefics2Backend(DecoderBackend):
     """
 
     family: ClassVar[str] = "idefics2"
+    supports_placement: ClassVar[bool] = True
     #: The parsed ``config.json`` type of the family.
     config_class: ClassVar[type[Idefics2Config]] = Idefics2Config
     #: transformers' class of the whole model.

@@ -16,7 +16,7 @@ each tensor goes straight to its device.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,8 +96,11 @@ def plan_tensors(
     shapes: Mapping[str, tuple[int, ...]],
     *,
     tied: bool,
+    key_map: Callable[[str], str | None] = map_checkpoint_key,
 ) -> dict[str, str]:
     """Published name -> native name for every tensor to load; all mismatches at once.
+
+    ``key_map`` maps a published name to the native one (default: this family's table).
 
     Raises:
         CheckpointError: Missing, unexpected or mis-shaped tensors.
@@ -106,7 +109,7 @@ def plan_tensors(
     unexpected: list[str] = []
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
     for name, shape in shapes.items():
-        target = map_checkpoint_key(name)
+        target = key_map(name)
         if target is None or target not in expected:
             if not _IGNORED.search(name):
                 unexpected.append(name)
@@ -115,7 +118,7 @@ def plan_tensors(
             mismatched.append((name, tuple(expected[target]), tuple(shape)))
             continue
         plan[name] = target
-    provided = set(plan.values()) | {map_checkpoint_key(n) for n, _, _ in mismatched}
+    provided = set(plan.values()) | {key_map(n) for n, _, _ in mismatched}
     missing = sorted(set(expected) - provided)
     if tied:
         missing = [m for m in missing if m != "lm_head.weight"]
@@ -145,6 +148,7 @@ def load_weights(
     device_map: Mapping[str, Any] | None = None,
     device: torch.device | str = "cpu",
     allow_pickle: bool = False,
+    key_map: Callable[[str], str | None] = map_checkpoint_key,
 ) -> dict[str, torch.Tensor]:
     """Fill ``model`` (built on the meta device) with a checkpoint's tensors, cast to ``dtype``.
 
@@ -156,6 +160,7 @@ def load_weights(
             accelerate writes it; tensors under ``"disk"`` are returned, not placed.
         device: Where everything goes without a device map.
         allow_pickle: Accept ``pytorch_model*.bin`` files (read with ``weights_only=True``).
+        key_map: Published tensor name -> native name (another family's table).
 
     Returns:
         The tensors the device map sends to ``"disk"`` (empty without one), by native name.
@@ -163,7 +168,7 @@ def load_weights(
     files = find_checkpoint_files(directory, allow_pickle=allow_pickle)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    plan = plan_tensors(expected, header_shapes(files), tied=tied)
+    plan = plan_tensors(expected, header_shapes(files), tied=tied, key_map=key_map)
     state: dict[str, torch.Tensor] = {}
     offloaded: dict[str, torch.Tensor] = {}
     for name, tensor in _iter_tensors(files):

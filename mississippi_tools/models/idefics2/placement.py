@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,8 +63,12 @@ def plan_device_map(
     device: torch.device,
     dtype: torch.dtype,
     max_memory: Mapping[str | int, int | str] | None = None,
+    no_split: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     """A device map for ``model`` (on the meta device), or ``None`` when one device holds it.
+
+    ``no_split`` names further layer classes to keep whole (another family's, beside
+    :data:`NO_SPLIT`).
 
     Without ``max_memory``: ``None`` on the CPU, and on a GPU unless the weights (plus
     :data:`GPU_HEADROOM`) exceed its free memory, in which case the rest goes to the CPU.
@@ -100,7 +104,7 @@ def plan_device_map(
     device_map: dict[str, Any] = infer_auto_device_map(
         model,
         max_memory=dict(max_memory),
-        no_split_module_classes=NO_SPLIT,
+        no_split_module_classes=[*NO_SPLIT, *no_split],
         dtype=dtype,
     )
     return device_map

@@ -8,6 +8,13 @@ itself (roles, image tokens) belongs to the model's backend, not here.
 
 Adding a family is one module here with a :class:`Dialect` subclass, plus one entry in
 :data:`DIALECTS`.
+
+Text regions (``boxes=True``): a family that can say where text is overrides
+:meth:`Dialect.region_prompt` (how to ask for regions; ``None``, the default, means it cannot)
+and :meth:`Dialect.parse_regions` (its markup -> :class:`~mississippi_tools.tasks.text_regions.
+RegionText`). H2OVL reads InternVL's ``<ref>``/``<box>`` grounding tokens
+(:mod:`~mississippi_tools.tasks.dialects.grounding`); Florence-2's dialect reads the
+``<loc_N>`` quads of ``<OCR_WITH_REGION>`` the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from mississippi_tools.models.base import ModelInfo
+    from mississippi_tools.tasks.text_regions import RegionText
 
 __all__ = ["DIALECTS", "Dialect", "dialect_for", "register_dialect"]
 
@@ -73,6 +81,37 @@ class Dialect:
         """Model options the family wants for ``task`` (default: none)."""
         return {}
 
+    def region_prompt(self, task: str, instruction: str) -> str | None:
+        """The instruction for ``task`` asking where each piece of text is, too.
+
+        ``None`` (the default) when the family cannot give text regions for ``task``; the task
+        then refuses ``boxes=True`` with an error naming the families that can.
+        """
+        return None
+
+    def keeps_region_tokens(self) -> bool:
+        """Whether the answer must be decoded with its special tokens to keep region markup.
+
+        ``True`` for InternVL's ``<ref>``/``<box>`` tokens; ``False`` (the default) when the
+        markup is plain text.
+        """
+        return False
+
+    def parse_regions(self, text: str, image_size: tuple[int, int]) -> RegionText:
+        """The answer without its region markup, and the regions it gives.
+
+        Args:
+            text: The answer (decoded with special tokens kept when
+                :meth:`keeps_region_tokens`).
+            image_size: ``(width, height)`` of the image the model saw, in pixels.
+
+        Returns:
+            The text, and the boxes in pixels of that image (default: no regions).
+        """
+        from mississippi_tools.tasks.text_regions import RegionText
+
+        return RegionText(text)
+
 
 #: Family -> ``"module:Class"`` of its dialect (imported on first use).
 DIALECTS: dict[str, str] = {
@@ -82,6 +121,10 @@ DIALECTS: dict[str, str] = {
     # -- Idefics2 / Idefics3 --
     "idefics2": "mississippi_tools.tasks.dialects.idefics:Idefics2Dialect",
     "idefics3": "mississippi_tools.tasks.dialects.idefics:Idefics3Dialect",
+    # -- Florence-2 --
+    "florence2": "mississippi_tools.tasks.dialects.florence2:Florence2Dialect",
+    # -- IDEFICS 1 --
+    "idefics1": "mississippi_tools.tasks.dialects.idefics1:Idefics1Dialect",
 }
 
 _loaded: dict[str, Dialect] = {}
@@ -99,6 +142,15 @@ def dialect_for(family: str) -> Dialect:
         module, _, name = DIALECTS.get(family, DIALECTS["generic"]).partition(":")
         _loaded[family] = getattr(importlib.import_module(module), name)()
     return _loaded[family]
+
+
+def region_families() -> list[str]:
+    """Families whose dialect can give text regions for OCR (for error messages)."""
+    return sorted(
+        family
+        for family, dialect in known_dialects().items()
+        if dialect.region_prompt("ocr", "") is not None
+    )
 
 
 def known_dialects() -> Mapping[str, Dialect]:

@@ -110,7 +110,14 @@ _MODES: Final[dict[str, tuple[str, dict[str, Any]]]] = {
     "extract": ("extract", {}),
 }
 #: Bookkeeping never worth embedding or showing to an LLM.
-_ALWAYS_EXCLUDED: Final = ("task", "model", "tiles", "finish_reason", "result_json")
+_ALWAYS_EXCLUDED: Final = (
+    "task",
+    "model",
+    "tiles",
+    "finish_reason",
+    "result_json",
+    "boxes_json",
+)
 #: Kept out of the embedding text only (the LLM may read them).
 _EMBED_ONLY_EXCLUDED: Final = ("file_path", "error_code", "error_type", "error_message")
 
@@ -165,16 +172,18 @@ class MississippiImageReader(BaseReader):
         page as a string; ``"1"`` for a plain image; ``None`` for a file that could not be
         opened), ``task``, ``model``, ``tiles``, ``finish_reason`` (``"length"``: the answer was
         cut by ``max_new_tokens``), ``result_json`` (the typed result, without its metadata, as
-        compact JSON), for an extraction each top-level field holding a string, number, bool or
+        compact JSON), ``boxes_json`` for OCR read with ``boxes=True`` (each boxed line's
+        ``text`` with its ``pixels`` and, on PDF pages, ``points``, as compact JSON), for an
+        extraction each top-level field holding a string, number, bool or
         null, and everything passed in ``extra_info`` (``SimpleDirectoryReader``'s file
         metadata). Records of failures carry ``error_code``, ``error_type`` and
         ``error_message`` and have empty text. Every value is a string, a number, a bool or
         ``None``, so vector stores that need flat metadata accept the Documents.
 
-        Excluded metadata: ``task``, ``model``, ``tiles``, ``finish_reason``, ``result_json`` and
-        the extracted fields (already in the text) are kept out of both the embedding text and
-        the LLM's view; ``file_path`` and the ``error_*`` keys are kept out of the embedding
-        only.
+        Excluded metadata: ``task``, ``model``, ``tiles``, ``finish_reason``, ``result_json``,
+        ``boxes_json`` and the extracted fields (already in the text) are kept out of both the
+        embedding text and the LLM's view; ``file_path`` and the ``error_*`` keys are kept out of
+        the embedding only.
 
     Args:
         vlm: The model, in this process (:meth:`MississippiVLM.load`) or behind a service
@@ -381,6 +390,10 @@ class MississippiImageReader(BaseReader):
                 finish_reason=outcome.unwrap().meta.finish_reason,
                 result_json=json.dumps(result, ensure_ascii=False, separators=(",", ":")),
             )
+            if "boxes" in fields:
+                metadata["boxes_json"] = json.dumps(
+                    fields["boxes"], ensure_ascii=False, separators=(",", ":")
+                )
             data = result.get("data")
             if isinstance(data, dict):
                 for key, value in data.items():
