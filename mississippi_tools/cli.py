@@ -159,6 +159,34 @@ def serve(
         typer.Option(help="Seconds in-flight requests get on shutdown (default 30)."),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="uvicorn log level.")] = None,
+    jobs_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where /v1/jobs keeps jobs (default: the user cache directory)."),
+    ] = None,
+    max_jobs: Annotated[
+        int | None, typer.Option(help="Jobs kept; the oldest finished go (default 100).", min=1)
+    ] = None,
+    max_active_jobs: Annotated[
+        int | None,
+        typer.Option(help="Jobs queued or running before 429s (default 8).", min=1),
+    ] = None,
+    job_max_pages: Annotated[
+        int | None, typer.Option(help="Most pages one job reads (default 1000; 0: no limit).")
+    ] = None,
+    idle_unload: Annotated[
+        float | None,
+        typer.Option(
+            help="Unload the model after SECONDS without a request; the next one reloads it.",
+            metavar="SECONDS",
+        ),
+    ] = None,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Refuse to load a model estimated above SIZE (8GB, 512MiB, bytes).",
+            metavar="SIZE",
+        ),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP: an OpenAI-compatible API, task endpoints and a playground.
 
@@ -189,6 +217,12 @@ def serve(
             "max_body_bytes": None if max_body_mb is None else int(max_body_mb * 1024 * 1024),
             "shutdown_grace": shutdown_grace,
             "log_level": log_level,
+            "jobs_dir": jobs_dir,
+            "max_jobs": max_jobs,
+            "max_active_jobs": max_active_jobs,
+            "job_max_pages": job_max_pages,
+            "idle_unload": idle_unload,
+            "max_memory": max_memory,
         }
         try:
             settings = ServerSettings(**{k: v for k, v in values.items() if v is not None})

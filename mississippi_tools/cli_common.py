@@ -150,6 +150,7 @@ def fail(code: ExitCode, message: str) -> NoReturn:
 
 #: How the CLI spells the options that fix errors (see ``mississippi_tools.errors.Remedy``).
 CLI_SPELLING: dict[str, str] = {
+    "memory_limit": "--max-memory {value}",
     "allow_urls": "pass --allow-urls",
     "pages": "pass --pages {value}",
     "max_new_tokens": "pass --max-new-tokens {value}",

@@ -20,7 +20,8 @@ refused path a ``PermissionError``, a missing extra an ``ImportError``)::
     ├── ModelLoadError                          the model cannot be loaded
     │   ├── ModelNotFoundError (FileNotFoundError)   no weights locally and no way to fetch them
     │   ├── ConfigError                         a config.json we do not understand
-    │   └── CheckpointError                     missing, unexpected or mis-shaped tensors
+    │   ├── CheckpointError                     missing, unexpected or mis-shaped tensors
+    │   └── ModelTooLargeError (MemoryError)    its estimated footprint exceeds memory_limit
     ├── GenerationError                         one request failed; the engine keeps serving
     │   ├── QueueFullError                      too many requests waiting (retry_after seconds)
     │   ├── DeadlineExceededError (TimeoutError)
@@ -65,6 +66,7 @@ __all__ = [
     "MississippiError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ModelTooLargeError",
     "PDFError",
     "PreviewError",
     "PromptTooLongError",
@@ -106,6 +108,7 @@ PYTHON_SPELLING: Mapping[str, str] = {
     "max_pages": "max_pages={value}",
     "max_new_tokens": "max_new_tokens={value}",
     "timeout": "timeout={value}",
+    "memory_limit": "memory_limit='{value}'",
     "max_bytes": "ImageLimits(max_bytes={value})",
     "max_pixels": "ImageLimits(max_pixels={value})",
     "max_side": "ImageLimits(max_side={value})",
@@ -336,6 +339,24 @@ class CheckpointError(ModelLoadError):
         self.missing = list(missing)
         self.unexpected = list(unexpected)
         self.mismatched = list(mismatched)
+
+
+class ModelTooLargeError(ModelLoadError, MemoryError):
+    """The model's estimated memory footprint exceeds the configured ceiling (``memory_limit``).
+
+    Attributes:
+        estimate: Estimated bytes (weights at the load dtype plus the engine's cache budgets).
+        limit: The ceiling, in bytes.
+    """
+
+    code = "model_too_large"
+
+    def __init__(
+        self, message: str, *, estimate: int, limit: int, remedy: Remedy | None = None
+    ) -> None:
+        super().__init__(message, remedy=remedy)
+        self.estimate = estimate
+        self.limit = limit
 
 
 class GenerationError(MississippiError):

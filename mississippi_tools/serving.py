@@ -11,14 +11,15 @@ prefix: ``MISSISSIPPI_`` for ``mississippi-tools serve``, ``MISSISSIPPI_MCP_`` f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
 from mississippi_tools.batch import DEFAULT_MAX_PAGES
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOAD_FAILURE",
+    "Activity",
+    "IdleUnloader",
     "LoaderState",
     "ModelLoader",
     "ModelNotReadyError",
@@ -39,6 +42,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LOAD_FAILURE = "mississippi_load_failure"
 """Attribute set on the log record of a failed load, so that a server which raises the error
@@ -102,13 +107,16 @@ class ModelLoader:
         self._vlm: MississippiVLM | None = None
         self._error: BaseException | None = None
         self._closed = False
+        self.reloadable = True
+        self.unloads = 0
         self.started_at: float | None = None
         self.load_seconds: float | None = None
 
     @classmethod
     def loaded(cls, vlm: MississippiVLM) -> ModelLoader:
-        """A loader around a model that is already loaded (embedding, tests)."""
+        """A loader around a model that is already loaded (embedding, tests); never unloaded."""
         loader = cls(lambda: vlm, name=vlm.model_id)
+        loader.reloadable = False
         loader._vlm = vlm
         loader.load_seconds = 0.0
         loader._done.set()
@@ -234,6 +242,35 @@ class ModelLoader:
             raise ModelNotReadyError("the server is shutting down", state=state)
         raise ModelNotReadyError(f"the model {self.name} is still loading", state=state)
 
+    @property
+    def unloaded(self) -> bool:
+        """Whether the model was unloaded for idleness (the next :meth:`start` loads it again)."""
+        return self.unloads > 0 and self.state == "idle"
+
+    def unload(self) -> bool:
+        """Release a loaded model so that the next :meth:`start` loads it again.
+
+        Returns:
+            Whether a model was released (``False``: not loaded, closed, or not reloadable).
+        """
+        vlm = self.detach()
+        if vlm is None:
+            return False
+        vlm.close()
+        _release_memory()
+        return True
+
+    def detach(self) -> MississippiVLM | None:
+        """Forget the loaded model (the caller closes it); the next :meth:`start` loads again."""
+        with self._lock:
+            if self._closed or not self.reloadable or self._vlm is None:
+                return None
+            vlm, self._vlm = self._vlm, None
+            self._thread = None
+            self._done.clear()
+            self.unloads += 1
+        return vlm
+
     def close(self) -> None:
         """Release the model (a load still running releases its result when it ends)."""
         with self._lock:
@@ -241,6 +278,117 @@ class ModelLoader:
             vlm, self._vlm = self._vlm, None
         if vlm is not None:
             vlm.close()
+
+
+def _release_memory() -> None:
+    """Give freed tensors back: a garbage collection, and the accelerators' cached blocks."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")  # loaded only if a local model ever was
+    if torch is None:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
+def _close_and_release(vlm: MississippiVLM) -> None:
+    vlm.close()
+    _release_memory()
+
+
+class Activity:
+    """Requests using the model right now, and when it was last used (for idle unloading)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last_used = time.monotonic()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[None]:
+        """Count the enclosed work as using the model."""
+        with self._lock:
+            self.in_flight += 1
+            self.last_used = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+                self.last_used = time.monotonic()
+
+    def when_idle(self, seconds: float, action: Callable[[], T]) -> T | None:
+        """Run ``action`` if the model has been idle ``seconds``; ``None`` otherwise.
+
+        No request starts meanwhile: one that starts right after sees what ``action`` did.
+        """
+        with self._lock:
+            if self.in_flight or time.monotonic() - self.last_used < seconds:
+                return None
+            return action()
+
+    def touch(self) -> None:
+        """Count now as the last use (the model has just been loaded)."""
+        with self._lock:
+            self.last_used = time.monotonic()
+
+    def idle_for(self) -> float:
+        """Seconds since the model was last used (0 while it is in use)."""
+        with self._lock:
+            return 0.0 if self.in_flight else time.monotonic() - self.last_used
+
+
+class IdleUnloader:
+    """Unloads a server's model after ``seconds`` without use; the next request reloads it.
+
+    Args:
+        loader: The server's model.
+        activity: What uses it.
+        seconds: Idle time before unloading.
+    """
+
+    def __init__(self, loader: ModelLoader, activity: Activity, seconds: float) -> None:
+        self.loader = loader
+        self.activity = activity
+        self.seconds = seconds
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start watching (from the server's event loop)."""
+        self._task = asyncio.ensure_future(self._watch())
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self) -> None:
+        interval = min(max(self.seconds / 4, 0.05), 5.0)
+        was_ready = False
+        while True:
+            await asyncio.sleep(interval)
+            ready = self.loader.state == "ready"
+            if ready and not was_ready:  # idle time counts from the end of a load
+                self.activity.touch()
+            was_ready = ready
+            if not ready:
+                continue
+            idle = self.activity.idle_for()
+            vlm = self.activity.when_idle(self.seconds, self.loader.detach)
+            if vlm is not None:
+                await asyncio.to_thread(_close_and_release, vlm)
+                logger.info(
+                    "unloaded the model %s after %.0f s idle; the next request loads it again",
+                    self.loader.name,
+                    idle,
+                )
 
 
 class ModelSettings(BaseSettings):
@@ -253,7 +401,8 @@ class ModelSettings(BaseSettings):
     model: str | None = None
     """Hub id or local checkpoint directory (default ``h2oai/h2ovl-mississippi-800m``)."""
     device: str = "auto"
-    """``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    """``auto`` (CUDA, else Apple's MPS, when available), ``cpu``, ``cuda``, ``cuda:1``, ``mps``
+    ..."""
     dtype: str = "auto"
     """``auto``, ``float32``, ``bfloat16`` or ``float16``."""
     allow_urls: bool = False
@@ -266,6 +415,21 @@ class ModelSettings(BaseSettings):
     """Largest image accepted, in pixels (checked before decoding)."""
     max_pages: int = Field(default=DEFAULT_MAX_PAGES, ge=0)
     """Most pages read from one document per request or call (0: no limit)."""
+    idle_unload: float | None = Field(default=None, gt=0)
+    """Unload the model after this many seconds without a request; the next one loads it again
+    (showing the load's progress). ``None``: keep it loaded."""
+    max_memory: int | None = None
+    """Memory ceiling (``8GB``, ``512MiB`` or bytes): refuse to load a model whose weights at the
+    load dtype plus the cache budgets are estimated above it. ``None``: no ceiling."""
+
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _memory_size(cls, value: object) -> object:
+        from mississippi_tools.models.footprint import parse_bytes
+
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return parse_bytes(value)  # type: ignore[arg-type]
 
 
 def describe_origin(model: str) -> str:

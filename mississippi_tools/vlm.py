@@ -188,12 +188,14 @@ class MississippiVLM(TaskMethods):
         limits: ImageLimits | None = None,
         max_memory: Mapping[str | int, int | str] | None = None,
         offload_dir: str | Path | None = None,
+        memory_limit: int | str | None = None,
     ) -> MississippiVLM:
         """Load a model into this process.
 
         Args:
             model: A hub id or a local checkpoint directory in the original format.
-            device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+            device: ``"auto"`` (CUDA, else Apple's MPS, when available), ``"cpu"``, ``"cuda"``,
+                ``"cuda:1"``, ``"mps"`` ...
             dtype: ``"auto"`` (bfloat16 on GPUs and on CPUs with native bfloat16, else float32),
                 ``"float32"``, ``"bfloat16"`` or ``"float16"``.
             attention: ``"auto"`` (flash-attention 2 on CUDA when installed, else SDPA),
@@ -211,9 +213,13 @@ class MississippiVLM(TaskMethods):
                 and past the CPU to ``offload_dir`` on disk. Idefics2/Idefics3 only; needs
                 ``pip install "mississippi-tools[gpu]"`` (accelerate).
             offload_dir: Where weights placed on disk are kept (a temporary folder if not given).
+            memory_limit: A memory ceiling (bytes, or ``"8GB"``, ``"512MiB"``): refuse to load a
+                model whose weights at the load dtype plus the engine's cache budgets are
+                estimated above it.
 
         Raises:
             MissingDependencyError: The ``local`` extra is not installed.
+            ModelTooLargeError: The estimated footprint exceeds ``memory_limit``.
             ModelNotFoundError: No weights locally and no way to fetch them.
             ModelLoadError: The checkpoint is unreadable or does not match its config.
         """
@@ -221,9 +227,12 @@ class MississippiVLM(TaskMethods):
 
         require("torch", "local", purpose="running the model in this process")
         require("transformers", "local", purpose="running the model in this process")
+        from mississippi_tools.engine.config import LocalEngineConfig
         from mississippi_tools.engine.local import LocalEngine
+        from mississippi_tools.models.footprint import parse_bytes
         from mississippi_tools.models.registry import load_backend
 
+        caches = engine_config or LocalEngineConfig()
         backend = load_backend(
             model,
             device=device,
@@ -236,6 +245,8 @@ class MississippiVLM(TaskMethods):
             progress=progress,
             max_memory=max_memory,
             offload_dir=offload_dir,
+            memory_limit=None if memory_limit is None else parse_bytes(memory_limit),
+            reserved_memory=int((caches.feature_cache_mb + caches.prefix_cache_mb) * 2**20),
         )
         return cls(LocalEngine(backend, engine_config), policy=policy, limits=limits)
 

@@ -39,12 +39,28 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import ListRoots, Resolve
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
+from mcp_types import (
+    CallToolResult,
+    ListRootsResult,
+    ResourceLink,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from mississippi_mcp.results import (
+    DOCUMENT_URI,
+    ContinuedOutput,
+    Document,
+    ImageArgument,
+    ResultStore,
+    image_source,
+    split_pages,
+)
 from mississippi_mcp.settings import DEFAULT_LOAD_TIMEOUT, MCPSettings
 from mississippi_tools import MississippiVLM
 from mississippi_tools.agent_tools import (
+    IMAGE_DESCRIPTION,
     PageArgument,
     ToolOutput,
     ToolSettings,
@@ -57,7 +73,7 @@ from mississippi_tools.errors import (
     RemoteConnectionError,
 )
 from mississippi_tools.images import ImageLimits
-from mississippi_tools.serving import ModelLoader, ModelNotReadyError
+from mississippi_tools.serving import Activity, IdleUnloader, ModelLoader, ModelNotReadyError
 from mississippi_tools.sources import SourcePolicy
 from mississippi_tools.tasks.catalogue import TaskSpec, all_tasks, tasks_for_model
 
@@ -87,6 +103,8 @@ MCP_SPELLING: dict[str, str] = {
     "--allow-urls, or pass a file path or a data URI",
     "pages": "pass pages='{value}'",
     "max_pages": "this server reads at most --max-pages pages per call; ask for a range",
+    "memory_limit": "ask the user to raise the server's --max-memory (MISSISSIPPI_MCP_MAX_MEMORY) "
+    "to {value} or more, or to load it with --dtype bfloat16",
     "allowed_roots": "this MCP server reads files only under its allowed directories: pass "
     "the image inline as a data URI or base64, or ask the user to add the folder with "
     "--allow-dir (MISSISSIPPI_MCP_ALLOW_DIRS) or as a root in the MCP client",
@@ -158,6 +176,14 @@ def output_model(spec: TaskSpec[Any, Any]) -> type[BaseModel]:
             list[page] | None,  # type: ignore[valid-type]
             Field(default=None, description="One entry per page, for a page range."),
         ),
+        "next_cursor": (
+            str | None,
+            Field(
+                default=None,
+                description="Set when the pages did not all fit in one result: pass it to "
+                "read_more for the next ones.",
+            ),
+        ),
     }
     model: type[BaseModel] = create_model(
         f"{result.__name__}Output", __config__=ConfigDict(extra="forbid"), **fields
@@ -165,9 +191,7 @@ def output_model(spec: TaskSpec[Any, Any]) -> type[BaseModel]:
     return model
 
 
-def _structured(output: ToolOutput) -> dict[str, Any]:
-    if not isinstance(output.artifact, list):
-        return {"result": output.artifact.model_dump(mode="json"), "pages": None}
+def _entries(output: ToolOutput) -> list[dict[str, Any]]:
     pages = []
     for outcome in output.outcomes:
         error = outcome.error
@@ -180,7 +204,21 @@ def _structured(output: ToolOutput) -> dict[str, Any]:
                 "error": None if error is None else {"code": error.code, "message": error.message},
             }
         )
-    return {"result": None, "pages": pages}
+    return pages
+
+
+def _sections(spec: TaskSpec[Any, Any], output: ToolOutput) -> list[str]:
+    """Each page's text for the model, as in the whole result's text."""
+    sections = []
+    for outcome in output.outcomes:
+        error = outcome.error
+        body = (
+            spec.render(outcome.result)
+            if error is None
+            else f"error: {error.code}: {error.message}"
+        )
+        sections.append(f"[page {outcome.page}]\n{body}")
+    return sections
 
 
 # ------------------------------------------------------------------------------------------------
@@ -209,6 +247,7 @@ class ModelHolder:
         progress_interval: float = PROGRESS_INTERVAL,
     ) -> None:
         self.loader = ModelLoader(loader, name=name, retry_on=(RemoteConnectionError,))
+        self.activity = Activity()
         self.name = name
         self.load_timeout = load_timeout
         self.progress_interval = progress_interval
@@ -266,7 +305,8 @@ class ModelHolder:
             )
         if isinstance(cause, MississippiError):
             return (
-                f"{cause.code}: the model {self.name} could not be loaded: {cause.message}; "
+                f"{cause.code}: the model {self.name} could not be loaded: "
+                f"{cause.describe(MCP_SPELLING)}; "
                 "fix the server's model settings (--model, --device, or --engine remote "
                 "--base-url) and restart the server"
             )
@@ -302,6 +342,7 @@ def load_vlm(settings: MCPSettings) -> MississippiVLM:
         dtype=settings.dtype,
         progress=False,  # no progress bars: stdout is the protocol on stdio
         policy=policy,
+        memory_limit=settings.max_memory,
     )
 
 
@@ -418,6 +459,7 @@ class _Tools:
             timeout=settings.request_timeout,
             max_pages=settings.max_pages,
         )
+        self.store = ResultStore(settings.result_budget)
 
     def policy(self, roots: ListRootsResult | None) -> SourcePolicy:
         """The reading policy of one call: client roots first, then the configured ones."""
@@ -434,17 +476,35 @@ class _Tools:
     async def call(
         self,
         spec: TaskSpec[Any, Any],
-        image: str,
+        given: ImageArgument,
         pages: PageArgument,
         arguments: dict[str, Any],
         ctx: ToolContext,
         roots: ListRootsResult | None,
     ) -> CallToolResult:
         """Run one tool call on a per-call view of the model, translating every failure."""
+        with self.holder.activity.use():  # the model is not unloaded for idleness meanwhile
+            return await self._call(spec, given, pages, arguments, ctx, roots)
+
+    async def _call(
+        self,
+        spec: TaskSpec[Any, Any],
+        given: ImageArgument,
+        pages: PageArgument,
+        arguments: dict[str, Any],
+        ctx: ToolContext,
+        roots: ListRootsResult | None,
+    ) -> CallToolResult:
         progress = _CallProgress(ctx)
-        policy = self.policy(roots)
+        image = image_source(given)
+        if image.strip().startswith("mississippi://"):  # a page of an earlier result
+            document, page = self.store.resolve(image)
+            image, policy = document.source, document.policy
+            pages = page if pages is None else pages
+        else:
+            image, policy = _as_source(image), self.policy(roots)
         try:  # a bad page selection or path is refused before any wait for the model
-            check_call(_as_source(image), pages, policy)
+            check_call(image, pages, policy)
         except MississippiError as e:
             raise ToolError(self.explain(e)) from e
         base = await self.holder.get(progress)
@@ -461,7 +521,7 @@ class _Tools:
 
         try:
             output = await acall_tool(
-                vlm, spec, _as_source(image), pages, arguments, self.run_settings, on_page
+                vlm, spec, image, pages, arguments, self.run_settings, on_page
             )
         except MississippiError as e:
             raise ToolError(self.explain(e)) from e
@@ -473,9 +533,43 @@ class _Tools:
                 "problem if it happens again"
             ) from e
         logger.info("%s done in %.2f s", spec.name, time.monotonic() - started)
+        return self.answer(
+            spec, output, Document(image, policy, self.limits, arguments.get("region"))
+        )
+
+    def answer(
+        self, spec: TaskSpec[Any, Any], output: ToolOutput, document: Document
+    ) -> CallToolResult:
+        """The call's result: links to the pages read, cut to the budget (with a cursor)."""
+        links: list[ResourceLink] = []
+        if spec.images != "document":
+            key = self.store.remember(document)
+            links = [
+                self.store.link(key, o.page, f"{spec.name}: page {o.page or 1} as read")
+                for o in output.outcomes
+            ]
+        if not isinstance(output.artifact, list):
+            return CallToolResult(
+                content=[TextContent(type="text", text=output.content), *links],
+                structured_content={
+                    "result": output.artifact.model_dump(mode="json"),
+                    "pages": None,
+                    "next_cursor": None,
+                },
+            )
+        parts = split_pages(_sections(spec, output), _entries(output), links, self.store.budget)
+        cursor = self.store.keep(spec.name, parts)
         return CallToolResult(
-            content=[TextContent(type="text", text=output.content)],
-            structured_content=_structured(output),
+            content=parts[0].content(cursor),
+            structured_content={"result": None, "pages": parts[0].entries, "next_cursor": cursor},
+        )
+
+    def read_more(self, cursor: str) -> CallToolResult:
+        """The next part of a long result."""
+        tool, part, following = self.store.next_part(cursor)
+        structured = ContinuedOutput(tool=tool, pages=part.entries, next_cursor=following)
+        return CallToolResult(
+            content=part.content(following), structured_content=structured.model_dump(mode="json")
         )
 
     @staticmethod
@@ -498,6 +592,13 @@ def _tool_function(spec: TaskSpec[Any, Any], tools: _Tools) -> Callable[..., Any
         inspect.Parameter("roots", keyword, annotation=RootsArg, default=None),
     ]
     for name, info in tool_arguments(spec).model_fields.items():
+        if name == "image":
+            parameters.append(
+                inspect.Parameter(
+                    name, keyword, annotation=Annotated[ImageArgument, Field(description=_IMAGE)]
+                )
+            )
+            continue
         default = (
             inspect.Parameter.empty
             if info.is_required()
@@ -520,9 +621,45 @@ def _tool_function(spec: TaskSpec[Any, Any], tools: _Tools) -> Callable[..., Any
     return tool
 
 
+_IMAGE = (
+    IMAGE_DESCRIPTION
+    + " Also: MCP image content ({'type': 'image', 'data': <base64>, 'mimeType': ...}), an "
+    "embedded resource with a blob, or a page link from an earlier result "
+    "('mississippi://documents/.../pages/N') to read that page again (another task, a region)."
+)
+
+READ_MORE = "read_more"
+"""The tool that returns the next part of a result cut to the budget."""
+
+
+def _read_more_tool(tools: _Tools) -> Tool:
+    async def read_more(
+        cursor: Annotated[
+            str, Field(min_length=1, description="The next_cursor of the previous part.")
+        ],
+    ) -> Annotated[CallToolResult, ContinuedOutput]:
+        return tools.read_more(cursor)
+
+    read_more.__doc__ = (
+        "Fetch the next pages of a result that was too long for one answer: pass the "
+        "next_cursor it ended with. Each cursor works once; the last part has next_cursor null."
+    )
+    return Tool.from_function(
+        read_more,
+        name=READ_MORE,
+        title="Read the rest of a long result",
+        annotations=ToolAnnotations(
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=False,  # a cursor is used up
+            open_world_hint=False,
+        ),
+    )
+
+
 def tool_names(settings: MCPSettings) -> list[str]:
     """The tools a server with these settings lists, in order."""
-    return [spec.name for spec in _served_tasks(settings)]
+    return [spec.name for spec in _served_tasks(settings)] + [READ_MORE]
 
 
 def _served_tasks(settings: MCPSettings) -> list[TaskSpec[Any, Any]]:
@@ -577,7 +714,15 @@ def build_server(
     @asynccontextmanager
     async def lifespan(_server: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
         model.start()
-        yield state
+        unloader = None
+        if settings.idle_unload is not None:
+            unloader = IdleUnloader(model.loader, model.activity, settings.idle_unload)
+            unloader.start()
+        try:
+            yield state
+        finally:
+            if unloader is not None:
+                await unloader.stop()
 
     dirs = ", ".join(str(path) for path in settings.allow_dirs) or "none"
     instructions = _INSTRUCTIONS.format(
@@ -615,6 +760,7 @@ def build_server(
         from mississippi_mcp.desktop_tools import desktop_tools
 
         listed += [_refusing_unknown_arguments(tool) for tool in desktop_tools(tools, served)]
+    listed.append(_refusing_unknown_arguments(_read_more_tool(tools)))
     from mississippi_mcp import __version__
 
     server: MCPServer[ServerState] = MCPServer(
@@ -626,6 +772,17 @@ def build_server(
         log_level=settings.log_level,
         tools=listed,
     )
+
+    def page(document: str, page: str) -> bytes:
+        return tools.store.render(document, page)
+
+    server.resource(
+        DOCUMENT_URI,
+        name="page",
+        title="A page as read",
+        description="A page (or its zoomed crop) that a tool read, rendered as PNG.",
+        mime_type="image/png",
+    )(page)
     return server
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_PAGES",
     "DEFAULT_MODEL",
     "DEFAULT_PORT",
+    "DEFAULT_RESULT_BUDGET",
     "ENV_PREFIX",
     "MCPSettings",
     "build_parser",
@@ -67,6 +68,8 @@ DEFAULT_PORT = 8765
 """Port of the streamable HTTP transport."""
 DEFAULT_MAX_PAGES = 20
 """Most document pages one call reads; larger selections are refused with a hint."""
+DEFAULT_RESULT_BUDGET = 60_000
+"""Characters of one tool result (about 15,000 tokens: under the common 25,000-token cap)."""
 DEFAULT_LOAD_TIMEOUT = 600.0
 """Seconds a tool call waits for the model to finish loading before giving up."""
 
@@ -140,6 +143,10 @@ class MCPSettings(ModelSettings):
     """H2OVL models: most 448-px tiles per image (default: the model's own, 6 for the 800M)."""
     max_new_tokens: int | None = Field(default=None, ge=1)
     """Cap on tokens generated per answer (default: each task's own)."""
+    result_budget: int = Field(default=DEFAULT_RESULT_BUDGET, ge=1000)
+    """Characters of one tool result (text and structured content); longer results are cut
+    between pages and continued with ``read_more`` (the default stays under the common
+    25,000-token client cap)."""
     request_timeout: float | None = Field(default=None, gt=0)
     """Seconds before one generation fails (default: no limit)."""
 
@@ -323,6 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--family", help="The remote model's family (h2ovl, idefics3 ...) for --engine remote."
     )
     model.add_argument("--load-timeout", type=float, help="Seconds a call waits for loading.")
+    model.add_argument(
+        "--idle-unload",
+        type=float,
+        metavar="SECONDS",
+        help="Unload the model after this long without a call; the next call reloads it.",
+    )
+    model.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="Refuse to load a model estimated above this (8GB, 512MiB, bytes).",
+    )
     access = parser.add_argument_group("what the tools may read")
     access.add_argument(
         "--allow-dir",
@@ -360,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument("--max-tiles", type=int, help="Most 448-px tiles per image.")
     generation.add_argument("--max-new-tokens", type=int, help="Cap on tokens per answer.")
     generation.add_argument("--request-timeout", type=float, help="Seconds per generation.")
+    generation.add_argument(
+        "--result-budget",
+        type=int,
+        help="Characters per tool result; longer ones continue with read_more (60000).",
+    )
     transport = parser.add_argument_group("transport")
     transport.add_argument("--transport", choices=["stdio", "streamable-http"])
     transport.add_argument("--host", help=f"Address for streamable-http ({DEFAULT_HOST}).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mississippi_tools.errors import InvalidInputError
@@ -11,7 +12,13 @@ from mississippi_tools.errors import InvalidInputError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["cpu_has_native_bf16", "resolve_attention", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "DeviceAvailability",
+    "cpu_has_native_bf16",
+    "resolve_attention",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 _DTYPES = {
     "float32": "float32",
@@ -25,22 +32,65 @@ _DTYPES = {
 _ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; anything else is checked."""
+@dataclass(frozen=True)
+class DeviceAvailability:
+    """Which accelerators this process can use.
+
+    Attributes:
+        cuda: An NVIDIA (or ROCm) GPU through ``torch.cuda``.
+        mps: Apple Silicon's GPU through Metal (``torch.backends.mps``).
+    """
+
+    cuda: bool = False
+    mps: bool = False
+
+    @classmethod
+    def detect(cls) -> DeviceAvailability:
+        """What torch reports on this machine."""
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        return cls(
+            cuda=torch.cuda.is_available(),
+            mps=bool(mps is not None and mps.is_available()),
+        )
+
+
+def resolve_device(
+    device: str | torch.device = "auto", *, available: DeviceAvailability | None = None
+) -> torch.device:
+    """The device to load on.
+
+    ``"auto"`` is CUDA when available, else Apple Silicon's GPU (MPS) when available, else the
+    CPU; anything else is checked against what is available.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a torch device.
+        available: What this machine has (default: :meth:`DeviceAvailability.detect`).
+
+    Raises:
+        InvalidInputError: Not a torch device, or an accelerator this machine lacks.
+    """
     import torch
 
     if isinstance(device, torch.device):
         return device
+    has = available or DeviceAvailability.detect()
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if has.cuda else "mps" if has.mps else "cpu")
     try:
         resolved = torch.device(device)
     except RuntimeError as e:
         raise InvalidInputError(f"device {device!r} is not a torch device: {e}") from e
-    if resolved.type == "cuda" and not torch.cuda.is_available():
+    if resolved.type == "cuda" and not has.cuda:
         raise InvalidInputError(
             f"device {device!r} was requested but CUDA is not available here; use device='cpu' "
             "or 'auto'"
+        )
+    if resolved.type == "mps" and not has.mps:
+        raise InvalidInputError(
+            f"device {device!r} was requested but Apple's Metal (MPS) is not available here "
+            "(it needs Apple Silicon and a torch built with MPS); use device='cpu' or 'auto'"
         )
     return resolved
 
@@ -63,8 +113,9 @@ def cpu_has_native_bf16() -> bool:
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """The dtype for ``dtype`` on ``device``.
 
-    ``"auto"`` is bfloat16 on GPUs that support it (else float16), and on CPUs bfloat16 only where
-    the CPU computes it natively, else float32.
+    ``"auto"`` is bfloat16 on GPUs that support it (else float16), float16 on Apple's MPS (which
+    computes it on every Apple Silicon chip), and on CPUs bfloat16 only where the CPU computes it
+    natively, else float32.
     """
     import torch
 
@@ -73,6 +124,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "mps":
+            return torch.float16
         return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     name = _DTYPES.get(str(dtype).lower())
     if name is None:

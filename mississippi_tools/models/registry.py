@@ -178,14 +178,19 @@ def load_backend(
     progress: bool = True,
     max_memory: Mapping[str | int, int | str] | None = None,
     offload_dir: str | Path | None = None,
+    memory_limit: int | None = None,
+    reserved_memory: int = 0,
 ) -> Backend:
     """Find, read and load a checkpoint with the backend its config names.
 
     ``max_memory`` and ``offload_dir`` place a model larger than one device across GPUs, the CPU
-    and disk (accelerate), for the backends that support it.
+    and disk (accelerate), for the backends that support it. With ``memory_limit`` (bytes), a
+    checkpoint whose estimated footprint (its weights at the load dtype plus ``reserved_memory``)
+    exceeds it is refused before any weight is read.
 
     Raises:
         InvalidInputError: A placement asked of a backend that loads on one device.
+        ModelTooLargeError: The estimated footprint exceeds ``memory_limit``.
     """
     from mississippi_tools.models.devices import resolve_attention, resolve_device, resolve_dtype
     from mississippi_tools.models.hub import resolve_model_dir
@@ -221,6 +226,16 @@ def load_backend(
         placement = {"max_memory": max_memory, "offload_dir": offload_dir}
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
+    if memory_limit is not None:
+        from mississippi_tools.models.footprint import check_footprint
+
+        check_footprint(
+            directory,
+            resolved_dtype.itemsize,
+            max_memory=memory_limit,
+            reserved=reserved_memory,
+            name=str(model),
+        )
     return backend_cls.from_directory(
         directory,
         model_id=str(model),

@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from mississippi_tools.server import openai, playground, tasks
+from mississippi_tools.server import jobs, openai, playground, tasks
 from mississippi_tools.server.auth import (
     check_api_key,
     install_access_log_redaction,
@@ -28,10 +28,10 @@ from mississippi_tools.server.auth import (
 )
 from mississippi_tools.server.errors import ClientDisconnectedError, install_error_handlers
 from mississippi_tools.server.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServiceMetrics
-from mississippi_tools.server.middleware import BodyLimitMiddleware
+from mississippi_tools.server.middleware import ActivityMiddleware, BodyLimitMiddleware
 from mississippi_tools.server.settings import ServerSettings
 from mississippi_tools.server.state import LOADING_RETRY_AFTER, ServiceState, VLMFactory
-from mississippi_tools.serving import ModelLoader, describe_origin
+from mississippi_tools.serving import IdleUnloader, ModelLoader, describe_origin
 from mississippi_tools.vlm import MississippiVLM
 
 __all__ = ["create_app", "load_vlm"]
@@ -64,6 +64,7 @@ def load_vlm(settings: ServerSettings) -> MississippiVLM:
         limits=ImageLimits(
             max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         ),
+        memory_limit=settings.max_memory,
     )
 
 
@@ -120,10 +121,18 @@ def create_app(
             else _loader(settings, vlm_factory or load_vlm)
         )
         state.start_loading(loader)
+        await manager.start()
+        unloader = None
+        if settings.idle_unload is not None:
+            unloader = IdleUnloader(loader, state.activity, settings.idle_unload)
+            unloader.start()
         try:
             yield
         finally:
             state.begin_stopping()
+            if unloader is not None:
+                await unloader.stop()
+            await manager.stop()
             if owns_vlm:
                 await asyncio.to_thread(loader.close)
             state.close()
@@ -143,11 +152,17 @@ def create_app(
 
     app.add_exception_handler(ClientDisconnectedError, on_disconnect)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ActivityMiddleware, activity=state.activity)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/health", tags=["Service"], summary="Readiness")
     async def health() -> JSONResponse:
-        """200 once the model is loaded; 503 while loading, after a failed load, or stopping."""
+        """200 once the model is loaded, or unloaded when idle (the next request reloads it).
+
+        503 while loading, after a failed load, or stopping.
+        """
+        if state.phase == "idle":
+            return JSONResponse({"status": "idle", "model": state.model_name})
         if state.phase == "ready" and state.vlm is not None:
             return JSONResponse(
                 {
@@ -184,8 +199,14 @@ def create_app(
 
     app.include_router(playground.router)
     app.include_router(openai.router)
-    router, documented = tasks.build_router(_served_tasks(settings, vlm))
+    served = _served_tasks(settings, vlm)
+    router, documented = tasks.build_router(served)
     app.include_router(router)
+    manager = jobs.JobManager(state, served)
+    app.state.jobs = manager
+    jobs_router, job_models = jobs.build_jobs_router(served)
+    app.include_router(jobs_router)
+    documented.extend(job_models)
     _document_request_bodies(app, documented)
     return app
 

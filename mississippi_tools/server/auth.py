@@ -114,4 +114,4 @@ async def require_api_key(request: Request) -> None:
 
 async def require_vlm(request: Request) -> MississippiVLM:
     """Dependency: the loaded model (503 with ``Retry-After`` while loading or stopping)."""
-    return service_state(request).require_vlm()
+    return await service_state(request).acquire_vlm()

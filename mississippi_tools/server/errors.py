@@ -12,10 +12,11 @@ failures add ``raw_text``, ``errors`` and ``attempts``. The status codes:
 400    invalid input (bad image, unsupported schema, prompt too long, bad parameters)
 401    missing or wrong API key (with ``WWW-Authenticate: Bearer``)
 403    refused by policy (image URLs disabled)
-404    no such route
+404    no such route, no such job
+409    a job that has already finished cannot be cancelled
 413    request body or image too large
 422    the request does not match the API's schema; an extraction without a valid result
-429    the queue is full (with ``Retry-After``)
+429    the queue is full, or too many jobs are waiting (with ``Retry-After``)
 503    the model is loading, failed to load, or the service is shutting down (``Retry-After``)
 504    the request passed its deadline
 500    anything unexpected (logged with its traceback; the body says only "internal error")
@@ -38,11 +39,15 @@ from mississippi_tools import errors
 
 __all__ = [
     "ERROR_RESPONSES",
+    "SERVER_SPELLING",
     "ClientDisconnectedError",
     "ErrorBody",
     "ErrorResponse",
+    "JobFinishedError",
+    "JobNotFoundError",
     "NotReadyError",
     "RequestTooLargeError",
+    "TooManyJobsError",
     "UnauthorizedError",
     "error_body",
     "error_content",
@@ -52,6 +57,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+SERVER_SPELLING: dict[str, str] = {
+    "memory_limit": "start the server with --max-memory {value} or more (MISSISSIPPI_MAX_MEMORY), "
+    "or with --dtype bfloat16",
+}
+"""How the options that fix errors are spelled for the service's operator."""
 
 
 class UnauthorizedError(errors.MississippiError):
@@ -79,6 +91,24 @@ class RequestTooLargeError(errors.MississippiError):
     """The request body is over the size limit."""
 
     code = "request_too_large"
+
+
+class JobNotFoundError(errors.MississippiError):
+    """No job has this id (never submitted, dropped to make room, or the id is mistyped)."""
+
+    code = "job_not_found"
+
+
+class JobFinishedError(errors.MississippiError):
+    """The job has already finished, so it cannot be cancelled."""
+
+    code = "job_finished"
+
+
+class TooManyJobsError(errors.QueueFullError):
+    """Too many jobs are queued or running; retry after ``retry_after`` seconds."""
+
+    code = "too_many_jobs"
 
 
 class ClientDisconnectedError(Exception):
@@ -126,6 +156,7 @@ _TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    409: "conflict_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -141,6 +172,10 @@ def status_for(error: errors.MississippiError) -> int:
             return 401
         case NotReadyError():
             return 503
+        case JobNotFoundError():
+            return 404
+        case JobFinishedError():
+            return 409
         case RequestTooLargeError() | errors.ImageTooLargeError():
             return 413
         case errors.ExtractionError():

@@ -1,4 +1,4 @@
-"""ASGI middleware of the service: the request-size limit.
+"""ASGI middleware of the service: the request-size limit, and what counts as using the model.
 
 :class:`BodyLimitMiddleware` reads a request's body before the app sees it and answers 413 as soon
 as it passes the limit, whether the client declared a ``Content-Length`` or streams chunks. The
@@ -13,8 +13,9 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mississippi_tools.server.errors import error_body
+from mississippi_tools.serving import Activity
 
-__all__ = ["BodyLimitMiddleware"]
+__all__ = ["ActivityMiddleware", "BodyLimitMiddleware"]
 
 _DRAIN_MIN_BYTES = 64 * 1024 * 1024
 
@@ -114,3 +115,32 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+class ActivityMiddleware:
+    """Count ``POST /v1/...`` requests as using the model, for idle unloading.
+
+    Polling a job's status or listing models does not keep the model loaded; the jobs count
+    themselves while they run.
+
+    Args:
+        app: The wrapped app.
+        activity: The service's :class:`~mississippi_tools.serving.Activity`.
+    """
+
+    def __init__(self, app: ASGIApp, activity: Activity) -> None:
+        self.app = app
+        self.activity = activity
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI call, counting it while it runs when it is a model request."""
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not str(scope["path"]).startswith("/v1/")
+            or str(scope["path"]).startswith("/v1/jobs")
+        ):
+            await self.app(scope, receive, send)
+            return
+        with self.activity.use():
+            await self.app(scope, receive, send)

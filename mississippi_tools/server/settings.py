@@ -11,6 +11,9 @@ with characters an HTTP header cannot carry.
 from __future__ import annotations
 
 import ipaddress
+import os
+import sys
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -21,9 +24,13 @@ from mississippi_tools.serving import ModelSettings
 
 __all__ = [
     "DEFAULT_HOST",
+    "DEFAULT_JOB_CONCURRENCY",
+    "DEFAULT_JOB_MAX_PAGES",
+    "DEFAULT_MAX_ACTIVE_JOBS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_IMAGES_PER_REQUEST",
     "DEFAULT_MAX_IMAGE_BYTES",
+    "DEFAULT_MAX_JOBS",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_MODEL",
     "DEFAULT_PORT",
@@ -32,6 +39,7 @@ __all__ = [
     "InsecureBindError",
     "InvalidAPIKeyError",
     "ServerSettings",
+    "default_jobs_dir",
     "is_loopback",
 ]
 
@@ -53,6 +61,29 @@ DEFAULT_SHUTDOWN_GRACE = 30.0
 """Seconds in-flight requests get to finish after SIGTERM before they are cancelled."""
 DEFAULT_MAX_TOKENS = 1024
 """New tokens for a chat completion that does not set ``max_tokens``."""
+DEFAULT_MAX_JOBS = 100
+"""Jobs kept on disk; the oldest finished ones are dropped to make room for new ones."""
+DEFAULT_MAX_ACTIVE_JOBS = 8
+"""Jobs queued or running at once; more get 429 with ``Retry-After``."""
+DEFAULT_JOB_CONCURRENCY = 2
+"""Pages of a job read at once (the batch's other slots stay free for interactive requests)."""
+DEFAULT_JOB_MAX_PAGES = 1000
+"""Most pages one job reads (jobs are for long documents; 0: no limit)."""
+
+
+def default_jobs_dir() -> Path:
+    """Where jobs are kept by default: ``mississippi-tools/jobs`` in the user's cache directory.
+
+    ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows, else ``$XDG_CACHE_HOME``
+    (``~/.cache``).
+    """
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    elif sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "mississippi-tools" / "jobs"
 
 
 class InsecureBindError(MississippiError, ValueError):
@@ -138,6 +169,22 @@ class ServerSettings(ModelSettings):
     """uvicorn's log level."""
     access_log: bool = True
     """Log one line per request."""
+    jobs_dir: Path | None = None
+    """Directory where jobs (``/v1/jobs``) keep their input, status and finished pages, so that a
+    restart loses nothing that finished (default: :func:`default_jobs_dir`)."""
+    max_jobs: int = Field(default=DEFAULT_MAX_JOBS, ge=1)
+    """Jobs kept; the oldest finished ones are dropped to make room."""
+    max_active_jobs: int = Field(default=DEFAULT_MAX_ACTIVE_JOBS, ge=1)
+    """Jobs queued or running at once; more get 429 with ``Retry-After``."""
+    job_max_pages: int = Field(default=DEFAULT_JOB_MAX_PAGES, ge=0)
+    """Most pages one job reads (0: no limit)."""
+    job_concurrency: int = Field(default=DEFAULT_JOB_CONCURRENCY, ge=1)
+    """Pages of a job read at once; the rest of the batch stays free for interactive requests."""
+
+    @property
+    def jobs_directory(self) -> Path:
+        """``jobs_dir``, or the default under the user's cache directory."""
+        return (self.jobs_dir or default_jobs_dir()).expanduser()
 
     def check_api_key(self) -> None:
         """Refuse an API key that no client could send.

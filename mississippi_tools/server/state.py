@@ -21,8 +21,12 @@ from starlette.requests import Request
 from mississippi_tools.engine.base import Engine, GenerationOutput, GenerationRequest
 from mississippi_tools.errors import MississippiError
 from mississippi_tools.images import ImageLimits
-from mississippi_tools.server.errors import ClientDisconnectedError, NotReadyError
-from mississippi_tools.serving import ModelLoader
+from mississippi_tools.server.errors import (
+    SERVER_SPELLING,
+    ClientDisconnectedError,
+    NotReadyError,
+)
+from mississippi_tools.serving import Activity, ModelLoader
 from mississippi_tools.sources import SourcePolicy
 
 if TYPE_CHECKING:
@@ -36,14 +40,17 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-Phase = Literal["loading", "ready", "failed", "stopping"]
-"""Where the service is in its life."""
+Phase = Literal["loading", "ready", "idle", "failed", "stopping"]
+"""Where the service is in its life (``idle``: the model was unloaded after idle time; the next
+request loads it again)."""
 
 VLMFactory = Callable[["ServerSettings"], "MississippiVLM"]
 """Builds the model from the settings (runs in a background thread)."""
 
 #: Seconds suggested to clients while the model loads.
 LOADING_RETRY_AFTER = 5.0
+#: Seconds between log lines while a request waits for the model to load again.
+_RELOAD_REPORT = 5.0
 
 
 class ServiceState:
@@ -58,6 +65,7 @@ class ServiceState:
         self.settings = settings
         self.metrics = metrics
         self.loader: ModelLoader | None = None
+        self.activity = Activity()
         self.stopping = False
         self.started = time.time()
         self.limits = ImageLimits(
@@ -85,9 +93,11 @@ class ServiceState:
 
     @property
     def phase(self) -> Phase:
-        """``loading``, ``ready``, ``failed`` or ``stopping``, from the loader."""
+        """``loading``, ``ready``, ``idle``, ``failed`` or ``stopping``, from the loader."""
         if self.stopping or self.loader is None:
             return "stopping" if self.stopping else "loading"
+        if self.loader.unloaded:
+            return "idle"
         return {
             "idle": "loading",
             "loading": "loading",
@@ -147,7 +157,11 @@ class ServiceState:
             )
         if self.phase == "failed":
             reason = self.load_error
-            detail = reason.message if isinstance(reason, MississippiError) else str(reason)
+            detail = (
+                reason.describe(SERVER_SPELLING)
+                if isinstance(reason, MississippiError)
+                else str(reason)
+            )
             raise NotReadyError(
                 f"the model could not be loaded: {detail}; fix the cause and restart the server",
                 code="model_load_failed",
@@ -158,6 +172,42 @@ class ServiceState:
             code="shutting_down",
             retry_after=LOADING_RETRY_AFTER,
         )
+
+    async def acquire_vlm(self) -> MississippiVLM:
+        """The model, loading it again first when it was unloaded for idleness.
+
+        The reload's progress goes to the log (and ``GET /health`` says ``loading``); the
+        request waits for it, up to the request timeout.
+
+        Raises:
+            NotReadyError: See :meth:`require_vlm`; also a reload that failed or took too long.
+        """
+        loader = self.loader
+        if loader is not None and loader.unloads and loader.state in ("idle", "loading"):
+            if loader.state == "idle":
+                logger.info("loading the model %s again for a request", loader.name)
+
+            async def report(elapsed: float, message: str) -> None:
+                if elapsed:
+                    logger.info("%s", message)
+
+            try:
+                await loader.await_ready(
+                    timeout=self.request_timeout, progress=report, interval=_RELOAD_REPORT
+                )
+            except MississippiError as e:
+                logger.error("the model could not be loaded again: %s", e)
+        return self.require_vlm()
+
+    def require_open(self) -> None:
+        """Refuse new work (jobs) when the model failed to load or the service is stopping.
+
+        Raises:
+            NotReadyError: Failed to load, or shutting down (a load still running is fine: jobs
+                wait for it).
+        """
+        if self.phase not in ("loading", "idle"):
+            self.require_vlm()
 
     @property
     def request_timeout(self) -> float | None:

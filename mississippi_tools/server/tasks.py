@@ -48,7 +48,14 @@ from mississippi_tools.server.task_stream import stream_task
 from mississippi_tools.tasks.catalogue import TaskSpec
 from mississippi_tools.vlm import MississippiVLM
 
-__all__ = ["TaskRequest", "build_router", "catalogue_entry", "request_model"]
+__all__ = [
+    "TaskRequest",
+    "build_router",
+    "catalogue_entry",
+    "job_arguments",
+    "parse_task_body",
+    "request_model",
+]
 
 _IMAGE_DOC = (
     "The image: base64 data, a data: URI, or an http(s) URL when the server allows URLs. With "
@@ -240,6 +247,16 @@ def _settings(body: TaskRequest, state: ServiceState) -> dict[str, Any]:
 
 def _arguments(spec: TaskSpec[Any, Any], body: TaskRequest) -> dict[str, Any]:
     return {name: getattr(body, name) for name in spec.arguments.model_fields}
+
+
+def job_arguments(
+    spec: TaskSpec[Any, Any], body: TaskRequest, state: ServiceState
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A request's run settings and the task's own arguments, as the task routes pass them.
+
+    The settings are tiles, tokens, options, region and the timeout; :mod:`.jobs` uses both.
+    """
+    return _settings(body, state), _arguments(spec, body)
 
 
 async def _target(

@@ -41,8 +41,10 @@ def tool_calls(image: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-#: The tools of a server over an H2OVL model, in order.
-TOOL_NAMES = ("ocr", "read_chart", "read_table", "extract", "extract_document", "ask")
+#: The task tools of a server over an H2OVL model, in order.
+TASK_TOOLS = ("ocr", "read_chart", "read_table", "extract", "extract_document", "ask")
+#: Every tool it lists: the task tools, then the continuation of long results.
+TOOL_NAMES = (*TASK_TOOLS, "read_more")
 
 
 def result_of(structured: dict[str, Any]) -> dict[str, Any]:

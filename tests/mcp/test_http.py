@@ -24,7 +24,14 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.mcp.conftest import server_command, spawn_env
-from tests.mcp.support import TOOL_NAMES, check_error, check_structured, text_of, tool_calls
+from tests.mcp.support import (
+    TASK_TOOLS,
+    TOOL_NAMES,
+    check_error,
+    check_structured,
+    text_of,
+    tool_calls,
+)
 from tests.support import await_until
 
 TOKEN = "test-token-0123456789"
@@ -160,7 +167,7 @@ async def test_listing_answers_while_loading_then_every_tool(http_server: HTTPSe
     assert listed < 2.0
     assert tuple(tools) == TOOL_NAMES
     assert "loading the model" in (progress[0] or "")
-    for name in TOOL_NAMES:
+    for name in TASK_TOOLS:
         check_structured(results[name], tools[name])
 
 

@@ -22,6 +22,7 @@ from tests.mcp.conftest import make_server
 from tests.mcp.support import (
     BOOLEAN_SCHEMA,
     FAST_SETTINGS,
+    TASK_TOOLS,
     TOOL_NAMES,
     check_error,
     check_structured,
@@ -58,12 +59,15 @@ async def test_lists_one_described_read_only_tool_per_task(scripted_vlm: Mississ
         assert tool.title
         assert tool.output_schema is not None and tool.output_schema["type"] == "object"
         properties = tool.input_schema["properties"]
-        assert "image" in properties and "ctx" not in properties and "roots" not in properties
+        argument = "cursor" if tool.name == "read_more" else "image"
+        assert argument in properties and "ctx" not in properties and "roots" not in properties
         assert all(spec.get("description") for spec in properties.values()), tool.name
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is True
         assert tool.annotations.destructive_hint is False
         assert tool.annotations.open_world_hint is False
+        # a cursor is used up by read_more; every task tool gives the same answer again
+        assert tool.annotations.idempotent_hint is (tool.name != "read_more")
     assert tools["ask"].input_schema["required"] == ["image", "question"]
     assert tools["extract"].input_schema["required"] == ["image", "json_schema"]
     assert "template" in tools["extract"].input_schema["properties"]["json_schema"]["description"]
@@ -78,7 +82,7 @@ async def test_every_tool_returns_structured_content_valid_under_its_schema(
             name: await client.call_tool(name, args) for name, args in tool_calls("page.png")
         }
     structured = {
-        name: result_of(check_structured(results[name], tools[name])) for name in TOOL_NAMES
+        name: result_of(check_structured(results[name], tools[name])) for name in TASK_TOOLS
     }
     assert structured["ocr"]["meta"]["engine"] == "local"
     assert structured["read_chart"]["series"][0]["points"]  # the grammar guarantees one point

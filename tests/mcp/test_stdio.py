@@ -18,7 +18,7 @@ from mcp.client.stdio import stdio_client
 
 from tests.mcp.conftest import server_command, spawn_env
 from tests.mcp.serve_for_tests import NOISE
-from tests.mcp.support import TOOL_NAMES, check_error, check_structured, tool_calls
+from tests.mcp.support import TASK_TOOLS, TOOL_NAMES, check_error, check_structured, tool_calls
 from tests.support import await_until
 
 
@@ -96,7 +96,7 @@ async def test_stdio_server_end_to_end(
     )
     assert tuple(tools) == TOOL_NAMES
     assert "loading the model" in (recorder.progress[0][2] or "")
-    for name in TOOL_NAMES:
+    for name in TASK_TOOLS:
         check_structured(results[name], tools[name])
     check_error(refused, "access_denied")
     assert "secret" not in check_error(crashed, "internal error in ask")

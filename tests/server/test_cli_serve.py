@@ -106,3 +106,23 @@ def test_serve_command_refuses_a_public_address_without_a_key(
     assert "API key" in result.output
     bad = CliRunner().invoke(app, ["serve", "--max-batch-size", "0"])
     assert bad.exit_code == 2
+
+
+@pytest.mark.slow  # a process start with torch
+def test_serve_refuses_a_model_over_max_memory_naming_the_flag(tiny_checkpoint: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    env.pop("MISSISSIPPI_API_KEY", None)
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "mississippi_tools", "serve",
+            "--model", str(tiny_checkpoint), "--device", "cpu", "--dtype", "float32",
+            "--port", str(_free_port()), "--max-memory", "1kB", "--idle-unload", "60",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert completed.returncode != 0
+    assert "ceiling is 1.0 kB" in completed.stderr, completed.stderr[-2000:]
+    assert "--max-memory" in completed.stderr
