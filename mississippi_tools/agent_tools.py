@@ -26,6 +26,7 @@ Region:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from mississippi_tools.pdf import check_page_selection
 from mississippi_tools.tasks.ocr import OCRResult, render_ocr
 
 if TYPE_CHECKING:
+    from mississippi_tools.models.base import ModelInfo
     from mississippi_tools.sources import SourcePolicy
     from mississippi_tools.tasks.catalogue import TaskSpec
     from mississippi_tools.vlm import MississippiVLM
@@ -85,6 +87,17 @@ PAGES_DESCRIPTION = (
 )
 
 
+logger = logging.getLogger(__name__)
+
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        logger.warning("%s", message)
+
+
 @dataclass(frozen=True)
 class ToolSettings:
     """How a tool runs its task, set when the tool is built (not by the calling model).
@@ -108,10 +121,20 @@ class ToolSettings:
     concurrency: int | None = None
     fixed: Mapping[str, Any] = field(default_factory=dict)
 
-    def run_settings(self) -> dict[str, Any]:
-        """The keyword settings of ``MississippiVLM.run``."""
+    def run_settings(self, info: ModelInfo | None = None) -> dict[str, Any]:
+        """The keyword settings of ``MississippiVLM.run`` for the model ``info`` describes.
+
+        ``max_tiles`` is a server-wide default, set before the model is known: where the loaded
+        model has no such option (Idefics, Florence-2 ...) it is left out, said once in the log.
+        """
+        max_tiles = self.max_tiles
+        if max_tiles is not None and info is not None and info.option("max_tiles") is None:
+            _say_once(
+                f"max_tiles={max_tiles} does not apply to {info.family} models; it is ignored"
+            )
+            max_tiles = None
         values = {
-            "max_tiles": self.max_tiles,
+            "max_tiles": max_tiles,
             "options": self.options,
             "max_new_tokens": self.max_new_tokens,
             "timeout": self.timeout,
@@ -297,7 +320,7 @@ def call_tool(
     selection = _Selection.of(pages)
     own, zoom = _split_region(arguments)
     values = {**own, **settings.fixed}
-    run = {**settings.run_settings(), **zoom}
+    run = {**settings.run_settings(vlm.model_info), **zoom}
     if spec.images == "document":
         result = vlm.run(
             spec.name, image, pages=pages, max_pages=settings.max_pages, **run, **values
@@ -340,7 +363,7 @@ async def acall_tool(
     selection = _Selection.of(pages)
     own, zoom = _split_region(arguments)
     values = {**own, **settings.fixed}
-    run = {**settings.run_settings(), **zoom}
+    run = {**settings.run_settings(vlm.model_info), **zoom}
     if spec.images == "document":
         result = await vlm.arun(
             spec.name, image, pages=pages, max_pages=settings.max_pages, **run, **values
