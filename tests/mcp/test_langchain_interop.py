@@ -117,8 +117,10 @@ def test_langchain_mcp_adapters_load_and_call_our_tools(
     table = out["table"]
     assert table["status"] == "success"
     assert "| total |" in json.dumps(table["content"])
-    assert table["artifact"]["structured_content"]["columns"] == ["total"]
+    assert table["artifact"]["structured_content"]["result"]["columns"] == ["total"]
     assert out["ocr"]["status"] == "success"
-    assert out["ocr"]["artifact"]["structured_content"]["page_count"] == 1
+    ocr = out["ocr"]["artifact"]["structured_content"]
+    assert ocr["pages"] is None  # one image: one result, not a list of pages
+    assert ocr["result"]["meta"]["engine"] == "local"
     assert out["refused"]["status"] == "error"
     assert "access_denied" in json.dumps(out["refused"]["content"])

@@ -16,7 +16,7 @@ from mcp import Client
 from mississippi_mcp import MCPSettings, ModelHolder, build_server
 from mississippi_mcp.server import load_vlm
 from tests.mcp.conftest import REPO
-from tests.mcp.support import FAST_SETTINGS, check_error, check_structured, tool_calls
+from tests.mcp.support import FAST_SETTINGS, check_error, check_structured, result_of, tool_calls
 
 
 def remote_server(base_url: str, allowed: Path) -> tuple[object, ModelHolder]:
@@ -95,8 +95,6 @@ async def test_tools_over_a_running_service(service: str, images: Path) -> None:
     finally:
         holder.close()
     for name, result in results.items():
-        structured = check_structured(result, tools[name])
-        meta = structured["pages"][0]["meta"] if name == "ocr" else structured["meta"]
-        assert meta["engine"] == "remote"
+        assert result_of(check_structured(result, tools[name]))["meta"]["engine"] == "remote"
     assert results["extract"].structured_content is not None
     assert set(results["extract"].structured_content["result"]["data"]) == {"ok"}
