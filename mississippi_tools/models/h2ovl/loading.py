@@ -229,10 +229,13 @@ def load_weights(
     model: H2OVLForConditionalGeneration,
     directory: Path,
     *,
-    dtype: torch.dtype,
+    dtype: torch.dtype | None,
     allow_pickle: bool = False,
 ) -> None:
-    """Fill ``model`` (built on the meta device) with a checkpoint's tensors, cast to ``dtype``."""
+    """Fill ``model`` (built on the meta device) with a checkpoint's tensors, cast to ``dtype``.
+
+    ``dtype=None`` keeps each tensor in the file's dtype (the int8 path quantizes from it).
+    """
     files = find_checkpoint_files(directory, allow_pickle=allow_pickle)
     plan = _plan(model, _header_shapes(files))
     state: dict[str, torch.Tensor] = {}
@@ -240,7 +243,8 @@ def load_weights(
         targets = plan.get(name)
         if targets is None:
             continue
-        tensor = tensor.to(dtype)
+        if dtype is not None:
+            tensor = tensor.to(dtype)
         if len(targets) == 3:
             for target, part in zip(targets, tensor.chunk(3, dim=0), strict=True):
                 state[target] = part.contiguous()

@@ -117,9 +117,11 @@ class H2OVLForConditionalGeneration(nn.Module):
         return self._reference_weight().device
 
     def _reference_weight(self) -> torch.Tensor:
-        linear = self.mlp1[1]
-        assert isinstance(linear, nn.Linear)
-        return linear.weight
+        # The projector's norm: a float weight even when the linear layers are int8.
+        norm = self.mlp1[0]
+        assert isinstance(norm, nn.LayerNorm)
+        assert norm.weight is not None
+        return norm.weight
 
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Image tokens for tiles.

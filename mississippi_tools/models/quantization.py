@@ -1,0 +1,238 @@
+"""int8 linear layers on CPUs: per-channel int8 weights, int8 activations quantized per call.
+
+``quantization="int8"`` replaces the ``nn.Linear`` layers of a model's vision encoder, projector
+and decoder with PyTorch's dynamic int8 linears (``torch.ao.nn.quantized.dynamic.Linear``): each
+output channel's weights are rounded to int8 with their own scale once, at load time, and packed
+for the CPU's int8 kernel; each call quantizes its float32 input on the fly (one scale per call),
+multiplies in int8 with int32 accumulation, and returns float32. These are PyTorch's maintained
+CPU kernels (oneDNN and FBGEMM), chosen over torchao because they ran fastest here (see
+``benchmarks/quantization.py``).
+
+Why float32 around them: the dynamic int8 kernels take and return float32 activations, so the
+layers that stay in floating point (embeddings, norms, the patch convolution, attention and the
+vocabulary projection ``lm_head``) compute in float32 too; a bfloat16 model would convert at each
+of the ~300 int8 layers' boundaries. Embeddings and ``lm_head`` stay unquantized: the embedding is
+a table lookup, and ``lm_head``'s errors land directly on the answer's scores.
+
+The kernel engine (``torch.backends.quantized.engine``) is chosen from the CPU's flags
+(:func:`choose_engine`): ``onednn`` where the CPU has AMX-INT8 (its AMX kernels multiplied a
+256-row batch 2.9x faster than FBGEMM's on a Xeon with AMX), else ``x86`` (FBGEMM's AVX2 /
+AVX512-VNNI kernels, PyTorch's default on x86). The weights are packed for that engine when they
+are quantized.
+
+Memory: weights are quantized one layer at a time from the checkpoint's own dtype, and each
+float weight is dropped as soon as its int8 copy exists, so no float32 copy of the whole model
+is ever held.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+from mississippi_tools.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "QUANTIZATION_MODES",
+    "CpuFeatures",
+    "Quantization",
+    "QuantizationReport",
+    "check_quantization",
+    "choose_engine",
+    "cpu_features",
+    "quantize_linears",
+]
+
+Quantization: TypeAlias = Literal["int8"]
+"""The quantization modes a model can be loaded with."""
+
+#: Every accepted value of the ``quantization`` option (``None`` means off).
+QUANTIZATION_MODES: tuple[str, ...] = ("int8",)
+
+#: The CPU flags (``/proc/cpuinfo`` spelling) that decide the int8 and bfloat16 kernels.
+_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """What the CPU can compute fast, as the kernels see it.
+
+    Attributes:
+        model: The CPU's name (``/proc/cpuinfo``'s ``model name``; empty if unknown).
+        flags: Those of ``avx2``, ``avx512f``, ``avx512_vnni``, ``avx_vnni``, ``avx512_bf16``,
+            ``amx_bf16``, ``amx_int8`` that the CPU has.
+        capability: PyTorch's own reading (``torch.backends.cpu.get_cpu_capability()``).
+    """
+
+    model: str
+    flags: tuple[str, ...]
+    capability: str
+
+    def has(self, flag: str) -> bool:
+        """Whether the CPU has ``flag``."""
+        return flag in self.flags
+
+
+@functools.cache
+def cpu_features() -> CpuFeatures:
+    """This machine's CPU, read once from ``/proc/cpuinfo`` (empty flags where there is none)."""
+    import torch
+
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
+            text = handle.read(200_000)
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags.update(value.split())
+            break
+    return CpuFeatures(
+        model=model,
+        flags=tuple(flag for flag in _FLAGS if flag in flags),
+        capability=torch.backends.cpu.get_cpu_capability(),
+    )
+
+
+def choose_engine(features: CpuFeatures | None = None) -> str:
+    """The quantized kernel engine for this CPU: ``onednn`` with AMX-INT8, else ``x86``.
+
+    Falls back to ``fbgemm`` or ``qnnpack`` (ARM) when this torch build lacks ``x86``.
+    """
+    import torch
+
+    supported = torch.backends.quantized.supported_engines
+    features = features or cpu_features()
+    preferred = ["onednn", "x86"] if features.has("amx_int8") else ["x86"]
+    for engine in [*preferred, "fbgemm", "onednn", "qnnpack"]:
+        if engine in supported:
+            return engine
+    raise InvalidInputError(
+        "quantization='int8' needs PyTorch's quantized CPU kernels, which this torch build "
+        f"lacks (engines: {supported}); leave quantization unset"
+    )
+
+
+def check_quantization(
+    quantization: str | None, *, device: torch.device, family: str, supported: bool
+) -> Quantization | None:
+    """``quantization`` if this backend on this device can load with it.
+
+    Raises:
+        InvalidInputError: A value other than ``"int8"``/``None``, a non-CPU device, or a
+            backend without int8 support; the message names the option.
+    """
+    if quantization is None:
+        return None
+    if quantization not in QUANTIZATION_MODES:
+        raise InvalidInputError(
+            f"quantization {quantization!r} is not supported; use 'int8' or leave it unset "
+            "(no quantization)"
+        )
+    if device.type != "cpu":
+        raise InvalidInputError(
+            f"quantization='int8' runs on the CPU (PyTorch's int8 CPU kernels); the model is "
+            f"loading on {device}: use device='cpu' or leave quantization unset"
+        )
+    if not supported:
+        raise InvalidInputError(
+            f"quantization='int8' is not available for {family} models yet (it is for: h2ovl); "
+            "leave quantization unset"
+        )
+    return "int8"
+
+
+@dataclass(frozen=True)
+class QuantizationReport:
+    """What :func:`quantize_linears` did.
+
+    Attributes:
+        mode: ``"int8"``.
+        engine: The kernel engine the weights were packed for (``onednn``, ``x86`` ...).
+        layers: How many linear layers became int8.
+        skipped: Names of the linear layers left in floating point.
+        cpu: The CPU the engine was chosen for.
+    """
+
+    mode: Quantization
+    engine: str
+    layers: int
+    skipped: tuple[str, ...]
+    cpu: CpuFeatures
+
+    def describe(self) -> str:
+        """One line for logs and model info: ``int8 (onednn; avx2, amx_int8 ...)``."""
+        flags = ", ".join(self.cpu.flags) or "no SIMD flags read"
+        return f"{self.mode} ({self.engine} kernels, {self.layers} layers; CPU {flags})"
+
+
+def quantize_linears(
+    module: nn.Module,
+    *,
+    skip: tuple[str, ...] = ("lm_head",),
+    engine: str | None = None,
+) -> QuantizationReport:
+    """Replace ``module``'s ``nn.Linear`` layers with dynamic int8 ones, in place, one at a time.
+
+    Each layer's float weight is quantized per output channel (symmetric int8), packed for
+    ``engine`` and released before the next layer is done. Biases stay float32.
+
+    Args:
+        module: The model (its linear layers in any floating dtype, on the CPU).
+        skip: Layers to leave in floating point: a name matches when it equals a skipped name
+            or ends with ``.`` + one.
+        engine: The kernel engine (default: :func:`choose_engine`); it also becomes the
+            process's ``torch.backends.quantized.engine``.
+
+    Returns:
+        The engine, how many layers were quantized and which were skipped.
+    """
+    import torch
+    from torch import nn
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    engine = engine or choose_engine()
+    torch.backends.quantized.engine = engine
+    # Names only: holding the modules would keep every float weight alive until the end.
+    targets = [name for name, child in module.named_modules() if type(child) is nn.Linear]
+    skipped = tuple(name for name in targets if _skipped(name, skip))
+    count = 0
+    for name in targets:
+        if name in skipped:
+            continue
+        linear = module.get_submodule(name)
+        assert isinstance(linear, nn.Linear)
+        parent_name, _, attribute = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        with torch.no_grad():
+            source = nn.Linear(linear.in_features, linear.out_features, bias=False, device="meta")
+            source.weight = nn.Parameter(linear.weight.detach().float(), requires_grad=False)
+            if linear.bias is not None:
+                source.bias = nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+            source.qconfig = per_channel_dynamic_qconfig  # type: ignore[assignment]
+            with warnings.catch_warnings():
+                # torch 2.10+ marks the quantized tensor types deprecated in favour of torchao;
+                # the kernels below are the maintained oneDNN/FBGEMM ones.
+                warnings.simplefilter("ignore")
+                quantized = DynamicLinear.from_float(source)  # type: ignore[no-untyped-call]
+        setattr(parent, attribute, quantized)
+        del source, linear
+        count += 1
+    return QuantizationReport(
+        mode="int8", engine=engine, layers=count, skipped=skipped, cpu=cpu_features()
+    )
+
+
+def _skipped(name: str, skip: tuple[str, ...]) -> bool:
+    return any(name == s or name.endswith("." + s) for s in skip)
