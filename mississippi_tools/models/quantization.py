@@ -32,7 +32,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
-from mississippi_tools.errors import InvalidInputError
+from mississippi_tools.errors import InvalidInputError, Remedy
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +54,9 @@ Quantization: TypeAlias = Literal["int8"]
 
 #: Every accepted value of the ``quantization`` option (``None`` means off).
 QUANTIZATION_MODES: tuple[str, ...] = ("int8",)
+
+#: The fix when int8 cannot apply: load without quantization.
+_UNSET = Remedy("no_quantization")
 
 #: The CPU flags (``/proc/cpuinfo`` spelling) that decide the int8 and bfloat16 kernels.
 _FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -119,35 +122,44 @@ def choose_engine(features: CpuFeatures | None = None) -> str:
             return engine
     raise InvalidInputError(
         "quantization='int8' needs PyTorch's quantized CPU kernels, which this torch build "
-        f"lacks (engines: {supported}); leave quantization unset"
+        f"lacks (engines: {supported})",
+        remedy=_UNSET,
     )
 
 
 def check_quantization(
-    quantization: str | None, *, device: torch.device, family: str, supported: bool
+    quantization: str | None,
+    *,
+    device: torch.device,
+    family: str,
+    supported: bool,
+    families: tuple[str, ...] = ("h2ovl",),
 ) -> Quantization | None:
     """``quantization`` if this backend on this device can load with it.
 
     Raises:
         InvalidInputError: A value other than ``"int8"``/``None``, a non-CPU device, or a
-            backend without int8 support; the message names the option.
+            backend without int8 support (``families``: those with it); the message names
+            the option.
     """
     if quantization is None:
         return None
     if quantization not in QUANTIZATION_MODES:
         raise InvalidInputError(
-            f"quantization {quantization!r} is not supported; use 'int8' or leave it unset "
-            "(no quantization)"
+            f"quantization {quantization!r} is not supported: the modes are 'int8' and none",
+            remedy=Remedy("quantization", "int8"),
         )
     if device.type != "cpu":
         raise InvalidInputError(
             f"quantization='int8' runs on the CPU (PyTorch's int8 CPU kernels); the model is "
-            f"loading on {device}: use device='cpu' or leave quantization unset"
+            f"loading on {device}: load it on the CPU, or without quantization",
+            remedy=_UNSET,
         )
     if not supported:
         raise InvalidInputError(
-            f"quantization='int8' is not available for {family} models yet (it is for: h2ovl); "
-            "leave quantization unset"
+            f"quantization='int8' is not available for {family} models yet (it is for: "
+            f"{', '.join(families) or 'none'})",
+            remedy=_UNSET,
         )
     return "int8"
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mississippi_tools.errors import ConfigError, InvalidInputError, ModelNotFoundError
+from mississippi_tools.errors import ConfigError, InvalidInputError, ModelNotFoundError, Remedy
 
 if TYPE_CHECKING:
     import torch
@@ -241,6 +241,9 @@ def load_backend(
             device=resolved_device,
             family=backend_cls.family,
             supported=backend_cls.supports_quantization,
+            families=()
+            if backend_cls.supports_quantization
+            else tuple(sorted({c.family for c in _loaded_backends() if c.supports_quantization})),
         )
         dtype = _quantized_dtype(quantization, dtype)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
@@ -272,8 +275,9 @@ def _quantized_dtype(quantization: str, dtype: str | torch.dtype) -> str:
     if str(dtype).removeprefix("torch.") not in ("auto", "float32", "fp32"):
         raise InvalidInputError(
             f"quantization={quantization!r} computes everything but the int8 layers in float32 "
-            f"(the int8 kernels take float32 activations); dtype {str(dtype)!r} does not apply: "
-            "leave dtype 'auto' or set 'float32'"
+            f"(the int8 kernels take float32 activations), so dtype {str(dtype)!r} does not "
+            "apply: leave dtype 'auto' or set 'float32'",
+            remedy=Remedy("no_quantization"),
         )
     return "float32"
 
