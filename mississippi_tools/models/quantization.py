@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
@@ -46,6 +47,7 @@ __all__ = [
     "check_quantization",
     "choose_engine",
     "cpu_features",
+    "layer_sqnr",
     "quantize_linears",
 ]
 
@@ -244,6 +246,55 @@ def quantize_linears(
     return QuantizationReport(
         mode="int8", engine=engine, layers=count, skipped=skipped, cpu=cpu_features()
     )
+
+
+def layer_sqnr(
+    reference: nn.Module, quantized: nn.Module, run: Callable[[nn.Module], object]
+) -> dict[str, float]:
+    """Signal-to-quantization-noise ratio (dB) of each int8 layer, on the inputs it really sees.
+
+    ``run(reference)`` is called once with hooks recording each linear layer's input and
+    output; each layer of ``quantized`` with the same name is then fed the recorded input.
+    SQNR is ``10 log10(|y|^2 / |y - y_int8|^2)``: about 6 dB per bit, so 30-40 dB is what
+    8-bit weights and activations give, and a wrong scale or layout shows as < 10 dB.
+    """
+    import torch
+    from torch import nn
+
+    recorded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    names = {name for name, m in quantized.named_modules() if _is_int8(m)}
+
+    def recorder(name: str) -> Callable[..., None]:
+        def record(_module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            if name not in recorded:  # the first call (a layer may run more than once)
+                recorded[name] = (args[0].detach().float(), out.detach().float())
+
+        return record
+
+    hooks = [
+        module.register_forward_hook(recorder(name))
+        for name, module in reference.named_modules()
+        if name in names and isinstance(module, nn.Linear)
+    ]
+    try:
+        with torch.inference_mode():
+            run(reference)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    ratios: dict[str, float] = {}
+    with torch.inference_mode():
+        for name, (inputs, expected) in recorded.items():
+            got = quantized.get_submodule(name)(inputs)
+            noise = (expected - got).pow(2).sum().clamp_min(1e-30)
+            ratios[name] = float(10 * torch.log10(expected.pow(2).sum() / noise))
+    return ratios
+
+
+def _is_int8(module: nn.Module) -> bool:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    return isinstance(module, DynamicLinear)
 
 
 def _skipped(name: str, skip: tuple[str, ...]) -> bool:
