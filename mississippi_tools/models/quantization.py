@@ -14,11 +14,18 @@ vocabulary projection ``lm_head``) compute in float32 too; a bfloat16 model woul
 of the ~300 int8 layers' boundaries. Embeddings and ``lm_head`` stay unquantized: the embedding is
 a table lookup, and ``lm_head``'s errors land directly on the answer's scores.
 
-The kernel engine (``torch.backends.quantized.engine``) is chosen from the CPU's flags
-(:func:`choose_engine`): ``onednn`` where the CPU has AMX-INT8 (its AMX kernels multiplied a
-256-row batch 2.9x faster than FBGEMM's on a Xeon with AMX), else ``x86`` (FBGEMM's AVX2 /
-AVX512-VNNI kernels, PyTorch's default on x86). The weights are packed for that engine when they
-are quantized.
+The kernel engine (``torch.backends.quantized.engine``) is ``x86`` (FBGEMM's AVX2 / AVX512-VNNI
+kernels, PyTorch's default on x86; :func:`choose_engine`), packed when the weights are
+quantized. Measured on a 2-core Xeon with AMX (``[rows, 1536] x [1536, 4096]``): ``x86`` took
+0.157 ms for one row (a decoding step) against oneDNN's 0.205 and bfloat16's 0.454; oneDNN's AMX
+kernels won at 256 rows (0.89 ms against 2.6), but oneDNN keeps a second copy of every int8
+weight (the original beside the packed one: 1.3 bytes a weight against 0.5 measured), which
+costs the memory int8 is for. ``onednn`` stays available through ``quantize_linears(engine=)``.
+
+Which parts become int8 is measured per CPU (:func:`int8_skips`): where the CPU computes
+bfloat16 natively (AVX512-BF16 / AMX), its bfloat16 products beat dynamic int8 on the vision
+encoder's large batches (a 6-tile page's encoder: 3.9 s in bfloat16 against 9.8 s in int8 on the
+Xeon above), so the vision encoder stays bfloat16 there; on other CPUs (AVX2) it becomes int8.
 
 Memory: weights are quantized one layer at a time from the checkpoint's own dtype, and each
 float weight is dropped as soon as its int8 copy exists, so no float32 copy of the whole model
@@ -47,6 +54,7 @@ __all__ = [
     "check_quantization",
     "choose_engine",
     "cpu_features",
+    "int8_skips",
     "layer_sqnr",
     "quantize_linears",
 ]
@@ -110,16 +118,15 @@ def cpu_features() -> CpuFeatures:
 
 
 def choose_engine(features: CpuFeatures | None = None) -> str:
-    """The quantized kernel engine for this CPU: ``onednn`` with AMX-INT8, else ``x86``.
+    """The quantized kernel engine for this CPU: ``x86`` (see the module docstring).
 
-    Falls back to ``fbgemm`` or ``qnnpack`` (ARM) when this torch build lacks ``x86``.
+    Falls back to ``fbgemm``, ``onednn`` or ``qnnpack`` (ARM) when this torch build lacks ``x86``.
     """
     import torch
 
     supported = torch.backends.quantized.supported_engines
-    features = features or cpu_features()
-    preferred = ["onednn", "x86"] if features.has("amx_int8") else ["x86"]
-    for engine in [*preferred, "fbgemm", "onednn", "qnnpack"]:
+    del features  # x86 on every x86 CPU (see the module docstring); kept for other policies
+    for engine in ["x86", "fbgemm", "onednn", "qnnpack"]:
         if engine in supported:
             return engine
     raise InvalidInputError(
@@ -203,8 +210,8 @@ def quantize_linears(
 
     Args:
         module: The model (its linear layers in any floating dtype, on the CPU).
-        skip: Layers to leave in floating point: a name matches when it equals a skipped name
-            or ends with ``.`` + one.
+        skip: Layers to leave in floating point: a name matches when it equals a skipped name,
+            ends with ``.`` + one, or lies under one (``vision_model`` covers its layers).
         engine: The kernel engine (default: :func:`choose_engine`); it also becomes the
             process's ``torch.backends.quantized.engine``.
 
@@ -297,5 +304,12 @@ def _is_int8(module: nn.Module) -> bool:
     return isinstance(module, DynamicLinear)
 
 
+def int8_skips(features: CpuFeatures | None = None) -> tuple[str, ...]:
+    """What stays in floating point: ``lm_head``, and the vision encoder on native-bf16 CPUs."""
+    features = features or cpu_features()
+    native_bf16 = features.has("avx512_bf16") or features.has("amx_bf16")
+    return ("lm_head", "vision_model") if native_bf16 else ("lm_head",)
+
+
 def _skipped(name: str, skip: tuple[str, ...]) -> bool:
-    return any(name == s or name.endswith("." + s) for s in skip)
+    return any(name == s or name.endswith("." + s) or name.startswith(s + ".") for s in skip)

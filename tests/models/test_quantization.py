@@ -18,6 +18,7 @@ from mississippi_tools.models.quantization import (
     CpuFeatures,
     choose_engine,
     cpu_features,
+    int8_skips,
     layer_sqnr,
     quantize_linears,
 )
@@ -61,9 +62,18 @@ def test_every_linear_but_lm_head_is_int8(int8_backend: Backend) -> None:
     assert isinstance(int8_backend, H2OVLBackend)
     report = int8_backend.quantization
     assert report is not None and report.mode == "int8"
-    assert report.skipped == ("language_model.lm_head",)
-    linears = [m for m in int8_backend.model.modules() if type(m) is nn.Linear]
-    assert linears == [int8_backend.model.language_model.lm_head]
+    model = int8_backend.model
+    floating = {name for name, m in model.named_modules() if type(m) is nn.Linear}
+    assert set(report.skipped) == floating
+    assert "language_model.lm_head" in floating
+    assert not any(name.startswith(("language_model.model.", "mlp1")) for name in floating)
+    # The vision encoder stays bfloat16 where the CPU computes it natively, else it is int8.
+    vision_dtype = model.vision_model.embeddings.patch_embeddings.projection.weight.dtype
+    if "vision_model" in int8_skips():
+        assert vision_dtype == torch.bfloat16
+        assert all(n.startswith("vision_model.") for n in floating - {"language_model.lm_head"})
+    else:
+        assert floating == {"language_model.lm_head"}
     quantized = [
         m
         for m in int8_backend.model.modules()
@@ -98,14 +108,13 @@ def test_every_int8_layer_keeps_its_signal(int8_backend: Backend, tiny_backend: 
     assert min(ratios.values()) > MIN_LAYER_SQNR, ratios
 
 
-def test_the_engine_follows_the_cpu_flags() -> None:
-    amx = CpuFeatures(model="x", flags=("avx2", "avx512_vnni", "amx_int8"), capability="AVX512")
+def test_the_parts_and_engine_follow_the_cpu_flags() -> None:
+    amx = CpuFeatures(model="x", flags=("avx2", "avx512_bf16", "amx_bf16"), capability="AVX512")
     avx2 = CpuFeatures(model="x", flags=("avx2",), capability="AVX2")
-    engines = torch.backends.quantized.supported_engines
-    if "onednn" in engines:
-        assert choose_engine(amx) == "onednn"
-    if "x86" in engines:
-        assert choose_engine(avx2) == "x86"
+    assert int8_skips(amx) == ("lm_head", "vision_model")
+    assert int8_skips(avx2) == ("lm_head",)
+    if "x86" in torch.backends.quantized.supported_engines:
+        assert choose_engine(avx2) == choose_engine(amx) == "x86"
     here = cpu_features()
     assert set(here.flags) <= {
         "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"

@@ -39,6 +39,7 @@ from mississippi_tools.models.precision import (
 from mississippi_tools.models.quantization import (
     Quantization,
     QuantizationReport,
+    int8_skips,
     quantize_linears,
 )
 
@@ -104,8 +105,10 @@ class H2OVLBackend(DecoderBackend):
         """Load a checkpoint directory in the original format.
 
         With ``quantization="int8"`` (CPU; ``dtype`` float32) the weights are read in the
-        file's dtype, every linear layer but ``lm_head`` becomes int8 one at a time, and the
-        rest is cast to float32 (:mod:`mississippi_tools.models.quantization`).
+        file's dtype, the decoder's and projector's linear layers (and the vision encoder's on
+        CPUs without native bfloat16) become int8 one at a time, the vision encoder stays
+        bfloat16 on CPUs with it, and the rest is cast to float32
+        (:mod:`mississippi_tools.models.quantization`).
         """
         started = time.perf_counter()
         config = load_config(directory)
@@ -118,10 +121,12 @@ class H2OVLBackend(DecoderBackend):
         report: QuantizationReport | None = None
         if quantization is not None:
             load_weights(model, directory, dtype=None, allow_pickle=allow_pickle)
-            report = quantize_linears(model, skip=("lm_head",))
+            report = quantize_linears(model, skip=int8_skips())
         else:
             load_weights(model, directory, dtype=dtype, allow_pickle=allow_pickle)
         cast_model(model, dtype)
+        if report is not None and any(s.startswith("vision_model") for s in report.skipped):
+            cast_model(model.vision_model, torch.bfloat16)  # native bfloat16 beats int8 there
         if emulated:  # see mississippi_tools.models.precision
             compute_large_products_in_float32(model)
         model.to(device)
