@@ -124,9 +124,14 @@ class H2OVLBackend(DecoderBackend):
             report = quantize_linears(model, skip=int8_skips())
         else:
             load_weights(model, directory, dtype=dtype, allow_pickle=allow_pickle)
-        cast_model(model, dtype)
         if report is not None and any(s.startswith("vision_model") for s in report.skipped):
-            cast_model(model.vision_model, torch.bfloat16)  # native bfloat16 beats int8 there
+            # Native bfloat16 beats int8 on the vision encoder: it stays bfloat16 (cast apart,
+            # never through float32, which would hold a float32 copy of it at load).
+            cast_model(model.vision_model, torch.bfloat16)
+            cast_model(model.mlp1, dtype)
+            cast_model(model.language_model, dtype)
+        else:
+            cast_model(model, dtype)
         if emulated:  # see mississippi_tools.models.precision
             compute_large_products_in_float32(model)
         model.to(device)
