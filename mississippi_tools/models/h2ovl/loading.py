@@ -178,7 +178,8 @@ def _read_unmapped(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
             first, last = entry["data_offsets"]
             raw = torch.empty(last - first, dtype=torch.uint8)
             handle.seek(start + first)
-            if handle.readinto(memoryview(raw.numpy())) != last - first:
+            buffer: Any = raw.numpy()  # a writable buffer over the tensor's bytes
+            if handle.readinto(buffer) != last - first:
                 raise ModelLoadError(f"{path} is truncated at tensor {name}")
             dtype = getattr(torch, _SAFETENSORS_DTYPES[entry["dtype"]])
             yield name, raw.view(dtype).reshape(entry["shape"])
