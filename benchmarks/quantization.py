@@ -252,6 +252,8 @@ def run(
     from benchmarks.limits import memory_bandwidth
     from mississippi_tools import testing
 
+    # Other work on a shared machine skews timings: the load average says if there was any.
+    started_load = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="bench-quant-") as scratch:
         tiny = testing.build_tiny_checkpoint(Path(scratch) / "tiny")
         if quick:
@@ -280,6 +282,7 @@ def run(
             accuracy["800m"] = _in_process("accuracy", checkpoint=full, new_tokens=new_tokens)
         result["accuracy"] = accuracy
     result["ratios"] = ratios(result)
+    result["load_average"] = {"start": started_load, "end": list(os.getloadavg())}
     return result
 
 
@@ -314,7 +317,10 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"memory read {m['memory_read_gbps']:.1f} GB/s.",
         "",
         f"Checkpoint: {result['checkpoint']} (random weights), {result['new_tokens']} new tokens "
-        "per request; each mode in its own process.",
+        "per request; each mode in its own process. Load average (1, 5, 15 min) at the start "
+        f"{_loads(result['load_average']['start'])}, at the end "
+        f"{_loads(result['load_average']['end'])}: above ~0.5 on this 2-core machine, other work "
+        "shared the CPU and the timings are skewed.",
         "",
         "| | bfloat16 | int8 | int8 / bfloat16 |",
         "|---|---:|---:|---:|",
@@ -374,6 +380,10 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _loads(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
