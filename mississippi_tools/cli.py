@@ -39,6 +39,7 @@ from mississippi_tools.cli_common import (  # noqa: F401  (ExitCode and the help
     MaxTilesOption,
     MaxTokensOption,
     ModelOption,
+    QuantizationOption,
     RemoteOption,
     _open_vlm,
     describe_error,
@@ -67,6 +68,7 @@ def generate(
     model: ModelOption = DEFAULT_MODEL,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
+    quantization: QuantizationOption = None,
     remote: RemoteOption = None,
     api_key: ApiKeyOption = None,
     allow_urls: AllowUrlsOption = False,
@@ -78,6 +80,7 @@ def generate(
             model=model,
             device=device,
             dtype=dtype,
+            quantization=quantization,
             remote=remote,
             api_key=api_key,
             allow_urls=allow_urls,
@@ -127,6 +130,7 @@ def serve(
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None,
+    quantization: QuantizationOption = None,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -207,6 +211,7 @@ def serve(
             "model": model,
             "device": device,
             "dtype": dtype,
+            "quantization": quantization,
             "api_key": api_key,
             "allow_urls": allow_urls,
             "served_model_name": served_model_name,
@@ -307,6 +312,7 @@ def info(
     model: ModelOption = DEFAULT_MODEL,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
+    quantization: QuantizationOption = None,
     remote: RemoteOption = None,
     api_key: ApiKeyOption = None,
     family: FamilyOption = None,
@@ -317,15 +323,19 @@ def info(
         "model": model,
         "device": device,
         "dtype": dtype,
+        "quantization": quantization,
         "remote": remote,
         "api_key": api_key,
         "family": family,
     }
+    from mississippi_tools.serving import describe_compute
+
     with exit_on_error():
         vlm = open_vlm(common, source_policy(common))
         with vlm:
             described = vlm.model_info
             tasks = [spec.name for spec in vlm.tasks]
+            compute = describe_compute(vlm)
     options = [
         {"name": o.name, "type": o.kind.__name__, "description": o.description}
         for o in described.options
@@ -337,11 +347,19 @@ def info(
             "max_context": described.max_context,
             "options": options,
             "tasks": tasks,
+            **compute,
         }
         typer.echo(json.dumps(payload, indent=2))
         return
     typer.echo(f"model: {described.model_id} ({described.family})")
     typer.echo(f"context: {described.max_context} tokens")
+    if compute:
+        quantized = compute["quantization"]
+        kernels = f" ({compute['kernel_engine']} kernels)" if quantized else ""
+        typer.echo(
+            f"compute: {compute['device']}, {compute['dtype']}, "
+            f"quantization {quantized or 'none'}{kernels}"
+        )
     typer.echo(f"tasks: {', '.join(tasks) or 'none'}")
     typer.echo("options:" if options else "options: none")
     for option in options:

@@ -62,6 +62,14 @@ ModelOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
 DtypeOption = Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")]
+QuantizationOption = Annotated[
+    str | None,
+    typer.Option(
+        help="int8: int8 linear layers on the CPU (faster, smaller; answers can change "
+        "slightly). H2OVL only; off by default.",
+        show_default=False,
+    ),
+]
 RemoteOption = Annotated[
     str | None,
     typer.Option(
@@ -151,6 +159,8 @@ def fail(code: ExitCode, message: str) -> NoReturn:
 #: How the CLI spells the options that fix errors (see ``mississippi_tools.errors.Remedy``).
 CLI_SPELLING: dict[str, str] = {
     "memory_limit": "--max-memory {value}",
+    "quantization": "pass --quantization {value}",
+    "no_quantization": "leave out --quantization",
     "allow_urls": "pass --allow-urls",
     "pages": "pass --pages {value}",
     "max_new_tokens": "pass --max-new-tokens {value}",
@@ -225,6 +235,7 @@ def task_options(default_max_new_tokens: int) -> list[tuple[str, Any, Any]]:
         ("model", ModelOption, DEFAULT_MODEL),
         ("device", DeviceOption, "auto"),
         ("dtype", DtypeOption, "auto"),
+        ("quantization", QuantizationOption, None),
         ("remote", RemoteOption, None),
         ("api_key", ApiKeyOption, None),
         ("family", FamilyOption, None),
@@ -280,7 +291,11 @@ def open_vlm(common: dict[str, Any], policy: Any) -> MississippiVLM:
             policy=policy,
         )
     return MississippiVLM.load(
-        common["model"], device=common["device"], dtype=common["dtype"], policy=policy
+        common["model"],
+        device=common["device"],
+        dtype=common["dtype"],
+        quantization=common.get("quantization"),
+        policy=policy,
     )
 
 
@@ -292,11 +307,13 @@ def _open_vlm(
     remote: str | None,
     api_key: str | None,
     allow_urls: bool = False,
+    quantization: str | None = None,
 ) -> MississippiVLM:
     common = {
         "model": model,
         "device": device,
         "dtype": dtype,
+        "quantization": quantization,
         "remote": remote,
         "api_key": api_key,
         "allow_urls": allow_urls,

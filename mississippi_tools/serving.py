@@ -37,6 +37,7 @@ __all__ = [
     "ModelLoader",
     "ModelNotReadyError",
     "ModelSettings",
+    "describe_compute",
     "describe_origin",
     "describe_placement",
 ]
@@ -405,6 +406,9 @@ class ModelSettings(BaseSettings):
     ..."""
     dtype: str = "auto"
     """``auto``, ``float32``, ``bfloat16`` or ``float16``."""
+    quantization: Literal["int8"] | None = None
+    """``int8``: int8 linear layers on the CPU, the rest in float32 (faster and smaller; answers
+    can change slightly; H2OVL only). ``None``: off."""
     allow_urls: bool = False
     """Fetch http(s) image URLs (public addresses only)."""
     allow_private_urls: bool = False
@@ -439,9 +443,32 @@ def describe_origin(model: str) -> str:
     return "the hub cache (downloaded first if missing)"
 
 
+def describe_compute(vlm: MississippiVLM) -> dict[str, object]:
+    """How a loaded model computes, for ``/health``, ``/v1/models`` and ``info``.
+
+    ``device``, ``dtype``, ``quantization`` (``int8`` or ``None``) and, when int8, the kernel
+    ``engine`` and the ``cpu_flags`` it was chosen for. Empty for a remote engine.
+    """
+    backend = getattr(vlm.engine, "backend", None)
+    if backend is None:
+        return {}
+    report = getattr(backend, "quantization", None)
+    described: dict[str, object] = {
+        "device": str(backend.device),
+        "dtype": str(backend.dtype).removeprefix("torch."),
+        "quantization": None if report is None else report.mode,
+    }
+    if report is not None:
+        described["kernel_engine"] = report.engine
+        described["cpu_flags"] = list(report.cpu.flags)
+    return described
+
+
 def describe_placement(vlm: MississippiVLM) -> str:
     """Device and dtype of a loaded model, e.g. ``cpu, bfloat16`` (the engine's name if remote)."""
     backend = getattr(vlm.engine, "backend", None)
     if backend is None:
         return f"{vlm.engine.name} engine"
-    return f"{backend.device}, {str(backend.dtype).removeprefix('torch.')}"
+    placed = f"{backend.device}, {str(backend.dtype).removeprefix('torch.')}"
+    report = getattr(backend, "quantization", None)
+    return placed if report is None else f"{placed}, {report.describe()}"

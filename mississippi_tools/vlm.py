@@ -13,7 +13,7 @@ import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from mississippi_tools.batch import (
     DEFAULT_MAX_PAGES,
@@ -189,6 +189,7 @@ class MississippiVLM(TaskMethods):
         max_memory: Mapping[str | int, int | str] | None = None,
         offload_dir: str | Path | None = None,
         memory_limit: int | str | None = None,
+        quantization: Literal["int8"] | None = None,
     ) -> MississippiVLM:
         """Load a model into this process.
 
@@ -216,6 +217,11 @@ class MississippiVLM(TaskMethods):
             memory_limit: A memory ceiling (bytes, or ``"8GB"``, ``"512MiB"``): refuse to load a
                 model whose weights at the load dtype plus the engine's cache budgets are
                 estimated above it.
+            quantization: ``"int8"``: the linear layers of the vision encoder, projector and
+                decoder run as int8 on the CPU (per-channel int8 weights, activations
+                quantized per call; PyTorch's oneDNN/FBGEMM kernels, chosen from the CPU's
+                flags), the rest in float32. Faster and smaller on CPUs; answers can change
+                slightly. H2OVL only; ``dtype`` must stay ``"auto"`` or ``"float32"``.
 
         Raises:
             MissingDependencyError: The ``local`` extra is not installed.
@@ -247,6 +253,7 @@ class MississippiVLM(TaskMethods):
             offload_dir=offload_dir,
             memory_limit=None if memory_limit is None else parse_bytes(memory_limit),
             reserved_memory=int((caches.feature_cache_mb + caches.prefix_cache_mb) * 2**20),
+            quantization=quantization,
         )
         return cls(LocalEngine(backend, engine_config), policy=policy, limits=limits)
 

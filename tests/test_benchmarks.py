@@ -61,3 +61,21 @@ def test_idefics1_stage_runs_on_tiny_checkpoints() -> None:
     assert all(run["tokens"] == 3 for run in result["measured"].values())
     assert set(result["extrapolated_seconds"]) == {"vision", "prefill", "decode"}
     assert result["parameters"] == sum(result["parameters_by_part"].values())
+
+
+def test_quantization_benchmark_quick_runs_and_writes_nothing() -> None:
+    from benchmarks import quantization
+
+    written = sorted(quantization.RESULTS.glob("quantization.*"))
+    before = {path: path.stat().st_mtime_ns for path in written}
+    result = quantization.main(["--quick", "--new-tokens", "2"])
+    assert result is not None
+    assert set(result["modes"]) == {"bfloat16", "int8"}
+    assert result["modes"]["int8"]["kernel_engine"] == result["machine"]["int8_engine"]
+    assert result["modes"]["int8"]["int8_layers"] > 0
+    assert set(result["ratios"]) >= {"request_1_tile", "page_6_tile", "peak_rss"}
+    tiny = result["accuracy"]["tiny"]
+    assert tiny["layers"] == result["modes"]["int8"]["int8_layers"]
+    assert 0.0 <= tiny["greedy_agreement"] <= 1.0
+    assert "int8 kernel engine" in quantization.markdown(result, "cmd")
+    assert {p: p.stat().st_mtime_ns for p in quantization.RESULTS.glob("quantization.*")} == before

@@ -122,6 +122,10 @@ MCP_SPELLING: dict[str, str] = {
     "max_jpeg_scans": "re-encode the image as PNG",
     "max_pdf_stream_bytes": "pass the pages as images",
     "max_new_tokens": "pass max_new_tokens={value} if the tool takes it, or ask for less",
+    "quantization": "ask the user to start this server with --quantization {value} "
+    "(MISSISSIPPI_MCP_QUANTIZATION)",
+    "no_quantization": "ask the user to start this server without --quantization "
+    "(unset MISSISSIPPI_MCP_QUANTIZATION)",
 }
 
 T = TypeVar("T")
@@ -340,6 +344,7 @@ def load_vlm(settings: MCPSettings) -> MississippiVLM:
         settings.model_name,
         device=settings.device,
         dtype=settings.dtype,
+        quantization=settings.quantization,
         progress=False,  # no progress bars: stdout is the protocol on stdio
         policy=policy,
         memory_limit=settings.max_memory,

@@ -316,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", "-m", help=f"Hub id or checkpoint directory ({DEFAULT_MODEL}).")
     model.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (local engine).")
     model.add_argument("--dtype", help="auto, float32, bfloat16 or float16 (local engine).")
+    model.add_argument(
+        "--quantization",
+        choices=["int8"],
+        help="int8 linear layers on the CPU, the rest float32 (local engine; H2OVL only).",
+    )
     model.add_argument("--engine", choices=["local", "remote"], help="Where the model runs.")
     model.add_argument(
         "--base-url", help="Service address for --engine remote (mississippi-tools serve, vLLM)."

@@ -297,6 +297,9 @@ class Backend(ABC):
     #: Whether ``from_directory`` takes ``max_memory`` and ``offload_dir``: layers placed across
     #: devices and disk (accelerate) for a model larger than one device.
     supports_placement: ClassVar[bool] = False
+    #: Whether ``from_directory`` takes ``quantization`` (``"int8"``: int8 linear layers on the
+    #: CPU, :mod:`mississippi_tools.models.quantization`).
+    supports_quantization: ClassVar[bool] = False
 
     #: Identifier reported in results (hub id or directory name).
     model_id: str

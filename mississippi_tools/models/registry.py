@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mississippi_tools.errors import ConfigError, InvalidInputError, ModelNotFoundError
+from mississippi_tools.errors import ConfigError, InvalidInputError, ModelNotFoundError, Remedy
 
 if TYPE_CHECKING:
     import torch
@@ -180,6 +180,7 @@ def load_backend(
     offload_dir: str | Path | None = None,
     memory_limit: int | None = None,
     reserved_memory: int = 0,
+    quantization: str | None = None,
 ) -> Backend:
     """Find, read and load a checkpoint with the backend its config names.
 
@@ -188,8 +189,14 @@ def load_backend(
     checkpoint whose estimated footprint (its weights at the load dtype plus ``reserved_memory``)
     exceeds it is refused before any weight is read.
 
+    ``quantization="int8"`` loads the linear layers as int8 on the CPU
+    (:mod:`mississippi_tools.models.quantization`); the rest of the model then computes in
+    float32, so ``dtype`` must be ``"auto"`` or ``"float32"``.
+
     Raises:
-        InvalidInputError: A placement asked of a backend that loads on one device.
+        InvalidInputError: A placement asked of a backend that loads on one device; a
+            quantization that is unknown, not on the CPU, with a half-precision dtype, or for a
+            backend without it.
         ModelTooLargeError: The estimated footprint exceeds ``memory_limit``.
     """
     from mississippi_tools.models.devices import resolve_attention, resolve_device, resolve_dtype
@@ -225,13 +232,29 @@ def load_backend(
             )
         placement = {"max_memory": max_memory, "offload_dir": offload_dir}
     resolved_device = resolve_device(device)
+    extra: dict[str, Any] = dict(placement)
+    if quantization is not None:
+        from mississippi_tools.models.quantization import check_quantization
+
+        extra["quantization"] = check_quantization(
+            quantization,
+            device=resolved_device,
+            family=backend_cls.family,
+            supported=backend_cls.supports_quantization,
+            families=()
+            if backend_cls.supports_quantization
+            else tuple(sorted({c.family for c in _loaded_backends() if c.supports_quantization})),
+        )
+        dtype = _quantized_dtype(quantization, dtype)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     if memory_limit is not None:
         from mississippi_tools.models.footprint import check_footprint
 
+        # int8 layers plus float32 embeddings average under 2 bytes a weight, and loading
+        # holds the checkpoint's own (half-precision) weights while quantizing.
         check_footprint(
             directory,
-            resolved_dtype.itemsize,
+            2 if quantization is not None else resolved_dtype.itemsize,
             max_memory=memory_limit,
             reserved=reserved_memory,
             name=str(model),
@@ -243,8 +266,20 @@ def load_backend(
         dtype=resolved_dtype,
         attn_implementation=resolve_attention(attention, resolved_device, resolved_dtype),
         allow_pickle=allow_pickle,
-        **placement,
+        **extra,
     )
+
+
+def _quantized_dtype(quantization: str, dtype: str | torch.dtype) -> str:
+    """``"float32"``, the dtype around int8 layers; any other explicit dtype is refused."""
+    if str(dtype).removeprefix("torch.") not in ("auto", "float32", "fp32"):
+        raise InvalidInputError(
+            f"quantization={quantization!r} computes everything but the int8 layers in float32 "
+            f"(the int8 kernels take float32 activations), so dtype {str(dtype)!r} does not "
+            "apply: leave dtype 'auto' or set 'float32'",
+            remedy=Remedy("no_quantization"),
+        )
+    return "float32"
 
 
 def _loaded_backends() -> list[type[Backend]]:

@@ -31,7 +31,7 @@ from mississippi_tools.server.metrics import CONTENT_TYPE_LATEST, MetricsMiddlew
 from mississippi_tools.server.middleware import ActivityMiddleware, BodyLimitMiddleware
 from mississippi_tools.server.settings import ServerSettings
 from mississippi_tools.server.state import LOADING_RETRY_AFTER, ServiceState, VLMFactory
-from mississippi_tools.serving import IdleUnloader, ModelLoader, describe_origin
+from mississippi_tools.serving import IdleUnloader, ModelLoader, describe_compute, describe_origin
 from mississippi_tools.vlm import MississippiVLM
 
 __all__ = ["create_app", "load_vlm"]
@@ -49,6 +49,7 @@ def load_vlm(settings: ServerSettings) -> MississippiVLM:
         settings.model,
         device=settings.device,
         dtype=settings.dtype,
+        quantization=settings.quantization,
         attention=settings.attention,
         revision=settings.revision,
         local_files_only=settings.local_files_only,
@@ -70,12 +71,13 @@ def load_vlm(settings: ServerSettings) -> MississippiVLM:
 
 def _loader(settings: ServerSettings, factory: VLMFactory) -> ModelLoader:
     logger.info(
-        "loading model %s from %s, device %s, dtype %s; requests get 503 until it is ready "
+        "loading model %s from %s, device %s, dtype %s%s; requests get 503 until it is ready "
         "(GET /health says when)",
         settings.model,
         describe_origin(settings.model),
         settings.device,
         settings.dtype,
+        f", quantization {settings.quantization}" if settings.quantization else "",
     )
     return ModelLoader(lambda: factory(settings), name=settings.model)
 
@@ -169,6 +171,7 @@ def create_app(
                     "status": "ok",
                     "model": state.model_name,
                     "engine": state.vlm.engine.name,
+                    **describe_compute(state.vlm),
                 }
             )
         body: dict[str, Any] = {"status": state.phase}

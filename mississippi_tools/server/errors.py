@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 SERVER_SPELLING: dict[str, str] = {
     "memory_limit": "start the server with --max-memory {value} or more (MISSISSIPPI_MAX_MEMORY), "
     "or with --dtype bfloat16",
+    "quantization": "start the server with --quantization {value} (MISSISSIPPI_QUANTIZATION)",
+    "no_quantization": "start the server without --quantization (unset MISSISSIPPI_QUANTIZATION)",
 }
 """How the options that fix errors are spelled for the service's operator."""
 
@@ -214,6 +216,8 @@ SERVICE_SPELLING: dict[str, str] = {
     "url_timeout": "upload the file instead",
     "allow_private_urls": "upload the file instead",
     "region": "send region='{value}'",
+    "quantization": "the service's operator sets --quantization {value} (MISSISSIPPI_QUANTIZATION)",
+    "no_quantization": "the service's operator leaves out --quantization",
 }
 
 

@@ -53,6 +53,7 @@ from mississippi_tools.server.auth import require_api_key, require_vlm, service_
 from mississippi_tools.server.errors import ERROR_RESPONSES, error_body, status_for
 from mississippi_tools.server.inputs import ImageSource, load_request_images
 from mississippi_tools.server.state import ServiceState, generate, run_cancellable, submit
+from mississippi_tools.serving import describe_compute
 from mississippi_tools.tasks.ask import IMAGE_PLACEHOLDER
 from mississippi_tools.vlm import MississippiVLM
 
@@ -600,6 +601,7 @@ async def list_models(
         "max_model_len": info.max_context,
         "mississippi": {
             "engine": vlm.engine.name,
+            **describe_compute(vlm),
             "supports_grammar": vlm.engine.supports_grammar,
             "family": info.family,
             "max_context": info.max_context,

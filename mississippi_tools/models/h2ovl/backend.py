@@ -36,6 +36,12 @@ from mississippi_tools.models.precision import (
     emulates_bfloat16,
     register_float32_attention,
 )
+from mississippi_tools.models.quantization import (
+    Quantization,
+    QuantizationReport,
+    int8_skips,
+    quantize_linears,
+)
 
 if TYPE_CHECKING:
     from mississippi_tools.images import LoadedImage
@@ -56,6 +62,7 @@ class H2OVLBackend(DecoderBackend):
     """
 
     family: ClassVar[str] = "h2ovl"
+    supports_quantization: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -66,8 +73,11 @@ class H2OVLBackend(DecoderBackend):
         revision: str,
         load_seconds: float = 0.0,
         kv_cache_dtype: torch.dtype | None = None,
+        quantization: QuantizationReport | None = None,
     ) -> None:
         self.model = model
+        #: What int8 loading did (engine, layers, CPU), ``None`` for a float model.
+        self.quantization = quantization
         self.kv_cache_dtype = kv_cache_dtype
         self.config: H2OVLConfig = model.config
         self.tokenizer: H2OVLTokenizer = tokenizer
@@ -90,18 +100,38 @@ class H2OVLBackend(DecoderBackend):
         dtype: torch.dtype,
         attn_implementation: str = "sdpa",
         allow_pickle: bool = False,
+        quantization: Quantization | None = None,
     ) -> H2OVLBackend:
-        """Load a checkpoint directory in the original format."""
+        """Load a checkpoint directory in the original format.
+
+        With ``quantization="int8"`` (CPU; ``dtype`` float32) the weights are read in the
+        file's dtype, the decoder's and projector's linear layers (and the vision encoder's on
+        CPUs without native bfloat16) become int8 one at a time, the vision encoder stays
+        bfloat16 on CPUs with it, and the rest is cast to float32
+        (:mod:`mississippi_tools.models.quantization`).
+        """
         started = time.perf_counter()
         config = load_config(directory)
         tokenizer = H2OVLTokenizer.from_pretrained(directory)
-        emulated = emulates_bfloat16(device, dtype)
+        emulated = quantization is None and emulates_bfloat16(device, dtype)
         if emulated and attn_implementation == "sdpa":
             attn_implementation = register_float32_attention()
         with torch.device("meta"):
             model = H2OVLForConditionalGeneration(config, attn_implementation=attn_implementation)
-        load_weights(model, directory, dtype=dtype, allow_pickle=allow_pickle)
-        cast_model(model, dtype)
+        report: QuantizationReport | None = None
+        if quantization is not None:
+            load_weights(model, directory, dtype=None, allow_pickle=allow_pickle)
+            report = quantize_linears(model, skip=int8_skips())
+        else:
+            load_weights(model, directory, dtype=dtype, allow_pickle=allow_pickle)
+        if report is not None and any(s.startswith("vision_model") for s in report.skipped):
+            # Native bfloat16 beats int8 on the vision encoder: it stays bfloat16 (cast apart,
+            # never through float32, which would hold a float32 copy of it at load).
+            cast_model(model.vision_model, torch.bfloat16)
+            cast_model(model.mlp1, dtype)
+            cast_model(model.language_model, dtype)
+        else:
+            cast_model(model, dtype)
         if emulated:  # see mississippi_tools.models.precision
             compute_large_products_in_float32(model)
         model.to(device)
@@ -114,6 +144,7 @@ class H2OVLBackend(DecoderBackend):
             revision=_revision(directory),
             load_seconds=time.perf_counter() - started,
             kv_cache_dtype=torch.float32 if emulated else None,
+            quantization=report,
         )
 
     # -- properties ---------------------------------------------------------------------------

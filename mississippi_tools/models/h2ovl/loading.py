@@ -140,11 +140,61 @@ def _safetensors_names(path: Path) -> list[str]:
         raise ModelLoadError(f"{path} is not a readable safetensors file: {e}") from e
 
 
-def _iter_tensors(files: CheckpointFiles) -> Iterator[tuple[str, torch.Tensor]]:
+#: safetensors dtype names -> torch dtype names.
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def _read_unmapped(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """A safetensors file's tensors, each read into its own memory (no memory map).
+
+    A mapped file keeps every page it touched resident (and counted in the process's peak
+    RSS) while any tensor still points into it; the int8 path reads each tensor once, quantizes
+    it and drops it, so plain reads keep the peak to what is alive.
+    """
+    import struct
+
+    import torch
+
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        start = 8 + length
+        entries = sorted(
+            ((k, v) for k, v in header.items() if k != "__metadata__"),
+            key=lambda item: item[1]["data_offsets"][0],
+        )
+        for name, entry in entries:
+            first, last = entry["data_offsets"]
+            raw = torch.empty(last - first, dtype=torch.uint8)
+            handle.seek(start + first)
+            buffer: Any = raw.numpy()  # a writable buffer over the tensor's bytes
+            if handle.readinto(buffer) != last - first:
+                raise ModelLoadError(f"{path} is truncated at tensor {name}")
+            dtype = getattr(torch, _SAFETENSORS_DTYPES[entry["dtype"]])
+            yield name, raw.view(dtype).reshape(entry["shape"])
+
+
+def _iter_tensors(
+    files: CheckpointFiles, *, mapped: bool = True
+) -> Iterator[tuple[str, torch.Tensor]]:
     import torch
     from safetensors import safe_open
 
     for path in files.files:
+        if not mapped and not files.pickled:
+            yield from _read_unmapped(path)
+            continue
         if files.pickled:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             yield from state.items()
@@ -229,18 +279,23 @@ def load_weights(
     model: H2OVLForConditionalGeneration,
     directory: Path,
     *,
-    dtype: torch.dtype,
+    dtype: torch.dtype | None,
     allow_pickle: bool = False,
 ) -> None:
-    """Fill ``model`` (built on the meta device) with a checkpoint's tensors, cast to ``dtype``."""
+    """Fill ``model`` (built on the meta device) with a checkpoint's tensors, cast to ``dtype``.
+
+    ``dtype=None`` keeps each tensor in the file's dtype and reads it without a memory map (the
+    int8 path quantizes from it and frees it; see :func:`_read_unmapped`).
+    """
     files = find_checkpoint_files(directory, allow_pickle=allow_pickle)
     plan = _plan(model, _header_shapes(files))
     state: dict[str, torch.Tensor] = {}
-    for name, tensor in _iter_tensors(files):
+    for name, tensor in _iter_tensors(files, mapped=dtype is not None):
         targets = plan.get(name)
         if targets is None:
             continue
-        tensor = tensor.to(dtype)
+        if dtype is not None:
+            tensor = tensor.to(dtype)
         if len(targets) == 3:
             for target, part in zip(targets, tensor.chunk(3, dim=0), strict=True):
                 state[target] = part.contiguous()

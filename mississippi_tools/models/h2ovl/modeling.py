@@ -117,9 +117,11 @@ class H2OVLForConditionalGeneration(nn.Module):
         return self._reference_weight().device
 
     def _reference_weight(self) -> torch.Tensor:
-        linear = self.mlp1[1]
-        assert isinstance(linear, nn.Linear)
-        return linear.weight
+        # The projector's norm: a float weight even when the linear layers are int8.
+        norm = self.mlp1[0]
+        assert isinstance(norm, nn.LayerNorm)
+        assert norm.weight is not None
+        return norm.weight
 
     def extract_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Image tokens for tiles.
@@ -134,13 +136,15 @@ class H2OVLForConditionalGeneration(nn.Module):
 
     def encode_vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The vision encoder's last used layer, ``[num_tiles, 1 + patches, vision_hidden]``."""
-        pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
+        # The vision tower's own dtype: int8 loading may keep it bfloat16 around a float32 rest.
+        vision_dtype = self.vision_model.embeddings.patch_embeddings.projection.weight.dtype
+        pixel_values = pixel_values.to(device=self.device, dtype=vision_dtype)
         hidden: torch.Tensor = self.vision_model(pixel_values=pixel_values).last_hidden_state
         return hidden
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         """Drop CLS, pixel-shuffle, project: ``[tiles, 1 + patches, C]`` -> ``[tiles, 256, H]``."""
-        hidden = hidden[:, 1:, :]
+        hidden = hidden[:, 1:, :].to(self.dtype)
         side = int(hidden.shape[1] ** 0.5)
         hidden = hidden.reshape(hidden.shape[0], side, side, -1)
         hidden = pixel_shuffle(hidden, self.config.downsample_ratio, self.config.ps_version)

@@ -1,0 +1,315 @@
+"""int8 linear layers on CPUs: per-channel int8 weights, int8 activations quantized per call.
+
+``quantization="int8"`` replaces the ``nn.Linear`` layers of a model's vision encoder, projector
+and decoder with PyTorch's dynamic int8 linears (``torch.ao.nn.quantized.dynamic.Linear``): each
+output channel's weights are rounded to int8 with their own scale once, at load time, and packed
+for the CPU's int8 kernel; each call quantizes its float32 input on the fly (one scale per call),
+multiplies in int8 with int32 accumulation, and returns float32. These are PyTorch's maintained
+CPU kernels (oneDNN and FBGEMM), chosen over torchao because they ran fastest here (see
+``benchmarks/quantization.py``).
+
+Why float32 around them: the dynamic int8 kernels take and return float32 activations, so the
+layers that stay in floating point (embeddings, norms, the patch convolution, attention and the
+vocabulary projection ``lm_head``) compute in float32 too; a bfloat16 model would convert at each
+of the ~300 int8 layers' boundaries. Embeddings and ``lm_head`` stay unquantized: the embedding is
+a table lookup, and ``lm_head``'s errors land directly on the answer's scores.
+
+The kernel engine (``torch.backends.quantized.engine``) is ``x86`` (FBGEMM's AVX2 / AVX512-VNNI
+kernels, PyTorch's default on x86; :func:`choose_engine`), packed when the weights are
+quantized. Measured on a 2-core Xeon with AMX (``[rows, 1536] x [1536, 4096]``): ``x86`` took
+0.157 ms for one row (a decoding step) against oneDNN's 0.205 and bfloat16's 0.454; oneDNN's AMX
+kernels won at 256 rows (0.89 ms against 2.6), but oneDNN keeps a second copy of every int8
+weight (the original beside the packed one: 1.3 bytes a weight against 0.5 measured), which
+costs the memory int8 is for. ``onednn`` stays available through ``quantize_linears(engine=)``.
+
+Which parts become int8 is measured per CPU (:func:`int8_skips`): where the CPU computes
+bfloat16 natively (AVX512-BF16 / AMX), its bfloat16 products beat dynamic int8 on the vision
+encoder's large batches (a 6-tile page's encoder: 3.9 s in bfloat16 against 9.8 s in int8 on the
+Xeon above), so the vision encoder stays bfloat16 there; on other CPUs (AVX2) it becomes int8.
+
+Memory: weights are quantized one layer at a time from the checkpoint's own dtype, and each
+float weight is dropped as soon as its int8 copy exists, so no float32 copy of the whole model
+is ever held.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TypeAlias
+
+from mississippi_tools.errors import InvalidInputError, Remedy
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "QUANTIZATION_MODES",
+    "CpuFeatures",
+    "Quantization",
+    "QuantizationReport",
+    "check_quantization",
+    "choose_engine",
+    "cpu_features",
+    "int8_skips",
+    "layer_sqnr",
+    "quantize_linears",
+]
+
+Quantization: TypeAlias = Literal["int8"]
+"""The quantization modes a model can be loaded with."""
+
+#: Every accepted value of the ``quantization`` option (``None`` means off).
+QUANTIZATION_MODES: tuple[str, ...] = ("int8",)
+
+#: The fix when int8 cannot apply: load without quantization.
+_UNSET = Remedy("no_quantization")
+
+#: The CPU flags (``/proc/cpuinfo`` spelling) that decide the int8 and bfloat16 kernels.
+_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """What the CPU can compute fast, as the kernels see it.
+
+    Attributes:
+        model: The CPU's name (``/proc/cpuinfo``'s ``model name``; empty if unknown).
+        flags: Those of ``avx2``, ``avx512f``, ``avx512_vnni``, ``avx_vnni``, ``avx512_bf16``,
+            ``amx_bf16``, ``amx_int8`` that the CPU has.
+        capability: PyTorch's own reading (``torch.backends.cpu.get_cpu_capability()``).
+    """
+
+    model: str
+    flags: tuple[str, ...]
+    capability: str
+
+    def has(self, flag: str) -> bool:
+        """Whether the CPU has ``flag``."""
+        return flag in self.flags
+
+
+@functools.cache
+def cpu_features() -> CpuFeatures:
+    """This machine's CPU, read once from ``/proc/cpuinfo`` (empty flags where there is none)."""
+    import torch
+
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
+            text = handle.read(200_000)
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags.update(value.split())
+            break
+    return CpuFeatures(
+        model=model,
+        flags=tuple(flag for flag in _FLAGS if flag in flags),
+        capability=torch.backends.cpu.get_cpu_capability(),
+    )
+
+
+def choose_engine(features: CpuFeatures | None = None) -> str:
+    """The quantized kernel engine for this CPU: ``x86`` (see the module docstring).
+
+    Falls back to ``fbgemm``, ``onednn`` or ``qnnpack`` (ARM) when this torch build lacks ``x86``.
+    """
+    import torch
+
+    supported = torch.backends.quantized.supported_engines
+    del features  # x86 on every x86 CPU (see the module docstring); kept for other policies
+    for engine in ["x86", "fbgemm", "onednn", "qnnpack"]:
+        if engine in supported:
+            return engine
+    raise InvalidInputError(
+        "quantization='int8' needs PyTorch's quantized CPU kernels, which this torch build "
+        f"lacks (engines: {supported})",
+        remedy=_UNSET,
+    )
+
+
+def check_quantization(
+    quantization: str | None,
+    *,
+    device: torch.device,
+    family: str,
+    supported: bool,
+    families: tuple[str, ...] = ("h2ovl",),
+) -> Quantization | None:
+    """``quantization`` if this backend on this device can load with it.
+
+    Raises:
+        InvalidInputError: A value other than ``"int8"``/``None``, a non-CPU device, or a
+            backend without int8 support (``families``: those with it); the message names
+            the option.
+    """
+    if quantization is None:
+        return None
+    if quantization not in QUANTIZATION_MODES:
+        raise InvalidInputError(
+            f"quantization {quantization!r} is not supported: the modes are 'int8' and none",
+            remedy=Remedy("quantization", "int8"),
+        )
+    if device.type != "cpu":
+        raise InvalidInputError(
+            f"quantization='int8' runs on the CPU (PyTorch's int8 CPU kernels); the model is "
+            f"loading on {device}: load it on the CPU, or without quantization",
+            remedy=_UNSET,
+        )
+    if not supported:
+        raise InvalidInputError(
+            f"quantization='int8' is not available for {family} models yet (it is for: "
+            f"{', '.join(families) or 'none'})",
+            remedy=_UNSET,
+        )
+    return "int8"
+
+
+@dataclass(frozen=True)
+class QuantizationReport:
+    """What :func:`quantize_linears` did.
+
+    Attributes:
+        mode: ``"int8"``.
+        engine: The kernel engine the weights were packed for (``onednn``, ``x86`` ...).
+        layers: How many linear layers became int8.
+        skipped: Names of the linear layers left in floating point.
+        cpu: The CPU the engine was chosen for.
+    """
+
+    mode: Quantization
+    engine: str
+    layers: int
+    skipped: tuple[str, ...]
+    cpu: CpuFeatures
+
+    def describe(self) -> str:
+        """One line for logs and model info: ``int8 (onednn; avx2, amx_int8 ...)``."""
+        flags = ", ".join(self.cpu.flags) or "no SIMD flags read"
+        return f"{self.mode} ({self.engine} kernels, {self.layers} layers; CPU {flags})"
+
+
+def quantize_linears(
+    module: nn.Module,
+    *,
+    skip: tuple[str, ...] = ("lm_head",),
+    engine: str | None = None,
+) -> QuantizationReport:
+    """Replace ``module``'s ``nn.Linear`` layers with dynamic int8 ones, in place, one at a time.
+
+    Each layer's float weight is quantized per output channel (symmetric int8), packed for
+    ``engine`` and released before the next layer is done. Biases stay float32.
+
+    Args:
+        module: The model (its linear layers in any floating dtype, on the CPU).
+        skip: Layers to leave in floating point: a name matches when it equals a skipped name,
+            ends with ``.`` + one, or lies under one (``vision_model`` covers its layers).
+        engine: The kernel engine (default: :func:`choose_engine`); it also becomes the
+            process's ``torch.backends.quantized.engine``.
+
+    Returns:
+        The engine, how many layers were quantized and which were skipped.
+    """
+    import torch
+    from torch import nn
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    engine = engine or choose_engine()
+    torch.backends.quantized.engine = engine
+    # Names only: holding the modules would keep every float weight alive until the end.
+    targets = [name for name, child in module.named_modules() if type(child) is nn.Linear]
+    skipped = tuple(name for name in targets if _skipped(name, skip))
+    count = 0
+    for name in targets:
+        if name in skipped:
+            continue
+        linear = module.get_submodule(name)
+        assert isinstance(linear, nn.Linear)
+        parent_name, _, attribute = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        with torch.no_grad():
+            source = nn.Linear(linear.in_features, linear.out_features, bias=False, device="meta")
+            source.weight = nn.Parameter(linear.weight.detach().float(), requires_grad=False)
+            if linear.bias is not None:
+                source.bias = nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+            source.qconfig = per_channel_dynamic_qconfig  # type: ignore[assignment]
+            with warnings.catch_warnings():
+                # torch 2.10+ marks the quantized tensor types deprecated in favour of torchao;
+                # the kernels below are the maintained oneDNN/FBGEMM ones.
+                warnings.simplefilter("ignore")
+                quantized = DynamicLinear.from_float(source)  # type: ignore[no-untyped-call]
+        setattr(parent, attribute, quantized)
+        del source, linear
+        count += 1
+    return QuantizationReport(
+        mode="int8", engine=engine, layers=count, skipped=skipped, cpu=cpu_features()
+    )
+
+
+def layer_sqnr(
+    reference: nn.Module, quantized: nn.Module, run: Callable[[nn.Module], object]
+) -> dict[str, float]:
+    """Signal-to-quantization-noise ratio (dB) of each int8 layer, on the inputs it really sees.
+
+    ``run(reference)`` is called once with hooks recording each linear layer's input and
+    output; each layer of ``quantized`` with the same name is then fed the recorded input.
+    SQNR is ``10 log10(|y|^2 / |y - y_int8|^2)``: about 6 dB per bit, so 30-40 dB is what
+    8-bit weights and activations give, and a wrong scale or layout shows as < 10 dB.
+    """
+    import torch
+    from torch import nn
+
+    recorded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    names = {name for name, m in quantized.named_modules() if _is_int8(m)}
+
+    def recorder(name: str) -> Callable[..., None]:
+        def record(_module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            if name not in recorded:  # the first call (a layer may run more than once)
+                recorded[name] = (args[0].detach().float(), out.detach().float())
+
+        return record
+
+    hooks = [
+        module.register_forward_hook(recorder(name))
+        for name, module in reference.named_modules()
+        if name in names and isinstance(module, nn.Linear)
+    ]
+    try:
+        with torch.inference_mode():
+            run(reference)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    ratios: dict[str, float] = {}
+    with torch.inference_mode():
+        for name, (inputs, expected) in recorded.items():
+            got = quantized.get_submodule(name)(inputs)
+            noise = (expected - got).pow(2).sum().clamp_min(1e-30)
+            ratios[name] = float(10 * torch.log10(expected.pow(2).sum() / noise))
+    return ratios
+
+
+def _is_int8(module: nn.Module) -> bool:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    return isinstance(module, DynamicLinear)
+
+
+def int8_skips(features: CpuFeatures | None = None) -> tuple[str, ...]:
+    """What stays in floating point: ``lm_head``, and the vision encoder on native-bf16 CPUs."""
+    features = features or cpu_features()
+    native_bf16 = features.has("avx512_bf16") or features.has("amx_bf16")
+    return ("lm_head", "vision_model") if native_bf16 else ("lm_head",)
+
+
+def _skipped(name: str, skip: tuple[str, ...]) -> bool:
+    return any(name == s or name.endswith("." + s) or name.startswith(s + ".") for s in skip)
