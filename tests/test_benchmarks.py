@@ -61,3 +61,20 @@ def test_idefics1_stage_runs_on_tiny_checkpoints() -> None:
     assert all(run["tokens"] == 3 for run in result["measured"].values())
     assert set(result["extrapolated_seconds"]) == {"vision", "prefill", "decode"}
     assert result["parameters"] == sum(result["parameters_by_part"].values())
+
+
+def test_h2ovl2b_stage_runs_on_the_tiny_2b_checkpoint() -> None:
+    from benchmarks import h2ovl2b
+
+    result = h2ovl2b.run(quick=True, new_tokens=3, repeats=1)
+    runs = result["runs"]
+    assert set(runs) == {"2b bfloat16", "800m bfloat16"}
+    # The 2B's MSAC tiles the page 13 ways; the 800M 6 tiles and the thumbnail.
+    assert [runs["2b bfloat16"][r]["tiles"] for r in ("1-tile", "page")] == [1, 13]
+    assert [runs["800m bfloat16"][r]["tiles"] for r in ("1-tile", "page")] == [1, 7]
+    for requests in runs.values():
+        for measured in requests.values():
+            assert measured["decode_tokens_per_s"] > 0 and measured["peak_rss_mb"] > 0
+            assert measured["prompt_tokens"] > 256 * measured["tiles"]
+    assert set(result["ratio_2b_over_800m"]["bfloat16"]) == {"1-tile", "page"}
+    assert "| 2b bfloat16 | page (800x1000) | 13 |" in h2ovl2b.markdown(result)
