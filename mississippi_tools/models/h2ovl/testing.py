@@ -168,14 +168,17 @@ _LLM_2B: dict[str, Any] = {
 
 #: The published H2OVL-Mississippi-2B ``config.json`` (the keys that matter, same values).
 #:
-#: Verified: the decoder is H2O-Danube2-1.8B-chat as its own published ``config.json`` has it
-#: (Mistral, hidden 2560, intermediate 6912, 24 layers, 32 heads / 8 KV heads, rope_theta 1e4,
-#: no sliding window, 8192 positions, untied head), with the vocabulary grown to 32010 by the ten
-#: H2OVL tokens; ``use_msac`` on and template ``h2ogpt2`` (issue 16, model card); the vision tower
-#: is the 800M's InternViT-300M; the repository's remote-code file is ``modeling_h2ovl_chat.py``
-#: (one l, unlike the 800M's ``auto_map``). NOT verified (the 2B's own config.json could not be
-#: read): the top-level tiling keys (taken from the 800M: 448 px, 1..6 tiles, thumbnail, ps v2,
-#: select_layer -1) and the ``transformers_version`` / ``_name_or_path`` bookkeeping keys.
+#: Verified: the decoder block is H2O-Danube2-1.8B-chat's own published ``config.json``
+#: (huggingface.co/h2oai/h2o-danube2-1.8b-chat: Mistral, hidden 2560, intermediate 6912,
+#: 24 layers, 32 heads / 8 KV heads, rope_theta 1e4, ``sliding_window`` null, 8192 positions,
+#: rms_norm_eps 1e-5, untied head, transformers 4.38.2), with the vocabulary grown to 32010 by the
+#: ten H2OVL tokens (issue 16); ``use_msac`` on and template ``h2ogpt2`` (issue 16, model card);
+#: the vision tower is the 800M's InternViT-300M; the repository's remote-code file is
+#: ``modeling_h2ovl_chat.py`` (vLLM's port cites it by that name, unlike the 800M's
+#: ``modelling_``). NOT verified (the 2B repository's own ``config.json``,
+#: ``generation_config.json`` and ``tokenizer_config.json`` could not be read): the top-level
+#: tiling keys (taken from the 800M: 448 px, 1..6 tiles, thumbnail, ps v2, select_layer -1),
+#: and the generation and tokenizer files, which the builder writes as the 800M's.
 H2OVL_2B_CONFIG: dict[str, Any] = {
     **copy.deepcopy(H2OVL_800M_CONFIG),
     "auto_map": {
