@@ -90,6 +90,7 @@ def measure(
     backend = load_backend(directory, device="cpu", dtype=dtype)
     spec = REQUESTS[request]
     png = stages.page_png(spec["size"])
+    load_before = os.getloadavg()[0]
     # Warm-up: one tile touches every weight once (and pages the checkpoint in).
     stages.measure_request(backend, png, new_tokens=2, options={"max_tiles": 1})
     runs = [
@@ -109,6 +110,7 @@ def measure(
         "peak_rss_mb": stages.peak_rss_mb(),
         "parameters": sum(p.numel() for p in backend.model.parameters()),
         "threads": torch.get_num_threads(),
+        "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
 
 
@@ -195,7 +197,8 @@ def markdown(result: dict[str, Any]) -> str:
     rows = [
         f"| {key} | {request} ({m['image']}) | {m['tiles']} | {m['prompt_tokens']} | "
         f"{m['vision_seconds']:.2f} | {m['prefill_seconds']:.2f} | "
-        f"{m['decode_tokens_per_s']:.2f} | {m['peak_rss_mb']:.0f} |"
+        f"{m['decode_tokens_per_s']:.2f} | {m['peak_rss_mb']:.0f} | "
+        f"{m['load_average_1min'][0]} to {m['load_average_1min'][1]} |"
         for key, requests in result["runs"].items()
         for request, m in requests.items()
     ]
@@ -221,8 +224,8 @@ def markdown(result: dict[str, Any]) -> str:
             "ratios, which share the run's load, before the seconds.",
             "",
             "| model dtype | request | tiles | prompt tokens | vision + projector s | prefill s "
-            "| decode tokens/s | peak RSS MB |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| decode tokens/s | peak RSS MB | load average |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
             "",
             "The 2B over the 800M (same run; the page is in each model's own tiling, so its "
