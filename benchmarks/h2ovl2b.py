@@ -14,8 +14,10 @@ rather than against numbers from another day's load.
 Two requests per model: a 1-tile image (``max_tiles=1``) and an 800x1000 page in each model's own
 tiling (the 2B's MSAC: 13 tiles; the 800M: 6 tiles and the thumbnail). Each (model, dtype,
 request) runs in its own process, so its peak RSS is its own; after a warm-up, the request is
-timed ``repeats`` times stage by stage with :func:`benchmarks.stages.measure_request` and each
-stage keeps its fastest time (the machine is shared: the fastest is the least disturbed).
+timed ``repeats`` times stage by stage with :func:`benchmarks.stages.measure_request`; the
+workers run in ``rounds`` rounds that alternate the models, and each stage keeps its fastest
+time (the machine is shared: the fastest is the least disturbed). Each row also records the
+share of its threads' time the worker actually got (``cpu_share``), so a disturbed row shows.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +96,12 @@ def measure(
     load_before = os.getloadavg()[0]
     # Warm-up: one tile touches every weight once (and pages the checkpoint in).
     stages.measure_request(backend, png, new_tokens=2, options={"max_tiles": 1})
+    cpu, wall = time.process_time(), time.perf_counter()
     runs = [
         stages.measure_request(backend, png, new_tokens=new_tokens, options=spec["options"])
         for _ in range(repeats)
     ]
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     best = {stage: min(run["seconds"][stage] for run in runs) for stage in runs[0]["seconds"]}
     return {
         "image": f"{spec['size'][0]}x{spec['size'][1]}",
@@ -111,6 +116,8 @@ def measure(
         "parameters": sum(p.numel() for p in backend.model.parameters()),
         "threads": torch.get_num_threads(),
         "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+        # The share of its threads' time the worker got: well under 1, other work held the cores.
+        "cpu_share": cpu / (wall * torch.get_num_threads()),
     }
 
 
@@ -154,24 +161,59 @@ def _ratios(runs: dict[str, dict[str, Any]], dtype: str) -> dict[str, dict[str, 
     }
 
 
+def _merge(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the same worker run in several rounds: each stage's fastest, all the rest."""
+    first = rounds[0]
+    decode = min(m["decode_seconds"] for m in rounds)
+    return {
+        **first,
+        "vision_seconds": min(m["vision_seconds"] for m in rounds),
+        "prefill_seconds": min(m["prefill_seconds"] for m in rounds),
+        "decode_seconds": decode,
+        "decode_tokens_per_s": first["decode_tokens_per_s"] * first["decode_seconds"] / decode,
+        "decode_tokens_per_s_each_run": [
+            x for m in rounds for x in m["decode_tokens_per_s_each_run"]
+        ],
+        "peak_rss_mb": max(m["peak_rss_mb"] for m in rounds),
+        "load_average_1min": [x for m in rounds for x in m["load_average_1min"]],
+        "cpu_share": [m["cpu_share"] for m in rounds],
+    }
+
+
 def run(
-    *, quick: bool = False, new_tokens: int = 16, repeats: int = 2, float32: bool = False
+    *,
+    quick: bool = False,
+    new_tokens: int = 16,
+    repeats: int = 2,
+    rounds: int = 2,
+    float32: bool = False,
 ) -> dict[str, Any]:
-    """Build (or reuse) the checkpoints and measure each (model, dtype, request) in its own process."""
+    """Build (or reuse) the checkpoints and measure each (model, dtype, request) in its own process.
+
+    The workers run in ``rounds`` interleaved rounds (2B, 800M, 2B, 800M ...), so that a burst of
+    other work on the machine falls on both models rather than on one row.
+    """
     import torch
 
     dtypes = ["bfloat16", "float32"] if float32 else ["bfloat16"]
-    runs: dict[str, dict[str, Any]] = {}
+    rows = [(model, dtype, request) for model in MODELS for dtype in dtypes for request in REQUESTS]
+    measured: dict[tuple[str, str, str], list[dict[str, Any]]] = {row: [] for row in rows}
     with tempfile.TemporaryDirectory(prefix="bench-2b-") as scratch:
-        for model in MODELS:
-            directory = _checkpoint(model, quick, Path(scratch))
-            for dtype in dtypes:
-                runs[f"{model} {dtype}"] = {
-                    request: _in_subprocess(
-                        directory, request, dtype=dtype, new_tokens=new_tokens, repeats=repeats
+        directories = {model: _checkpoint(model, quick, Path(scratch)) for model in MODELS}
+        for _ in range(rounds):
+            for model, dtype, request in rows:
+                measured[model, dtype, request].append(
+                    _in_subprocess(
+                        directories[model],
+                        request,
+                        dtype=dtype,
+                        new_tokens=new_tokens,
+                        repeats=repeats,
                     )
-                    for request in REQUESTS
-                }
+                )
+    runs: dict[str, dict[str, Any]] = {}
+    for (model, dtype, request), results in measured.items():
+        runs.setdefault(f"{model} {dtype}", {})[request] = _merge(results)
     parameters = {model: runs[f"{model} bfloat16"]["1-tile"]["parameters"] for model in MODELS}
     command = "python -m benchmarks.h2ovl2b" + " --float32" * float32 + " --quick" * quick
     return {
@@ -183,6 +225,7 @@ def run(
         "dtypes": dtypes,
         "new_tokens": new_tokens,
         "repeats": repeats,
+        "rounds": rounds,
         "parameters": parameters,
         "weights_gb_bfloat16": {model: n * 2 / 1e9 for model, n in parameters.items()},
         "runs": runs,
@@ -198,7 +241,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"| {key} | {request} ({m['image']}) | {m['tiles']} | {m['prompt_tokens']} | "
         f"{m['vision_seconds']:.2f} | {m['prefill_seconds']:.2f} | "
         f"{m['decode_tokens_per_s']:.2f} | {m['peak_rss_mb']:.0f} | "
-        f"{m['load_average_1min'][0]} to {m['load_average_1min'][1]} |"
+        f"{min(m['load_average_1min'])} to {max(m['load_average_1min'])} | "
+        f"{' / '.join(f'{x:.2f}' for x in m['cpu_share'])} |"
         for key, requests in result["runs"].items()
         for request, m in requests.items()
     ]
@@ -219,13 +263,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"{params['2b'] / 1e9:.3f} B ({result['weights_gb_bfloat16']['2b']:.2f} GB in "
             f"bfloat16), 800M {params['800m'] / 1e9:.3f} B. Decode: {result['new_tokens']} new "
             f"tokens at batch 1. Each row ran in its own process (its own peak RSS); each stage "
-            f"is the fastest of {result['repeats']} timed runs after a warm-up. The machine is "
+            f"is the fastest of {result['repeats']} timed runs after a warm-up, in each of "
+            f"{result['rounds']} rounds that alternate the models. CPU share: the fraction of "
+            "its threads' time each worker got, per round (well under 1: other work held the "
+            "cores). The machine is "
             f"shared (load average {result['load_average_1min_at_end']} at the end): read the "
             "ratios, which share the run's load, before the seconds.",
             "",
             "| model dtype | request | tiles | prompt tokens | vision + projector s | prefill s "
-            "| decode tokens/s | peak RSS MB | load average |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| decode tokens/s | peak RSS MB | load average | CPU share |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
             "",
             "The 2B over the 800M (same run; the page is in each model's own tiling, so its "
@@ -245,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--float32", action="store_true", help="Also run both in float32.")
     parser.add_argument("--new-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="Timed runs per worker.")
+    parser.add_argument("--rounds", type=int, default=2, help="Interleaved rounds of workers.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--request", choices=list(REQUESTS), help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="bfloat16", help=argparse.SUPPRESS)
@@ -261,7 +309,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measured))
         return
     result = run(
-        quick=args.quick, new_tokens=args.new_tokens, repeats=args.repeats, float32=args.float32
+        quick=args.quick,
+        new_tokens=args.new_tokens,
+        repeats=args.repeats,
+        rounds=args.rounds,
+        float32=args.float32,
     )
     print(markdown(result))
     if not args.quick:

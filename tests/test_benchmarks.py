@@ -66,7 +66,7 @@ def test_idefics1_stage_runs_on_tiny_checkpoints() -> None:
 def test_h2ovl2b_stage_runs_on_the_tiny_2b_checkpoint() -> None:
     from benchmarks import h2ovl2b
 
-    result = h2ovl2b.run(quick=True, new_tokens=3, repeats=1)
+    result = h2ovl2b.run(quick=True, new_tokens=3, repeats=1, rounds=1)
     runs = result["runs"]
     assert set(runs) == {"2b bfloat16", "800m bfloat16"}
     # The 2B's MSAC tiles the page 13 ways; the 800M 6 tiles and the thumbnail.
