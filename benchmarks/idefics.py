@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.stages import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,17 +44,6 @@ def _configs(family: str, quick: bool) -> tuple[dict[str, Any], Any, Any]:
         config["text_config"]["num_hidden_layers"] = MEASURED_LAYERS
         config["vision_config"]["num_hidden_layers"] = MEASURED_LAYERS
     return config, full, testing
-
-
-def _peak_mb() -> float:
-    """This process's peak RSS (VmHWM: ru_maxrss keeps the parent's high-water mark over exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _timed(fn: Any) -> tuple[Any, float]:
@@ -135,7 +125,7 @@ def measure(family: str, directory: Path, *, new_tokens: int, quick: bool) -> di
         "decode_ms_per_token": 1000 * decode_s / new_tokens,
         "text_layer_prefill_seconds": layer_prefill_s,
         "vision_layer_seconds_per_piece": vlayer_s,
-        "peak_rss_mb": _peak_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "quick": quick,
     }
 
@@ -146,7 +136,7 @@ def measure_loading(directory: Path) -> dict[str, Any]:
 
     from mississippi_tools.models.registry import load_backend
 
-    before = _peak_mb()
+    before = peak_rss_mb()
     backend, seconds = _timed(lambda: load_backend(directory, device="cpu", dtype="bfloat16"))
     weights = sum(p.numel() * p.element_size() for p in backend.model.parameters()) / 1024**2
     largest = max(p.numel() for p in backend.model.parameters()) * 4 / 1024**2
@@ -154,7 +144,7 @@ def measure_loading(directory: Path) -> dict[str, Any]:
     return {
         "load_seconds": seconds,
         "rss_before_mb": before,
-        "peak_rss_mb": _peak_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "bfloat16_weights_mb": weights,
         "largest_float32_tensor_mb": largest,
     }

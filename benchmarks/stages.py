@@ -7,7 +7,9 @@ decode and tiling, vision encoder, projector, prefill, decoding (tokens/s at bat
 from __future__ import annotations
 
 import io
+import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,19 +48,39 @@ def page_png(size: tuple[int, int], seed: int = 0) -> bytes:
     return out.getvalue()
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: ru_maxrss keeps the parent's high-water mark over exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _timed(fn: Any) -> tuple[Any, float]:
     started = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - started
 
 
-def measure_request(backend: H2OVLBackend, png: bytes, *, new_tokens: int) -> dict[str, Any]:
-    """Seconds per stage for one request, and the counts that go with them."""
+def measure_request(
+    backend: H2OVLBackend,
+    png: bytes,
+    *,
+    new_tokens: int,
+    options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Seconds per stage for one request, and the counts that go with them.
+
+    ``options`` are the request's model options (``max_tiles`` ...), as a caller would pass them.
+    """
     model = backend.model
 
     def preprocess() -> Any:
         loaded = load_image(png)
-        prepared = backend.prepare("Read the text in the image.", [loaded])
+        prepared = backend.prepare("Read the text in the image.", [loaded], options=options)
         return prepared, prepared.images[0].render()
 
     (prepared, pixels), t_pre = _timed(preprocess)

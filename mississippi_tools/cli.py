@@ -250,8 +250,11 @@ def build_checkpoint(
         ),
     ] = False,
     size: Annotated[
-        Literal["tiny", "800m"],
-        typer.Option(help="tiny (tests, trying the pipeline) or 800m (benchmarks)."),
+        Literal["tiny", "tiny-2b", "800m", "2b"],
+        typer.Option(
+            help="tiny (tests, trying the pipeline; the 800M shrunk), tiny-2b (the 2B shrunk: "
+            "Mistral decoder, MSAC), or the full-size 800m or 2b (benchmarks)."
+        ),
     ] = "tiny",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
     family: Annotated[
@@ -267,8 +270,9 @@ def build_checkpoint(
     Its weights are random: it loads and runs like the real model, but writes random words, so
     chart, table and extract rarely find an answer that parses (exit code 5). With --demo, the
     weights are set so that each task gets a fixed, well-formed answer whatever the image: a
-    chart that plots, a table, an invoice for the README's schema, some text. With --size 800m,
-    the full-size shape (1.6 GB) for benchmarks: compute does not depend on the weights.
+    chart that plots, a table, an invoice for the README's schema, some text. With --size 800m
+    or 2b, the full-size shape (1.6 or 4.4 GB) for benchmarks: compute does not depend on the
+    weights.
     """
     from mississippi_tools.extras import require
 
@@ -291,18 +295,20 @@ def build_checkpoint(
             "(a chart, a table, an invoice, some text), so every command works offline. Try: "
             f"mississippi-tools chart --model {directory} IMAGE --plot chart.png"
         )
-    elif size == "tiny":
-        path = testing.build_tiny_checkpoint(directory, family=family, seed=seed)
+    elif size in ("tiny", "tiny-2b"):
+        options = {"preset": "2b"} if size == "tiny-2b" else {}
+        path = testing.build_tiny_checkpoint(directory, family=family, seed=seed, **options)
         note = (
             "a tiny checkpoint with random weights: it runs the whole pipeline, but its words "
             "are random, so chart, table and extract rarely parse. For answers that do: "
             "mississippi-tools build-checkpoint DIR --demo"
         )
     else:
-        path = testing.build_checkpoint(directory, testing.H2OVL_800M_CONFIG, seed=seed)
+        config = testing.H2OVL_2B_CONFIG if size == "2b" else testing.H2OVL_800M_CONFIG
+        path = testing.build_checkpoint(directory, config, seed=seed)
         note = (
-            "the full-size 800M shape with random weights, for benchmarks (compute does not "
-            "depend on the weights); its answers are meaningless"
+            f"the full-size {size.upper()} shape with random weights, for benchmarks (compute "
+            "does not depend on the weights); its answers are meaningless"
         )
     typer.echo(f"wrote {note}", err=True)
     typer.echo(str(path))

@@ -10,6 +10,7 @@ Example:
         from mississippi_tools.testing import build_tiny_checkpoint
         path = build_tiny_checkpoint("/tmp/tiny-h2ovl")
         idefics = build_tiny_checkpoint("/tmp/tiny-idefics2", family="idefics2")
+        two_b = build_tiny_checkpoint("/tmp/tiny-h2ovl-2b", family="h2ovl", preset="2b")
         vlm = MississippiVLM.load(path)
 """
 
@@ -26,8 +27,9 @@ from mississippi_tools.demo_checkpoint import (
     build_demo_checkpoint,
 )
 from mississippi_tools.models.h2ovl.testing import (
-    H2OVL_2B_LIKE_CONFIG,
+    H2OVL_2B_CONFIG,
     H2OVL_800M_CONFIG,
+    TINY_2B_CONFIG,
     TINY_CONFIG,
     build_checkpoint,
     build_scripted_checkpoint,
@@ -39,8 +41,9 @@ __all__ = [
     "DEMO_EXTRACT_SCHEMA",
     "DEMO_EXTRACT_TEMPLATE",
     "FAMILIES",
-    "H2OVL_2B_LIKE_CONFIG",
+    "H2OVL_2B_CONFIG",
     "H2OVL_800M_CONFIG",
+    "TINY_2B_CONFIG",
     "TINY_CONFIG",
     "build_checkpoint",
     "build_demo_checkpoint",

@@ -79,3 +79,20 @@ def test_quantization_benchmark_quick_runs_and_writes_nothing() -> None:
     assert 0.0 <= tiny["greedy_agreement"] <= 1.0
     assert "int8 kernel engine" in quantization.markdown(result, "cmd")
     assert {p: p.stat().st_mtime_ns for p in quantization.RESULTS.glob("quantization.*")} == before
+
+
+def test_h2ovl2b_stage_runs_on_the_tiny_2b_checkpoint() -> None:
+    from benchmarks import h2ovl2b
+
+    result = h2ovl2b.run(quick=True, new_tokens=3, repeats=1, rounds=1)
+    runs = result["runs"]
+    assert set(runs) == {"2b bfloat16", "800m bfloat16"}
+    # The 2B's MSAC tiles the page 13 ways; the 800M 6 tiles and the thumbnail.
+    assert [runs["2b bfloat16"][r]["tiles"] for r in ("1-tile", "page")] == [1, 13]
+    assert [runs["800m bfloat16"][r]["tiles"] for r in ("1-tile", "page")] == [1, 7]
+    for requests in runs.values():
+        for measured in requests.values():
+            assert measured["decode_tokens_per_s"] > 0 and measured["peak_rss_mb"] > 0
+            assert measured["prompt_tokens"] > 256 * measured["tiles"]
+    assert set(result["ratio_2b_over_800m"]["bfloat16"]) == {"1-tile", "page"}
+    assert "| 2b bfloat16 | page (800x1000) | 13 |" in h2ovl2b.markdown(result)

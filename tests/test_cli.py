@@ -181,6 +181,18 @@ def test_build_checkpoint_writes_the_original_layout(tmp_path: Path) -> None:
     assert "random weights" in err and "--demo" in err
 
 
+def test_build_checkpoint_tiny_2b_writes_the_2b_config_shrunk(tmp_path: Path) -> None:
+    from mississippi_tools.testing import TINY_2B_CONFIG
+
+    code, out, err = invoke("build-checkpoint", str(tmp_path / "2b"), "--size", "tiny-2b")
+    assert code == ExitCode.OK, err
+    config = json.loads((tmp_path / "2b" / "config.json").read_text())
+    assert config["use_msac"] is True
+    assert config["llm_config"]["model_type"] == "mistral"
+    assert config["llm_config"] == TINY_2B_CONFIG["llm_config"]
+    assert out.strip() == str(tmp_path / "2b")
+
+
 def test_build_checkpoint_writes_other_families_that_load(tmp_path: Path) -> None:
     from mississippi_tools.models.registry import family_of
 
@@ -204,7 +216,7 @@ def test_build_checkpoint_help_says_what_the_weights_are() -> None:
     text = " ".join(out.split())
     assert "Its weights are random" in text
     assert "--demo" in text and "well-formed answer" in text
-    assert "--size <tiny|800m>" in text
+    assert "--size <tiny|tiny-2b|800m|2b>" in text
 
 
 def test_demo_checkpoint_answers_every_command(tmp_path: Path, sample_png: Path) -> None:

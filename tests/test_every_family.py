@@ -45,14 +45,19 @@ ARGUMENTS: dict[str, dict[str, Any]] = {
 #: A task that could not parse the random words ends in one of these codes.
 TYPED_CODES = {"extraction_failed", "repetition"}
 RUN = {"max_new_tokens": 3}
+#: Each case: a family's tiny checkpoint, plus other published models of a family (a preset).
+CASES: dict[str, dict[str, str]] = {
+    **{family: {"family": family} for family in FAMILIES},
+    "h2ovl-2b": {"family": "h2ovl", "preset": "2b"},
+}
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=list(CASES))
 def family_vlm(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Path, MississippiVLM]]:
     family = request.param
-    checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp(family) / "tiny", family=family)
+    checkpoint = build_tiny_checkpoint(tmp_path_factory.mktemp(family) / "tiny", **CASES[family])
     vlm = MississippiVLM.load(checkpoint, device="cpu", dtype="float32")
     yield family, checkpoint, vlm
     vlm.close()

@@ -16,7 +16,7 @@ import pytest
 from mississippi_tools.errors import ConfigError
 from mississippi_tools.models.h2ovl.configuration import H2OVLConfig
 from mississippi_tools.models.registry import load_backend
-from mississippi_tools.testing import H2OVL_2B_LIKE_CONFIG, H2OVL_800M_CONFIG
+from mississippi_tools.testing import H2OVL_2B_CONFIG, H2OVL_800M_CONFIG
 
 
 def checkpoint_with(tmp_path: Path, config: Any) -> Path:
@@ -72,7 +72,7 @@ def test_a_block_that_is_not_an_object_is_refused(block: str) -> None:
 
 
 def test_published_shapes_are_within_the_bounds() -> None:
-    for published in (H2OVL_800M_CONFIG, H2OVL_2B_LIKE_CONFIG):
+    for published in (H2OVL_800M_CONFIG, H2OVL_2B_CONFIG):
         H2OVLConfig.from_dict(copy.deepcopy(published))
     # the lineage's largest: InternVL2-Llama3-76B's Llama-3-70B decoder and InternViT-6B encoder
     largest = copy.deepcopy(H2OVL_800M_CONFIG)

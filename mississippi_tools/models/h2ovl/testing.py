@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from mississippi_tools.models.h2ovl.tokenization import H2OVLTokenizer
 
 __all__ = [
-    "H2OVL_2B_LIKE_CONFIG",
+    "H2OVL_2B_CONFIG",
     "H2OVL_800M_CONFIG",
+    "TINY_2B_CONFIG",
     "TINY_CONFIG",
     "build_checkpoint",
     "build_scripted_checkpoint",
@@ -139,23 +140,54 @@ H2OVL_800M_CONFIG: dict[str, Any] = {
     "vision_config": _VISION_300M,
 }
 
-#: The 2B's shape: H2O-Danube2-1.8B (Mistral architecture, no sliding window) and MSAC on.
-H2OVL_2B_LIKE_CONFIG: dict[str, Any] = {
+_LLM_2B: dict[str, Any] = {
+    "_name_or_path": "h2oai/h2o-danube2-1.8b-chat",
+    "architectures": ["MistralForCausalLM"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "hidden_act": "silu",
+    "hidden_size": 2560,
+    "initializer_range": 0.02,
+    "intermediate_size": 6912,
+    "max_position_embeddings": 8192,
+    "model_type": "mistral",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 24,
+    "num_key_value_heads": 8,
+    "pad_token_id": 0,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000,
+    "sliding_window": None,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.38.2",
+    "use_cache": True,
+    "vocab_size": 32010,
+}
+
+#: The published H2OVL-Mississippi-2B ``config.json`` (the keys that matter, same values).
+#:
+#: Verified: the decoder block is H2O-Danube2-1.8B-chat's own published ``config.json``
+#: (huggingface.co/h2oai/h2o-danube2-1.8b-chat: Mistral, hidden 2560, intermediate 6912,
+#: 24 layers, 32 heads / 8 KV heads, rope_theta 1e4, ``sliding_window`` null, 8192 positions,
+#: rms_norm_eps 1e-5, untied head, transformers 4.38.2), with the vocabulary grown to 32010 by the
+#: ten H2OVL tokens (issue 16); ``use_msac`` on and template ``h2ogpt2`` (issue 16, model card);
+#: the vision tower is the 800M's InternViT-300M; the repository's remote-code file is
+#: ``modeling_h2ovl_chat.py`` (vLLM's port cites it by that name, unlike the 800M's
+#: ``modelling_``). NOT verified (the 2B repository's own ``config.json``,
+#: ``generation_config.json`` and ``tokenizer_config.json`` could not be read): the top-level
+#: tiling keys (taken from the 800M: 448 px, 1..6 tiles, thumbnail, ps v2, select_layer -1),
+#: and the generation and tokenizer files, which the builder writes as the 800M's.
+H2OVL_2B_CONFIG: dict[str, Any] = {
     **copy.deepcopy(H2OVL_800M_CONFIG),
-    "use_msac": True,
-    "llm_config": {
-        **_LLM_800M,
-        "_name_or_path": "h2oai/h2o-danube2-1.8b-chat",
-        "architectures": ["MistralForCausalLM"],
-        "model_type": "mistral",
-        "hidden_size": 2560,
-        "intermediate_size": 6912,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "rope_theta": 10000,
-        "sliding_window": None,
+    "auto_map": {
+        "AutoConfig": "configuration_h2ovl_chat.H2OVLChatConfig",
+        "AutoModel": "modeling_h2ovl_chat.H2OVLChatModel",
+        "AutoModelForCausalLM": "modeling_h2ovl_chat.H2OVLChatModel",
     },
+    "use_msac": True,
+    "llm_config": _LLM_2B,
 }
 
 #: A tiny configuration with the real vocabulary, tile size and structure (2 layers each).
@@ -178,6 +210,24 @@ TINY_CONFIG: dict[str, Any] = {
         "num_hidden_layers": 2,
     },
 }
+
+#: :data:`H2OVL_2B_CONFIG` with only the sizes shrunk (2 layers each): the same vocabulary, tile
+#: size, template, MSAC and Mistral decoder keys (no sliding window, rope_theta 1e4).
+TINY_2B_CONFIG: dict[str, Any] = {
+    **copy.deepcopy(H2OVL_2B_CONFIG),
+    "llm_config": {
+        **_LLM_2B,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    },
+    "vision_config": copy.deepcopy(TINY_CONFIG["vision_config"]),
+}
+
+#: The tiny configuration of each preset of :func:`build_tiny_checkpoint`.
+_TINY_PRESETS: dict[str, dict[str, Any]] = {"800m": TINY_CONFIG, "2b": TINY_2B_CONFIG}
 
 _GENERATION_CONFIG = {
     "do_sample": True,
@@ -395,9 +445,10 @@ def build_checkpoint(
 def build_tiny_checkpoint(
     directory: str | Path,
     *,
+    preset: str = "800m",
     seed: int = 0,
-    use_msac: bool = False,
-    decoder: str = "llama",
+    use_msac: bool | None = None,
+    decoder: str | None = None,
     dtype: str = "float32",
     max_shard_bytes: int | None = None,
     overrides: dict[str, Any] | None = None,
@@ -406,20 +457,31 @@ def build_tiny_checkpoint(
 
     Args:
         directory: Where to write.
+        preset: Which published model to shrink: ``"800m"`` (:data:`TINY_CONFIG`: Danube3
+            decoder, no MSAC) or ``"2b"`` (:data:`TINY_2B_CONFIG`: Danube2 decoder, MSAC on).
         seed: Seed of the random weights.
-        use_msac: Turn on MSAC (as the 2B does).
-        decoder: ``"llama"`` (Danube3, as the 800M) or ``"mistral"`` (Danube2, as the 2B).
+        use_msac: Turn MSAC on or off; the preset's value when left out.
+        decoder: ``"llama"`` (Danube3, as the 800M) or ``"mistral"`` (Danube2, as the 2B); the
+            preset's when left out.
         dtype: Storage dtype.
         max_shard_bytes: Shard the weights above this size.
         overrides: Top-level ``config.json`` keys to replace.
+
+    Raises:
+        ValueError: ``preset`` or ``decoder`` is not one of the names above.
     """
-    config = copy.deepcopy(TINY_CONFIG)
-    config["use_msac"] = use_msac
+    if preset not in _TINY_PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(_TINY_PRESETS)}, not {preset!r}")
+    config = copy.deepcopy(_TINY_PRESETS[preset])
+    if use_msac is not None:
+        config["use_msac"] = use_msac
     if decoder == "mistral":
         config["llm_config"].update(
             {"model_type": "mistral", "architectures": ["MistralForCausalLM"], "rope_theta": 10000}
         )
-    elif decoder != "llama":
+    elif decoder == "llama":
+        config["llm_config"].update({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})
+    elif decoder is not None:
         raise ValueError(f"decoder must be 'llama' or 'mistral', not {decoder!r}")
     config.update(overrides or {})
     return build_checkpoint(

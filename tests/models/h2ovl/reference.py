@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file
 
 
@@ -87,7 +88,12 @@ def pixel_values(tiles: list) -> torch.Tensor:  # type: ignore[type-arg]
 
 def best_grid(width: int, height: int, min_n: int, max_n: int, size: int = 448) -> tuple[int, int]:
     """The tiling rule exactly as BEHAVIOUR.md words it (independent of the package)."""
-    grids = sorted(
+    return _closest(width, height, _grids(min_n, max_n), size)
+
+
+def _grids(min_n: int, max_n: int) -> list[tuple[int, int]]:
+    """Candidate grids (cols, rows), ascending in tile count, in the set's iteration order."""
+    return sorted(
         {
             (i, j)
             for n in range(min_n, max_n + 1)
@@ -97,6 +103,9 @@ def best_grid(width: int, height: int, min_n: int, max_n: int, size: int = 448) 
         },
         key=lambda g: g[0] * g[1],
     )
+
+
+def _closest(width: int, height: int, grids: list[tuple[int, int]], size: int) -> tuple[int, int]:
     best, best_diff = (1, 1), math.inf
     for i, j in grids:
         diff = abs(width / height - i / j)
@@ -105,3 +114,35 @@ def best_grid(width: int, height: int, min_n: int, max_n: int, size: int = 448) 
                 best_diff = diff
             best = (i, j)
     return best
+
+
+def _one_pass(image: Image.Image, grid: tuple[int, int], size: int) -> list[Image.Image]:
+    """One dynamic-preprocess pass: the grid's tiles row-major, then a thumbnail if > 1 tile."""
+    cols, rows = grid
+    resized = image.resize((size * cols, size * rows), Image.Resampling.BICUBIC)
+    tiles = [
+        resized.crop(
+            ((k % cols) * size, (k // cols) * size, (k % cols + 1) * size, (k // cols + 1) * size)
+        )
+        for k in range(cols * rows)
+    ]
+    if len(tiles) != 1:
+        tiles.append(image.resize((size, size), Image.Resampling.BICUBIC))
+    return tiles
+
+
+def msac_tiles(
+    image: Image.Image, max_n: int, size: int = 448
+) -> tuple[list[tuple[int, int]], list[Image.Image]]:
+    """MSAC as BEHAVIOUR.md words it: the two passes' grids and the tiles in the model's order.
+
+    Pass 1 over grids of 1..max_n tiles; pass 2 over grids of 3..max_n tiles (i, j) with
+    ``cols1 % i != 0 and rows1 % j != 0`` (a 1 x 1 grid when none is left); the tiles are
+    pass2[:-1] + pass1[:-1] + pass2[-1:].
+    """
+    width, height = image.size
+    first = _closest(width, height, _grids(1, max_n), size)
+    candidates = [(i, j) for i, j in _grids(3, max_n) if first[0] % i != 0 and first[1] % j != 0]
+    second = _closest(width, height, candidates, size)
+    pass1, pass2 = _one_pass(image, first, size), _one_pass(image, second, size)
+    return [second, first], pass2[:-1] + pass1[:-1] + pass2[-1:]

@@ -8,7 +8,7 @@ import pytest
 
 from mississippi_tools.errors import ConfigError
 from mississippi_tools.models.h2ovl.configuration import H2OVLConfig
-from mississippi_tools.testing import H2OVL_2B_LIKE_CONFIG, H2OVL_800M_CONFIG
+from mississippi_tools.testing import H2OVL_2B_CONFIG, H2OVL_800M_CONFIG
 
 
 def test_reads_the_published_800m_config(reference_dir: Path) -> None:
@@ -60,7 +60,7 @@ def test_decoder_config_keeps_rope_theta_despite_null_rope_scaling(reference_dir
 def test_mistral_decoder_without_sliding_window() -> None:
     from mississippi_tools.models.h2ovl.modeling import build_decoder_config
 
-    config = H2OVLConfig.from_dict(copy.deepcopy(H2OVL_2B_LIKE_CONFIG))
+    config = H2OVLConfig.from_dict(copy.deepcopy(H2OVL_2B_CONFIG))
     decoder = build_decoder_config(config, attn_implementation="sdpa")
     assert type(decoder).__name__ == "MistralConfig"
     assert decoder.sliding_window is None
