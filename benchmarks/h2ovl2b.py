@@ -52,18 +52,11 @@ WORKER_TIMEOUT_S = 1800
 
 def _cpu() -> str:
     """The CPU's model name and its bfloat16 arithmetic, if any (timings depend on both)."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
-    bf16 = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    from mississippi_tools.models.devices import cpu_features
+
+    cpu = cpu_features()
+    name = cpu.model or platform.processor() or platform.machine()
+    bf16 = [flag for flag in ("amx_bf16", "avx512_bf16") if cpu.has(flag)]
     return f"{name}, {os.cpu_count()} cores, bfloat16 arithmetic: {', '.join(bf16) or 'none'}"
 
 

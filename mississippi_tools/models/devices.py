@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "CpuFeatures",
     "DeviceAvailability",
+    "cpu_features",
     "cpu_has_native_bf16",
     "resolve_attention",
     "resolve_device",
@@ -95,19 +97,68 @@ def resolve_device(
     return resolved
 
 
+#: The CPU flags (``/proc/cpuinfo`` spelling) that decide the int8 and bfloat16 kernels.
+_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """What the CPU can compute fast, as the kernels see it.
+
+    Attributes:
+        model: The CPU's name (``/proc/cpuinfo``'s ``model name``; empty if unknown).
+        flags: Those of ``avx2``, ``avx512f``, ``avx512_vnni``, ``avx_vnni``, ``avx512_bf16``,
+            ``amx_bf16``, ``amx_int8`` that the CPU has.
+        capability: PyTorch's own reading (``torch.backends.cpu.get_cpu_capability()``).
+    """
+
+    model: str
+    flags: tuple[str, ...]
+    capability: str
+
+    def has(self, flag: str) -> bool:
+        """Whether the CPU has ``flag``."""
+        return flag in self.flags
+
+    @property
+    def native_bfloat16(self) -> bool:
+        """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX), making bf16 pay off.
+
+        With no flags read (no ``/proc/cpuinfo``), PyTorch's own reading decides.
+        """
+        if not self.flags:
+            return "AMX" in self.capability.upper()
+        return self.has("avx512_bf16") or self.has("amx_bf16")
+
+
 @functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), making bf16 pay off."""
+def cpu_features() -> CpuFeatures:
+    """This machine's CPU, read once from ``/proc/cpuinfo`` (empty flags where there is none)."""
     import torch
 
-    flags = ("avx512_bf16", "amx_bf16")
+    model, flags = "", set()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
             text = handle.read(200_000)
-        return any(f" {flag}" in text for flag in flags)
     except OSError:
-        capability = torch.backends.cpu.get_cpu_capability()
-        return "AMX" in capability.upper()
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags.update(value.split())
+            break
+    return CpuFeatures(
+        model=model,
+        flags=tuple(flag for flag in _FLAGS if flag in flags),
+        capability=torch.backends.cpu.get_cpu_capability(),
+    )
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), making bf16 pay off."""
+    return cpu_features().native_bfloat16
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

@@ -34,13 +34,13 @@ is ever held.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from mississippi_tools.errors import InvalidInputError, Remedy
+from mississippi_tools.models.devices import CpuFeatures, cpu_features
 
 if TYPE_CHECKING:
     import torch
@@ -67,54 +67,6 @@ QUANTIZATION_MODES: tuple[str, ...] = ("int8",)
 
 #: The fix when int8 cannot apply: load without quantization.
 _UNSET = Remedy("no_quantization")
-
-#: The CPU flags (``/proc/cpuinfo`` spelling) that decide the int8 and bfloat16 kernels.
-_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-@dataclass(frozen=True)
-class CpuFeatures:
-    """What the CPU can compute fast, as the kernels see it.
-
-    Attributes:
-        model: The CPU's name (``/proc/cpuinfo``'s ``model name``; empty if unknown).
-        flags: Those of ``avx2``, ``avx512f``, ``avx512_vnni``, ``avx_vnni``, ``avx512_bf16``,
-            ``amx_bf16``, ``amx_int8`` that the CPU has.
-        capability: PyTorch's own reading (``torch.backends.cpu.get_cpu_capability()``).
-    """
-
-    model: str
-    flags: tuple[str, ...]
-    capability: str
-
-    def has(self, flag: str) -> bool:
-        """Whether the CPU has ``flag``."""
-        return flag in self.flags
-
-
-@functools.cache
-def cpu_features() -> CpuFeatures:
-    """This machine's CPU, read once from ``/proc/cpuinfo`` (empty flags where there is none)."""
-    import torch
-
-    model, flags = "", set()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
-            text = handle.read(200_000)
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not model:
-            model = value.strip()
-        elif key.strip() == "flags":
-            flags.update(value.split())
-            break
-    return CpuFeatures(
-        model=model,
-        flags=tuple(flag for flag in _FLAGS if flag in flags),
-        capability=torch.backends.cpu.get_cpu_capability(),
-    )
 
 
 def choose_engine(features: CpuFeatures | None = None) -> str:
@@ -307,8 +259,7 @@ def _is_int8(module: nn.Module) -> bool:
 def int8_skips(features: CpuFeatures | None = None) -> tuple[str, ...]:
     """What stays in floating point: ``lm_head``, and the vision encoder on native-bf16 CPUs."""
     features = features or cpu_features()
-    native_bf16 = features.has("avx512_bf16") or features.has("amx_bf16")
-    return ("lm_head", "vision_model") if native_bf16 else ("lm_head",)
+    return ("lm_head", "vision_model") if features.native_bfloat16 else ("lm_head",)
 
 
 def _skipped(name: str, skip: tuple[str, ...]) -> bool:
