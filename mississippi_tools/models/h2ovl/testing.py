@@ -190,16 +190,21 @@ H2OVL_2B_CONFIG: dict[str, Any] = {
     "llm_config": _LLM_2B,
 }
 
+#: The decoder sizes of the tiny presets (2 layers, 64 wide); everything else is the real config's.
+_TINY_LLM_SIZES: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+
 #: A tiny configuration with the real vocabulary, tile size and structure (2 layers each).
 TINY_CONFIG: dict[str, Any] = {
     **copy.deepcopy(H2OVL_800M_CONFIG),
     "llm_config": {
         **_LLM_800M,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **_TINY_LLM_SIZES,
         "max_position_embeddings": 16384,
     },
     "vision_config": {
@@ -217,11 +222,7 @@ TINY_2B_CONFIG: dict[str, Any] = {
     **copy.deepcopy(H2OVL_2B_CONFIG),
     "llm_config": {
         **_LLM_2B,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **_TINY_LLM_SIZES,
     },
     "vision_config": copy.deepcopy(TINY_CONFIG["vision_config"]),
 }
