@@ -271,7 +271,7 @@ def build_checkpoint(
     chart, table and extract rarely find an answer that parses (exit code 5). With --demo, the
     weights are set so that each task gets a fixed, well-formed answer whatever the image: a
     chart that plots, a table, an invoice for the README's schema, some text. With --size 800m
-    or 2b, the full-size shape (1.6 or 4.4 GB) for benchmarks: compute does not depend on the
+    or 2b, the full-size shape (1.6 or 4.3 GB) for benchmarks: compute does not depend on the
     weights.
     """
     from mississippi_tools.extras import require
