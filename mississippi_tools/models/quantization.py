@@ -1,12 +1,12 @@
 """int8 linear layers on CPUs: per-channel int8 weights, int8 activations quantized per call.
 
 ``quantization="int8"`` replaces the ``nn.Linear`` layers of a model's vision encoder, projector
-and decoder with PyTorch's dynamic int8 linears (``torch.ao.nn.quantized.dynamic.Linear``): each
-output channel's weights are rounded to int8 with their own scale once, at load time, and packed
-for the CPU's int8 kernel; each call quantizes its float32 input on the fly (one scale per call),
-multiplies in int8 with int32 accumulation, and returns float32. These are PyTorch's maintained
-CPU kernels (oneDNN and FBGEMM), chosen over torchao because they ran fastest here (see
-``benchmarks/quantization.py``).
+and decoder with dynamic int8 linears (:class:`~mississippi_tools.models.int8_linear.Int8Linear`,
+over the kernels of ``torch.ao.nn.quantized.dynamic.Linear``): each output channel's weights are
+rounded to int8 with their own scale once, at load time, and packed for the CPU's int8 kernel;
+each call quantizes its float32 input on the fly (one scale per call), multiplies in int8 with
+int32 accumulation, and returns float32. These are PyTorch's maintained CPU kernels (oneDNN and
+FBGEMM), chosen over torchao because they ran fastest here (see ``benchmarks/quantization.py``).
 
 Why float32 around them: the dynamic int8 kernels take and return float32 activations, so the
 layers that stay in floating point (embeddings, norms, the patch convolution, attention and the
@@ -34,10 +34,11 @@ is ever held.
 
 from __future__ import annotations
 
-import warnings
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from mississippi_tools.errors import InvalidInputError, Remedy
 from mississippi_tools.models.devices import CpuFeatures, cpu_features
@@ -155,10 +156,13 @@ def quantize_linears(
     skip: tuple[str, ...] = ("lm_head",),
     engine: str | None = None,
 ) -> QuantizationReport:
-    """Replace ``module``'s ``nn.Linear`` layers with dynamic int8 ones, in place, one at a time.
+    """Replace ``module``'s ``nn.Linear`` layers with int8 ones, in place, one at a time.
 
-    Each layer's float weight is quantized per output channel (symmetric int8), packed for
-    ``engine`` and released before the next layer is done. Biases stay float32.
+    Each layer's float weight is rounded to int8 per output channel
+    (:func:`~mississippi_tools.models.int8_linear.quantize_weight`) and released; packing for
+    ``engine``, most of the cost, runs on as many threads as torch computes with, with at most
+    two layers per thread waiting, so the int8 copies in flight stay a few layers' worth.
+    Biases stay float32.
 
     Args:
         module: The model (its linear layers in any floating dtype, on the CPU).
@@ -172,39 +176,52 @@ def quantize_linears(
     """
     import torch
     from torch import nn
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    from mississippi_tools.models.int8_linear import Int8Linear
 
     engine = engine or choose_engine()
     torch.backends.quantized.engine = engine
     # Names only: holding the modules would keep every float weight alive until the end.
     targets = [name for name, child in module.named_modules() if type(child) is nn.Linear]
     skipped = tuple(name for name in targets if _skipped(name, skip))
-    count = 0
-    for name in targets:
-        if name in skipped:
-            continue
-        linear = module.get_submodule(name)
-        assert isinstance(linear, nn.Linear)
+    workers = max(1, torch.get_num_threads())
+    pending: deque[tuple[str, int, int, Future[Any]]] = deque()
+
+    def install(name: str, in_features: int, out_features: int, packed: Any) -> None:
         parent_name, _, attribute = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        with torch.no_grad():
-            source = nn.Linear(linear.in_features, linear.out_features, bias=False, device="meta")
-            source.weight = nn.Parameter(linear.weight.detach().float(), requires_grad=False)
-            if linear.bias is not None:
-                source.bias = nn.Parameter(linear.bias.detach().float(), requires_grad=False)
-            source.qconfig = per_channel_dynamic_qconfig  # type: ignore[assignment]
-            with warnings.catch_warnings():
-                # torch 2.10+ marks the quantized tensor types deprecated in favour of torchao;
-                # the kernels below are the maintained oneDNN/FBGEMM ones.
-                warnings.simplefilter("ignore")
-                quantized = DynamicLinear.from_float(source)  # type: ignore[no-untyped-call]
-        setattr(parent, attribute, quantized)
-        del source, linear
-        count += 1
+        setattr(parent, attribute, Int8Linear(packed, in_features, out_features))
+
+    count = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="int8-pack") as pool:
+        for name in targets:
+            if name in skipped:
+                continue
+            linear = module.get_submodule(name)
+            assert isinstance(linear, nn.Linear)
+            job = pool.submit(_quantize_and_pack, linear.weight, linear.bias)
+            pending.append((name, linear.in_features, linear.out_features, job))
+            del linear
+            while len(pending) > 2 * workers:
+                done_name, n_in, n_out, done = pending.popleft()
+                install(done_name, n_in, n_out, done.result())
+            count += 1
+        while pending:
+            done_name, n_in, n_out, done = pending.popleft()
+            install(done_name, n_in, n_out, done.result())
     return QuantizationReport(
         mode="int8", engine=engine, layers=count, skipped=skipped, cpu=cpu_features()
     )
+
+
+def _quantize_and_pack(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    import torch
+
+    from mississippi_tools.models.int8_linear import pack_weight, quantize_weight
+
+    with torch.no_grad():
+        float_bias = None if bias is None else bias.detach().float().clone()
+        return pack_weight(quantize_weight(weight), float_bias)
 
 
 def layer_sqnr(
@@ -251,9 +268,9 @@ def layer_sqnr(
 
 
 def _is_int8(module: nn.Module) -> bool:
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from mississippi_tools.models.int8_linear import Int8Linear
 
-    return isinstance(module, DynamicLinear)
+    return isinstance(module, Int8Linear)
 
 
 def int8_skips(features: CpuFeatures | None = None) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from torch import nn
 from mississippi_tools.errors import InvalidInputError
 from mississippi_tools.models.base import Backend
 from mississippi_tools.models.h2ovl.backend import H2OVLBackend
+from mississippi_tools.models.int8_linear import Int8Linear, quantize_weight
 from mississippi_tools.models.quantization import (
     CpuFeatures,
     choose_engine,
@@ -74,11 +75,7 @@ def test_every_linear_but_lm_head_is_int8(int8_backend: Backend) -> None:
         assert all(n.startswith("vision_model.") for n in floating - {"language_model.lm_head"})
     else:
         assert floating == {"language_model.lm_head"}
-    quantized = [
-        m
-        for m in int8_backend.model.modules()
-        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
-    ]
+    quantized = [m for m in int8_backend.model.modules() if isinstance(m, Int8Linear)]
     assert len(quantized) == report.layers > 0
     assert report.engine in torch.backends.quantized.supported_engines
     assert int8_backend.dtype == torch.float32  # everything around the int8 layers
@@ -119,6 +116,26 @@ def test_the_parts_and_engine_follow_the_cpu_flags() -> None:
     assert set(here.flags) <= {
         "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"
     }  # fmt: skip
+
+
+def test_weights_round_as_pytorchs_per_channel_observer_does() -> None:
+    from torch.ao.quantization import default_per_channel_weight_observer
+
+    torch.manual_seed(0)
+    weight = torch.randn(64, 48, dtype=torch.bfloat16) * torch.linspace(0.01, 3, 64)[:, None]
+    weight[3] = 0  # an all-zero row keeps a positive scale
+    observer = default_per_channel_weight_observer()
+    observer(weight.float())
+    scales, zero_points = observer.calculate_qparams()
+    ours = quantize_weight(weight)
+    assert torch.allclose(ours.q_per_channel_scales().float(), scales, rtol=1e-6)
+    assert torch.equal(ours.q_per_channel_zero_points(), zero_points.long())
+    expected = torch.quantize_per_channel(weight.float(), scales, zero_points, 0, torch.qint8)
+    differ = ours.int_repr().int() != expected.int_repr().int()
+    # Only a row's extreme, at exactly 127.5 scales, may round either way (x / s against x * 1/s).
+    assert (ours.int_repr().int() - expected.int_repr().int()).abs().max() <= 1
+    at_the_edge = (weight.float() / scales[:, None]).abs() > 127.4
+    assert bool((at_the_edge | ~differ).all())
 
 
 def test_a_plain_module_is_quantized_layer_by_layer() -> None:
