@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -149,11 +150,36 @@ def cpu_features() -> CpuFeatures:
         elif key.strip() == "flags":
             flags.update(value.split())
             break
+    capability = torch.backends.cpu.get_cpu_capability()
+    if _capped_to_avx2(capability):
+        flags &= set(_AVX2_FLAGS)
     return CpuFeatures(
         model=model,
         flags=tuple(flag for flag in _FLAGS if flag in flags),
-        capability=torch.backends.cpu.get_cpu_capability(),
+        capability=capability,
     )
+
+
+#: The flags an AVX2 machine may have: what is left when the kernels are capped to AVX2.
+_AVX2_FLAGS = ("avx2", "avx_vnni")
+
+
+def _capped_to_avx2(capability: str) -> bool:
+    """Whether PyTorch's or oneDNN's kernels were limited to AVX2 by their environment variables.
+
+    ``ATEN_CPU_CAPABILITY=avx2`` (PyTorch's own kernels, which ``capability`` then reports) and
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN's, which run the bfloat16 and int8 products) make an
+    AVX-512 machine compute as an AVX2 one; the flags must say so too, or bfloat16 would be
+    chosen where nothing computes it natively any more (a 256-row bfloat16 product then took
+    10 s against 12 ms in float32).
+    """
+    if capability.upper() in ("AVX2", "DEFAULT"):
+        return True
+    for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        limit = os.environ.get(variable, "").upper()
+        if limit.startswith(("AVX2", "AVX", "SSE")) and not limit.startswith("AVX512"):
+            return True
+    return False
 
 
 def cpu_has_native_bf16() -> bool:

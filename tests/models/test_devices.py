@@ -1,6 +1,11 @@
-"""The device resolver: ``auto`` prefers CUDA, then Apple's MPS, then the CPU."""
+"""The device resolver (``auto``: CUDA, then Apple's MPS, then the CPU) and the CPU's flags."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -40,3 +45,30 @@ def test_detect_reports_what_torch_reports() -> None:
         cuda=torch.cuda.is_available(), mps=torch.backends.mps.is_available()
     )
     assert resolve_device("auto") == resolve_device("auto", available=detected)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"), ("DNNL_MAX_CPU_ISA", "AVX2")],
+)
+def test_kernels_capped_to_avx2_drop_the_wider_flags(variable: str, value: str) -> None:
+    # PyTorch reads ATEN_CPU_CAPABILITY once, at import: a fresh interpreter sees the cap.
+    code = (
+        "from mississippi_tools.models.devices import cpu_features, resolve_dtype\n"
+        "import json, torch\n"
+        "c = cpu_features()\n"
+        "print(json.dumps([list(c.flags), c.native_bfloat16,"
+        " str(resolve_dtype('auto', torch.device('cpu')))]))\n"
+    )
+    env = {**os.environ, variable: value}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    flags, native, dtype = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(flags) <= {"avx2", "avx_vnni"}
+    assert native is False and dtype == "torch.float32"
