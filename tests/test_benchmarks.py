@@ -63,22 +63,35 @@ def test_idefics1_stage_runs_on_tiny_checkpoints() -> None:
     assert result["parameters"] == sum(result["parameters_by_part"].values())
 
 
-def test_quantization_benchmark_quick_runs_and_writes_nothing() -> None:
+def test_quantization_benchmark_quick_runs_and_writes_nothing(tmp_path: Path) -> None:
     from benchmarks import quantization
 
-    written = sorted(quantization.RESULTS.glob("quantization.*"))
+    written = sorted(quantization.RESULTS.glob("quantization*"))
     before = {path: path.stat().st_mtime_ns for path in written}
     result = quantization.main(["--quick", "--new-tokens", "2"])
     assert result is not None
-    assert set(result["modes"]) == {"bfloat16", "int8"}
+    assert set(result["modes"]) == {"lossless", "int8"}
     assert result["modes"]["int8"]["kernel_engine"] == result["machine"]["int8_engine"]
     assert result["modes"]["int8"]["int8_layers"] > 0
-    assert set(result["ratios"]) >= {"request_1_tile", "page_6_tile", "peak_rss"}
+    assert set(result["interleaved"]["request_seconds"]) == {"lossless", "int8", "plain"}
+    assert set(result["ratios"]) == set(quantization.GOALS) | {"load_int8_vs_file_read"}
     tiny = result["accuracy"]["tiny"]
     assert tiny["layers"] == result["modes"]["int8"]["int8_layers"]
     assert 0.0 <= tiny["greedy_agreement"] <= 1.0
-    assert "int8 kernel engine" in quantization.markdown(result, "cmd")
-    assert {p: p.stat().st_mtime_ns for p in quantization.RESULTS.glob("quantization.*")} == before
+    text = quantization.markdown(result, "cmd")
+    assert "int8 kernel engine" in text and "lossless / plain" in text
+    assert {p: p.stat().st_mtime_ns for p in quantization.RESULTS.glob("quantization*")} == before
+    quantization.plot(result, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_quantization_benchmark_caps_the_kernels_at_avx2() -> None:
+    from benchmarks import quantization
+
+    capped = quantization._in_process("machine", isa="avx2")
+    assert capped["torch_capability"] == "AVX2"
+    assert capped["native_bfloat16"] is False
+    assert set(capped["flags"]) <= {"avx2", "avx_vnni"}
 
 
 def test_h2ovl2b_stage_runs_on_the_tiny_2b_checkpoint() -> None:
