@@ -27,9 +27,9 @@ bfloat16 natively (AVX512-BF16 / AMX), its bfloat16 products beat dynamic int8 o
 encoder's large batches (a 6-tile page's encoder: 3.9 s in bfloat16 against 9.8 s in int8 on the
 Xeon above), so the vision encoder stays bfloat16 there; on other CPUs (AVX2) it becomes int8.
 
-Memory: weights are quantized one layer at a time from the checkpoint's own dtype, and each
-float weight is dropped as soon as its int8 copy exists, so no float32 copy of the whole model
-is ever held.
+Memory: while a checkpoint is read, each linear layer is quantized from the file's own dtype
+as soon as its tensors are in (:class:`Int8Converter`), and its float weight dropped, so neither
+the whole float checkpoint nor a float32 copy of it is ever held.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "QUANTIZATION_MODES",
     "CpuFeatures",
+    "Int8Converter",
     "Quantization",
     "QuantizationReport",
     "check_quantization",
@@ -128,7 +129,7 @@ def check_quantization(
 
 @dataclass(frozen=True)
 class QuantizationReport:
-    """What :func:`quantize_linears` did.
+    """What :class:`Int8Converter` (or :func:`quantize_linears`) did.
 
     Attributes:
         mode: ``"int8"``.
@@ -150,68 +151,129 @@ class QuantizationReport:
         return f"{self.mode} ({self.engine} kernels, {self.layers} layers; CPU {flags})"
 
 
+class Int8Converter:
+    """Turns a model's ``nn.Linear`` layers into :class:`Int8Linear` ones, layer by layer.
+
+    Each layer's float weight is rounded to int8 per output channel
+    (:func:`~mississippi_tools.models.int8_linear.quantize_weight`) and packed for the kernel
+    engine (most of the cost) on as many threads as torch computes with; at most two layers
+    per thread wait, so the copies in flight stay a few layers' worth. Biases stay float32.
+
+    Two ways in: :meth:`convert_loaded` for a model whose weights are in place, and
+    :meth:`take_from` while a checkpoint is read (the model built on the meta device): each
+    layer whose tensors have all been read is taken out of the state and converted at once,
+    so the whole float checkpoint is never held. Use it as a context manager; leaving it
+    waits for the last layers and installs them.
+
+    Args:
+        module: The model.
+        skip: Layers to leave in floating point: a name matches when it equals a skipped name,
+            ends with ``.`` + one, or lies under one (``vision_model`` covers its layers).
+        engine: The kernel engine (default: :func:`choose_engine`); it also becomes the
+            process's ``torch.backends.quantized.engine``.
+    """
+
+    def __init__(
+        self, module: nn.Module, *, skip: tuple[str, ...] = ("lm_head",), engine: str | None = None
+    ) -> None:
+        import torch
+        from torch import nn
+
+        self.module = module
+        self.engine = engine or choose_engine()
+        torch.backends.quantized.engine = self.engine
+        linears = {name: m for name, m in module.named_modules() if type(m) is nn.Linear}
+        self.skipped = tuple(name for name in linears if _skipped(name, skip))
+        #: Layers still to convert: name -> (in_features, out_features, has a bias).
+        self._todo = {
+            name: (m.in_features, m.out_features, m.bias is not None)
+            for name, m in linears.items()
+            if name not in self.skipped
+        }
+        self._workers = max(1, torch.get_num_threads())
+        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="int8-pack")
+        self._pending: deque[tuple[str, Future[Any]]] = deque()
+        self.layers = 0
+
+    def __enter__(self) -> Int8Converter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if exc_info[0] is None:
+                self.finish()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def convert_loaded(self) -> None:
+        """Convert every remaining layer from the weights the model holds."""
+        from torch import nn
+
+        for name in list(self._todo):
+            linear = self.module.get_submodule(name)
+            assert isinstance(linear, nn.Linear)
+            self._submit(name, linear.weight, linear.bias)
+
+    def take_from(self, state: dict[str, torch.Tensor]) -> int:
+        """Convert the layers whose tensors are all in ``state``, removing them from it.
+
+        Returns how many layers were started (an ``on_tensor`` hook of ``load_weights``).
+        """
+        started = 0
+        for key in [k for k in state if k.endswith(".weight")]:
+            name = key.removesuffix(".weight")
+            if name not in self._todo or (self._todo[name][2] and f"{name}.bias" not in state):
+                continue
+            self._submit(name, state.pop(key), state.pop(f"{name}.bias", None))
+            started += 1
+        return started
+
+    def finish(self) -> None:
+        """Wait for the layers in flight and install them (all the checkpoint has been read)."""
+        self._install_until(0)
+
+    def report(self) -> QuantizationReport:
+        """What was converted (after the ``with`` block)."""
+        return QuantizationReport(
+            mode="int8", engine=self.engine, layers=self.layers, skipped=self.skipped,
+            cpu=cpu_features(),
+        )  # fmt: skip
+
+    def _submit(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self._pending.append((name, self._pool.submit(_quantize_and_pack, weight, bias)))
+        self._install_until(2 * self._workers)
+
+    def _install_until(self, left: int) -> None:
+        from mississippi_tools.models.int8_linear import Int8Linear
+
+        while len(self._pending) > left:
+            name, job = self._pending.popleft()
+            in_features, out_features, _ = self._todo.pop(name)
+            parent_name, _, attribute = name.rpartition(".")
+            parent = self.module.get_submodule(parent_name) if parent_name else self.module
+            setattr(parent, attribute, Int8Linear(job.result(), in_features, out_features))
+            self.layers += 1
+
+
 def quantize_linears(
     module: nn.Module,
     *,
     skip: tuple[str, ...] = ("lm_head",),
     engine: str | None = None,
 ) -> QuantizationReport:
-    """Replace ``module``'s ``nn.Linear`` layers with int8 ones, in place, one at a time.
-
-    Each layer's float weight is rounded to int8 per output channel
-    (:func:`~mississippi_tools.models.int8_linear.quantize_weight`) and released; packing for
-    ``engine``, most of the cost, runs on as many threads as torch computes with, with at most
-    two layers per thread waiting, so the int8 copies in flight stay a few layers' worth.
-    Biases stay float32.
+    """Replace ``module``'s ``nn.Linear`` layers with int8 ones, in place (:class:`Int8Converter`).
 
     Args:
         module: The model (its linear layers in any floating dtype, on the CPU).
-        skip: Layers to leave in floating point: a name matches when it equals a skipped name,
-            ends with ``.`` + one, or lies under one (``vision_model`` covers its layers).
-        engine: The kernel engine (default: :func:`choose_engine`); it also becomes the
-            process's ``torch.backends.quantized.engine``.
+        skip: Layers to leave in floating point (see :class:`Int8Converter`).
+        engine: The kernel engine (default: :func:`choose_engine`).
 
     Returns:
         The engine, how many layers were quantized and which were skipped.
     """
-    import torch
-    from torch import nn
-
-    from mississippi_tools.models.int8_linear import Int8Linear
-
-    engine = engine or choose_engine()
-    torch.backends.quantized.engine = engine
-    # Names only: holding the modules would keep every float weight alive until the end.
-    targets = [name for name, child in module.named_modules() if type(child) is nn.Linear]
-    skipped = tuple(name for name in targets if _skipped(name, skip))
-    workers = max(1, torch.get_num_threads())
-    pending: deque[tuple[str, int, int, Future[Any]]] = deque()
-
-    def install(name: str, in_features: int, out_features: int, packed: Any) -> None:
-        parent_name, _, attribute = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, attribute, Int8Linear(packed, in_features, out_features))
-
-    count = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="int8-pack") as pool:
-        for name in targets:
-            if name in skipped:
-                continue
-            linear = module.get_submodule(name)
-            assert isinstance(linear, nn.Linear)
-            job = pool.submit(_quantize_and_pack, linear.weight, linear.bias)
-            pending.append((name, linear.in_features, linear.out_features, job))
-            del linear
-            while len(pending) > 2 * workers:
-                done_name, n_in, n_out, done = pending.popleft()
-                install(done_name, n_in, n_out, done.result())
-            count += 1
-        while pending:
-            done_name, n_in, n_out, done = pending.popleft()
-            install(done_name, n_in, n_out, done.result())
-    return QuantizationReport(
-        mode="int8", engine=engine, layers=count, skipped=skipped, cpu=cpu_features()
-    )
+    with Int8Converter(module, skip=skip, engine=engine) as converter:
+        converter.convert_loaded()
+    return converter.report()
 
 
 def _quantize_and_pack(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:

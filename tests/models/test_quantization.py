@@ -17,6 +17,7 @@ from mississippi_tools.models.h2ovl.backend import H2OVLBackend
 from mississippi_tools.models.int8_linear import Int8Linear, quantize_weight
 from mississippi_tools.models.quantization import (
     CpuFeatures,
+    Int8Converter,
     choose_engine,
     cpu_features,
     int8_skips,
@@ -136,6 +137,38 @@ def test_weights_round_as_pytorchs_per_channel_observer_does() -> None:
     assert (ours.int_repr().int() - expected.int_repr().int()).abs().max() <= 1
     at_the_edge = (weight.float() / scales[:, None]).abs() > 127.4
     assert bool((at_the_edge | ~differ).all())
+
+
+def test_layers_become_int8_while_the_checkpoint_is_read(tiny_checkpoint: Path) -> None:
+    from mississippi_tools.models.h2ovl.loading import load_config, load_weights
+    from mississippi_tools.models.h2ovl.modeling import H2OVLForConditionalGeneration
+
+    waiting: list[int] = []
+
+    class Recording(Int8Converter):
+        def take_from(self, state: dict[str, torch.Tensor]) -> int:
+            started = super().take_from(state)
+            waiting.append(sum(1 for k in state if k.removesuffix(".weight") in self._todo))
+            return started
+
+    with torch.device("meta"):
+        model = H2OVLForConditionalGeneration(load_config(tiny_checkpoint))
+    with Recording(model, skip=("lm_head",)) as converter:
+        load_weights(model, tiny_checkpoint, dtype=None, consumer=converter)
+    assert converter.report().layers == sum(isinstance(m, Int8Linear) for m in model.modules())
+    assert converter.report().layers > 0
+    # No float weight of an int8 layer stays in what was read for longer than its bias takes.
+    assert max(waiting) <= 1
+    # The same int8 layers as converting the model once loaded.
+    with torch.device("meta"):
+        loaded = H2OVLForConditionalGeneration(load_config(tiny_checkpoint))
+    load_weights(loaded, tiny_checkpoint, dtype=None)
+    quantize_linears(loaded, skip=("lm_head",))
+    x = torch.randn(3, loaded.language_model.config.hidden_size)
+    for name, layer in loaded.named_modules():
+        if isinstance(layer, Int8Linear) and layer.in_features == x.shape[1]:
+            with torch.inference_mode():
+                assert torch.equal(model.get_submodule(name)(x), layer(x)), name
 
 
 def test_a_plain_module_is_quantized_layer_by_layer() -> None:

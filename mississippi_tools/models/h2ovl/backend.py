@@ -37,10 +37,10 @@ from mississippi_tools.models.precision import (
     register_float32_attention,
 )
 from mississippi_tools.models.quantization import (
+    Int8Converter,
     Quantization,
     QuantizationReport,
     int8_skips,
-    quantize_linears,
 )
 
 if TYPE_CHECKING:
@@ -120,8 +120,12 @@ class H2OVLBackend(DecoderBackend):
             model = H2OVLForConditionalGeneration(config, attn_implementation=attn_implementation)
         report: QuantizationReport | None = None
         if quantization is not None:
-            load_weights(model, directory, dtype=None, allow_pickle=allow_pickle)
-            report = quantize_linears(model, skip=int8_skips())
+            # Each linear layer becomes int8 as soon as its tensors are read.
+            with Int8Converter(model, skip=int8_skips()) as converter:
+                load_weights(
+                    model, directory, dtype=None, allow_pickle=allow_pickle, consumer=converter
+                )
+            report = converter.report()
         else:
             load_weights(model, directory, dtype=dtype, allow_pickle=allow_pickle)
         if report is not None and any(s.startswith("vision_model") for s in report.skipped):

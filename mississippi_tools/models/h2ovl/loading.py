@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mississippi_tools.errors import CheckpointError, ModelLoadError
 from mississippi_tools.models.h2ovl.configuration import H2OVLConfig
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKPOINT_KEY_MAPPING",
     "CheckpointFiles",
+    "TensorConsumer",
     "find_checkpoint_files",
     "load_config",
     "load_weights",
@@ -275,17 +276,33 @@ def _preview(names: list[str], limit: int = 10) -> str:
     return ", ".join(names[:limit]) + more
 
 
+class TensorConsumer(Protocol):
+    """Takes tensors out of the state being read (see :func:`load_weights`)."""
+
+    def take_from(self, state: dict[str, torch.Tensor]) -> int:
+        """Remove the tensors it uses from ``state``; how many modules it started."""
+        ...
+
+    def finish(self) -> None:
+        """Called once every tensor has been read, before the model is checked."""
+        ...
+
+
 def load_weights(
     model: H2OVLForConditionalGeneration,
     directory: Path,
     *,
     dtype: torch.dtype | None,
     allow_pickle: bool = False,
+    consumer: TensorConsumer | None = None,
 ) -> None:
     """Fill ``model`` (built on the meta device) with a checkpoint's tensors, cast to ``dtype``.
 
     ``dtype=None`` keeps each tensor in the file's dtype and reads it without a memory map (the
-    int8 path quantizes from it and frees it; see :func:`_read_unmapped`).
+    int8 path quantizes from it and frees it; see :func:`_read_unmapped`). A ``consumer`` sees
+    the tensors read so far after each one and may take some out, putting modules of its own in
+    their place (the int8 path:
+    :class:`~mississippi_tools.models.quantization.Int8Converter`).
     """
     files = find_checkpoint_files(directory, allow_pickle=allow_pickle)
     plan = _plan(model, _header_shapes(files))
@@ -301,6 +318,11 @@ def load_weights(
                 state[target] = part.contiguous()
         else:
             state[targets[0]] = tensor
+        del tensor
+        if consumer is not None:
+            consumer.take_from(state)
+    if consumer is not None:
+        consumer.finish()
     if model.language_model.config.tie_word_embeddings:
         state.pop("language_model.lm_head.weight", None)
     model.load_state_dict(state, strict=False, assign=True)
