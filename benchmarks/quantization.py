@@ -110,8 +110,9 @@ def measure_mode(
         measured["request_seconds"] = sum(measured["seconds"].values())
         requests[name] = measured
     costs = model_costs(backend.config)
-    if mode == "int8":  # int8 decoder layers, float32 lm_head
-        step_bytes = costs.decoder_weight_params * 1 + costs.lm_head_params * 4
+    if mode == "int8":  # int8 decoder layers, lm_head in the compute dtype
+        lm_head_bytes = torch.finfo(backend.dtype).bits // 8
+        step_bytes = costs.decoder_weight_params * 1 + costs.lm_head_params * lm_head_bytes
     else:
         step_bytes = costs.decode_bytes_per_token(torch.finfo(backend.dtype).bits // 8)
     per_token = requests["1-tile"]["seconds"]["decode"] / new_tokens
@@ -531,7 +532,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "",
         f"Decoding against the weight-streaming bound ({m['memory_read_gbps']:.1f} GB/s): "
         f"{dtype} {b['decode_fraction_of_bound']:.0%}, int8 {q['decode_fraction_of_bound']:.0%} "
-        f"of its own (int8 layers, float32 lm_head: "
+        f"of its own (int8 layers, {q['dtype']} lm_head: "
         f"{q['decode_weight_bytes_per_token'] / 2**20:.0f} MiB a token against "
         f"{b['decode_weight_bytes_per_token'] / 2**20:.0f} MiB).",
         "",

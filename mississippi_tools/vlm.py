@@ -219,9 +219,10 @@ class MississippiVLM(TaskMethods):
                 estimated above it.
             quantization: ``"int8"``: the linear layers of the vision encoder, projector and
                 decoder run as int8 on the CPU (per-channel int8 weights, activations
-                quantized per call; PyTorch's oneDNN/FBGEMM kernels, chosen from the CPU's
-                flags), the rest in float32. Faster and smaller on CPUs; answers can change
-                slightly. H2OVL only; ``dtype`` must stay ``"auto"`` or ``"float32"``.
+                quantized per call; PyTorch's FBGEMM kernels), the rest in bfloat16 where
+                the CPU computes it natively, else float32 (the vision encoder stays
+                bfloat16 there too). Decodes about twice as fast on CPUs; answers can change
+                slightly. H2OVL only; ``dtype`` stays ``"auto"`` or ``"float32"``.
 
         Raises:
             MissingDependencyError: The ``local`` extra is not installed.

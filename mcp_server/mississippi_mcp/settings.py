@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--quantization",
         choices=["int8"],
-        help="int8 linear layers on the CPU, the rest float32 (local engine; H2OVL only).",
+        help="int8 linear layers on the CPU, the rest bfloat16 or float32 (local engine; H2OVL).",
     )
     model.add_argument("--engine", choices=["local", "remote"], help="Where the model runs.")
     model.add_argument(

@@ -191,11 +191,13 @@ def load_backend(
 
     ``quantization="int8"`` loads the linear layers as int8 on the CPU
     (:mod:`mississippi_tools.models.quantization`); the rest of the model then computes in
-    float32, so ``dtype`` must be ``"auto"`` or ``"float32"``.
+    bfloat16 where the CPU computes it natively, else float32 (``dtype="auto"``), or in float32
+    when ``dtype="float32"``.
 
     Raises:
         InvalidInputError: A placement asked of a backend that loads on one device; a
-            quantization that is unknown, not on the CPU, with a half-precision dtype, or for a
+            quantization that is unknown, not on the CPU, with a dtype the CPU does not compute
+            natively, or for a
             backend without it.
         ModelTooLargeError: The estimated footprint exceeds ``memory_limit``.
     """
@@ -250,8 +252,7 @@ def load_backend(
     if memory_limit is not None:
         from mississippi_tools.models.footprint import check_footprint
 
-        # int8 layers plus float32 embeddings average under 2 bytes a weight, and loading
-        # holds the checkpoint's own (half-precision) weights while quantizing.
+        # int8 layers plus half- or single-precision embeddings average under 2 bytes a weight.
         check_footprint(
             directory,
             2 if quantization is not None else resolved_dtype.itemsize,
@@ -271,15 +272,28 @@ def load_backend(
 
 
 def _quantized_dtype(quantization: str, dtype: str | torch.dtype) -> str:
-    """``"float32"``, the dtype around int8 layers; any other explicit dtype is refused."""
-    if str(dtype).removeprefix("torch.") not in ("auto", "float32", "fp32"):
-        raise InvalidInputError(
-            f"quantization={quantization!r} computes everything but the int8 layers in float32 "
-            f"(the int8 kernels take float32 activations), so dtype {str(dtype)!r} does not "
-            "apply: leave dtype 'auto' or set 'float32'",
-            remedy=Remedy("no_quantization"),
-        )
-    return "float32"
+    """The dtype around int8 layers: ``auto``'s choice, or one this CPU computes natively.
+
+    ``"auto"`` is :func:`~mississippi_tools.models.quantization.int8_compute_dtype` (bfloat16
+    where the CPU computes it natively, else float32); ``"float32"`` is always accepted and
+    ``"bfloat16"`` where it is native; any other dtype is refused.
+    """
+    from mississippi_tools.models.quantization import int8_compute_dtype
+
+    name = str(dtype).removeprefix("torch.")
+    automatic = int8_compute_dtype()
+    if name == "auto":
+        return automatic
+    if name in ("float32", "fp32"):
+        return "float32"
+    if name in ("bfloat16", "bf16") and automatic == "bfloat16":
+        return "bfloat16"
+    raise InvalidInputError(
+        f"quantization={quantization!r} computes everything but the int8 layers in "
+        f"{automatic} on this CPU (bfloat16 only where the CPU computes it natively), so dtype "
+        f"{str(dtype)!r} does not apply: leave dtype 'auto' or set 'float32'",
+        remedy=Remedy("no_quantization"),
+    )
 
 
 def _loaded_backends() -> list[type[Backend]]:

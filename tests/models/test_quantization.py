@@ -20,6 +20,7 @@ from mississippi_tools.models.quantization import (
     Int8Converter,
     choose_engine,
     cpu_features,
+    int8_compute_dtype,
     int8_skips,
     layer_sqnr,
     quantize_linears,
@@ -79,7 +80,8 @@ def test_every_linear_but_lm_head_is_int8(int8_backend: Backend) -> None:
     quantized = [m for m in int8_backend.model.modules() if isinstance(m, Int8Linear)]
     assert len(quantized) == report.layers > 0
     assert report.engine in torch.backends.quantized.supported_engines
-    assert int8_backend.dtype == torch.float32  # everything around the int8 layers
+    # Everything around the int8 layers: bfloat16 where the CPU computes it natively.
+    assert int8_backend.dtype == getattr(torch, int8_compute_dtype())
     assert report.engine in report.describe()
 
 
@@ -193,7 +195,7 @@ def test_a_plain_module_is_quantized_layer_by_layer() -> None:
     ("kwargs", "words"),
     [
         ({"quantization": "int4"}, "quantization 'int4' is not supported"),
-        ({"quantization": "int8", "dtype": "bfloat16"}, "dtype 'bfloat16' does not apply"),
+        ({"quantization": "int8", "dtype": "float16"}, "dtype 'float16' does not apply"),
         ({"quantization": "int8", "device": "meta"}, "runs on the CPU"),
     ],
 )
@@ -237,7 +239,7 @@ def test_cli_loads_int8_and_info_reports_the_kernels(tiny_checkpoint: Path) -> N
     )  # fmt: skip
     assert code == 0, err
     info = json.loads(out)
-    assert info["quantization"] == "int8" and info["dtype"] == "float32"
+    assert info["quantization"] == "int8" and info["dtype"] == int8_compute_dtype()
     assert info["kernel_engine"] in torch.backends.quantized.supported_engines
     code, out, err = invoke(
         "info", "--model", str(tiny_checkpoint), "--device", "cpu", "--quantization", "int4"
@@ -268,7 +270,7 @@ def test_http_service_loads_int8_and_reports_it(tiny_checkpoint: Path) -> None:
             what="the load",
         )
         health = httpx.get(f"{live.url}/health", timeout=30).json()
-        assert health["quantization"] == "int8" and health["dtype"] == "float32"
+        assert health["quantization"] == "int8" and health["dtype"] == int8_compute_dtype()
         assert health["kernel_engine"] in torch.backends.quantized.supported_engines
         assert "cpu_flags" in health
         card = httpx.get(f"{live.url}/v1/models", timeout=30).json()["data"][0]
@@ -287,7 +289,7 @@ def test_http_service_loads_int8_and_reports_it(tiny_checkpoint: Path) -> None:
 def test_http_service_refuses_a_bad_quantization_with_the_operators_flag(
     tiny_checkpoint: Path,
 ) -> None:
-    settings = quiet_settings(model=str(tiny_checkpoint), device="cpu", dtype="bfloat16")
+    settings = quiet_settings(model=str(tiny_checkpoint), device="cpu", dtype="float16")
     settings = settings.model_copy(update={"quantization": "int8"})
     with run_server(settings) as live:
         wait_until(
@@ -296,7 +298,7 @@ def test_http_service_refuses_a_bad_quantization_with_the_operators_flag(
             what="a refusal",
         )
         error = httpx.get(f"{live.url}/health", timeout=30).json()["error"]
-        assert error["code"] == "invalid_input" and "dtype 'bfloat16'" in error["message"]
+        assert error["code"] == "invalid_input" and "dtype 'float16'" in error["message"]
 
 
 def test_server_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

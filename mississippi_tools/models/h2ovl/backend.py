@@ -104,11 +104,11 @@ class H2OVLBackend(DecoderBackend):
     ) -> H2OVLBackend:
         """Load a checkpoint directory in the original format.
 
-        With ``quantization="int8"`` (CPU; ``dtype`` float32) the weights are read in the
-        file's dtype, the decoder's and projector's linear layers (and the vision encoder's on
-        CPUs without native bfloat16) become int8 one at a time, the vision encoder stays
-        bfloat16 on CPUs with it, and the rest is cast to float32
-        (:mod:`mississippi_tools.models.quantization`).
+        With ``quantization="int8"`` (CPU; ``dtype`` bfloat16 where the CPU computes it
+        natively, else float32) the weights are read in the file's dtype, the decoder's and
+        projector's linear layers (and the vision encoder's on CPUs without native bfloat16)
+        become int8 as they are read, the vision encoder stays bfloat16 on CPUs with it, and
+        the rest is cast to ``dtype`` (:mod:`mississippi_tools.models.quantization`).
         """
         started = time.perf_counter()
         config = load_config(directory)
