@@ -537,7 +537,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"{b['decode_weight_bytes_per_token'] / 2**20:.0f} MiB).",
         "",
         "Goals (issue 17): "
-        + "; ".join(f"{name} {r[name]:.2f} ({_met(name, r[name])})" for name in GOALS),
+        + "; ".join(f"{name} {r[name]:.3f} ({_met(name, r[name])})" for name in GOALS),
         "",
         "Stages, fastest of the rounds (seconds): "
         + "; ".join(
