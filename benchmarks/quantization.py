@@ -64,15 +64,6 @@ ISA_CAPS: dict[str, dict[str, str]] = {
 # -- worker side ---------------------------------------------------------------------------------
 
 
-def _peak_rss_gib() -> float:
-    """``VmHWM`` of this process (the peak resident set), in GiB."""
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
 def measure_mode(
     checkpoint: Path, tiny: Path, mode: str, *, new_tokens: int, gbps: float
 ) -> dict[str, Any]:
@@ -101,7 +92,7 @@ def measure_mode(
     assert isinstance(backend, H2OVLBackend)
     _touch_weights(backend.model)
     load_seconds = time.perf_counter() - started
-    loaded_rss = _peak_rss_gib()
+    loaded_rss = stages.peak_rss_mb() / 1024
     pages = {name: stages.page_png(size) for name, size in stages.PAGES.items()}
     stages.measure_request(backend, pages["1-tile"], new_tokens=2)  # warm-up
     requests: dict[str, Any] = {}
@@ -129,7 +120,7 @@ def measure_mode(
         "decode_tokens_per_s": requests["1-tile"]["decode_tokens_per_s"],
         "decode_weight_bytes_per_token": step_bytes,
         "decode_fraction_of_bound": step_bytes / (gbps * 1e9) / per_token,
-        "peak_rss_gib": _peak_rss_gib(),
+        "peak_rss_gib": stages.peak_rss_mb() / 1024,
         "threads": torch.get_num_threads(),
     }
 

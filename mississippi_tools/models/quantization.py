@@ -162,7 +162,7 @@ class QuantizationReport:
     cpu: CpuFeatures
 
     def describe(self) -> str:
-        """One line for logs and model info: ``int8 (onednn; avx2, amx_int8 ...)``."""
+        """One line for logs and model info: ``int8 (x86 kernels, 114 layers; CPU avx2, ...)``."""
         flags = ", ".join(self.cpu.flags) or "no SIMD flags read"
         return f"{self.mode} ({self.engine} kernels, {self.layers} layers; CPU {flags})"
 
@@ -230,19 +230,16 @@ class Int8Converter:
             assert isinstance(linear, nn.Linear)
             self._submit(name, linear.weight, linear.bias)
 
-    def take_from(self, state: dict[str, torch.Tensor]) -> int:
+    def take_from(self, state: dict[str, torch.Tensor]) -> None:
         """Convert the layers whose tensors are all in ``state``, removing them from it.
 
-        Returns how many layers were started (an ``on_tensor`` hook of ``load_weights``).
+        The consumer side of :func:`~mississippi_tools.models.h2ovl.loading.load_weights`.
         """
-        started = 0
         for key in [k for k in state if k.endswith(".weight")]:
             name = key.removesuffix(".weight")
             if name not in self._todo or (self._todo[name][2] and f"{name}.bias" not in state):
                 continue
             self._submit(name, state.pop(key), state.pop(f"{name}.bias", None))
-            started += 1
-        return started
 
     def finish(self) -> None:
         """Wait for the layers in flight and install them (all the checkpoint has been read)."""

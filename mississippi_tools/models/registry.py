@@ -197,8 +197,7 @@ def load_backend(
     Raises:
         InvalidInputError: A placement asked of a backend that loads on one device; a
             quantization that is unknown, not on the CPU, with a dtype the CPU does not compute
-            natively, or for a
-            backend without it.
+            natively, or for a backend without it.
         ModelTooLargeError: The estimated footprint exceeds ``memory_limit``.
     """
     from mississippi_tools.models.devices import resolve_attention, resolve_device, resolve_dtype

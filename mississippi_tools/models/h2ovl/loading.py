@@ -279,8 +279,8 @@ def _preview(names: list[str], limit: int = 10) -> str:
 class TensorConsumer(Protocol):
     """Takes tensors out of the state being read (see :func:`load_weights`)."""
 
-    def take_from(self, state: dict[str, torch.Tensor]) -> int:
-        """Remove the tensors it uses from ``state``; how many modules it started."""
+    def take_from(self, state: dict[str, torch.Tensor]) -> None:
+        """Remove the tensors it uses from ``state`` (called after each tensor is read)."""
         ...
 
     def finish(self) -> None:
