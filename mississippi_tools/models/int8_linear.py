@@ -19,28 +19,43 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Int8Linear", "pack_weight", "quantize_weight"]
+__all__ = ["Int8Linear", "as_quantized", "pack_weight", "quantize_weight", "round_per_channel"]
 
 
-def quantize_weight(weight: torch.Tensor) -> torch.Tensor:
+def round_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``weight`` rounded to int8 per output channel: PyTorch's symmetric per-channel rule.
 
     Each row's scale is its largest magnitude over 127.5 (never below float32's epsilon), zero
     point 0, values clamped to [-128, 127], as ``torch.ao``'s per-channel weight observer gives.
-    Returns a ``torch.qint8`` per-channel tensor, the form the packing kernel takes.
+    Returns the int8 values and the float64 scales; plain tensors, so any thread may compute
+    them (see :func:`as_quantized`).
     """
     low, high = torch.aminmax(weight.detach(), dim=1)
     largest = torch.maximum(low.float().neg_(), high.float())
     scales = (largest / 127.5).clamp_min_(torch.finfo(torch.float32).eps)
     values = weight.detach().to(torch.float32, copy=True).div_(scales[:, None])
     values = values.round_().clamp_(-128, 127)
-    values = values.to(torch.int8)
-    zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+    return values.to(torch.int8), scales.double()
+
+
+def as_quantized(values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """The ``torch.qint8`` per-channel tensor (zero points 0) the packing kernel takes.
+
+    torch 2.10+ marks quantized tensor types deprecated in favour of torchao (the packing
+    kernel still takes them, and torchao's CPU int8 paths lost here: see ``quantization.py``)
+    and warns once per process when the first one is made; that warning is silenced with
+    ``warnings.catch_warnings``, which swaps the process's filters and so must not run on two
+    threads at once: call this from one thread only.
+    """
+    zero_points = torch.zeros(values.shape[0], dtype=torch.long)
     with warnings.catch_warnings():
-        # torch 2.10+ marks quantized tensor types deprecated in favour of torchao; the packing
-        # kernel still takes them, and torchao's CPU int8 paths lost here (see quantization.py).
         warnings.simplefilter("ignore")
-        return torch._make_per_channel_quantized_tensor(values, scales.double(), zero_points, 0)
+        return torch._make_per_channel_quantized_tensor(values, scales, zero_points, 0)
+
+
+def quantize_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` as a ``torch.qint8`` per-channel tensor (:func:`round_per_channel`)."""
+    return as_quantized(*round_per_channel(weight))
 
 
 def pack_weight(quantized: torch.Tensor, bias: torch.Tensor | None) -> Any:

@@ -171,9 +171,12 @@ class Int8Converter:
     """Turns a model's ``nn.Linear`` layers into :class:`Int8Linear` ones, layer by layer.
 
     Each layer's float weight is rounded to int8 per output channel
-    (:func:`~mississippi_tools.models.int8_linear.quantize_weight`) and packed for the kernel
-    engine (most of the cost) on as many threads as torch computes with; at most two layers
-    per thread wait, so the copies in flight stay a few layers' worth. Biases stay float32.
+    (:func:`~mississippi_tools.models.int8_linear.round_per_channel`) and packed for the kernel
+    engine, both on as many threads as torch computes with; the converter's own thread only
+    wraps each rounded weight as a quantized tensor between the two (that wrap silences a
+    torch deprecation warning, which is not safe from several threads) and installs the
+    layers. At most two layers per thread wait at each stage, so the copies in flight stay a
+    few layers' worth. Biases stay float32.
 
     Two ways in: :meth:`convert_loaded` for a model whose weights are in place, and
     :meth:`take_from` while a checkpoint is read (the model built on the meta device): each
@@ -208,7 +211,9 @@ class Int8Converter:
         }
         self._workers = max(1, torch.get_num_threads())
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="int8-pack")
-        self._pending: deque[tuple[str, Future[Any]]] = deque()
+        #: Layers being rounded (name, float32 bias, job), then being packed (name, job).
+        self._rounding: deque[tuple[str, torch.Tensor | None, Future[Any]]] = deque()
+        self._packing: deque[tuple[str, Future[Any]]] = deque()
         self.layers = 0
 
     def __enter__(self) -> Int8Converter:
@@ -243,7 +248,7 @@ class Int8Converter:
 
     def finish(self) -> None:
         """Wait for the layers in flight and install them (all the checkpoint has been read)."""
-        self._install_until(0)
+        self._advance_until(0)
 
     def report(self) -> QuantizationReport:
         """What was converted (after the ``with`` block)."""
@@ -253,14 +258,22 @@ class Int8Converter:
         )  # fmt: skip
 
     def _submit(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        self._pending.append((name, self._pool.submit(_quantize_and_pack, weight, bias)))
-        self._install_until(2 * self._workers)
+        from mississippi_tools.models.int8_linear import round_per_channel
 
-    def _install_until(self, left: int) -> None:
-        from mississippi_tools.models.int8_linear import Int8Linear
+        float_bias = None if bias is None else bias.detach().float().clone()
+        self._rounding.append((name, float_bias, self._pool.submit(round_per_channel, weight)))
+        self._advance_until(2 * self._workers)
 
-        while len(self._pending) > left:
-            name, job = self._pending.popleft()
+    def _advance_until(self, left: int) -> None:
+        """Move the oldest layers on until at most ``left`` wait at each stage."""
+        from mississippi_tools.models.int8_linear import Int8Linear, as_quantized, pack_weight
+
+        while len(self._rounding) > left:
+            name, bias, job = self._rounding.popleft()
+            quantized = as_quantized(*job.result())
+            self._packing.append((name, self._pool.submit(pack_weight, quantized, bias)))
+        while len(self._packing) > left:
+            name, job = self._packing.popleft()
             in_features, out_features, _ = self._todo.pop(name)
             parent_name, _, attribute = name.rpartition(".")
             parent = self.module.get_submodule(parent_name) if parent_name else self.module
@@ -287,16 +300,6 @@ def quantize_linears(
     with Int8Converter(module, skip=skip, engine=engine) as converter:
         converter.convert_loaded()
     return converter.report()
-
-
-def _quantize_and_pack(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    import torch
-
-    from mississippi_tools.models.int8_linear import pack_weight, quantize_weight
-
-    with torch.no_grad():
-        float_bias = None if bias is None else bias.detach().float().clone()
-        return pack_weight(quantize_weight(weight), float_bias)
 
 
 def layer_sqnr(

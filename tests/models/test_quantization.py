@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +187,30 @@ def test_a_plain_module_is_quantized_layer_by_layer() -> None:
         got = model(x)
     assert got.dtype == torch.float32
     assert float(nn.functional.cosine_similarity(got, expected, dim=-1).min()) > MIN_COSINE
+
+
+def test_converting_leaves_the_warning_filters_as_they_were() -> None:
+    # torch warns once per process at the first quantized tensor; silencing it with
+    # ``catch_warnings`` on the packing threads raced: one thread's exit restored the filters
+    # under another, which then raised the warning under "error" or left "ignore" behind.
+    # A fresh interpreter, so the once-per-process warning has not fired yet.
+    code = (
+        "import warnings\n"
+        "from torch import nn\n"
+        "from mississippi_tools.models.quantization import quantize_linears\n"
+        "warnings.simplefilter('error')\n"
+        "before = list(warnings.filters)\n"
+        "for _ in range(4):\n"
+        "    model = nn.Sequential(*[nn.Linear(64, 64) for _ in range(48)])\n"
+        "    assert quantize_linears(model, skip=()).layers == 48\n"
+        "    assert warnings.filters == before, warnings.filters[:3]\n"
+        "print('same filters')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "same filters"
 
 
 # -- typed errors -------------------------------------------------------------------------------
