@@ -31,6 +31,7 @@ from mississippi_tools.models.h2ovl.tokenization import (
     IMG_END,
     H2OVLTokenizer,
 )
+from mississippi_tools.models.lean_decode import LeanDecodeStep, lean_step_unsupported
 from mississippi_tools.models.precision import (
     compute_large_products_in_float32,
     emulates_bfloat16,
@@ -89,6 +90,10 @@ class H2OVLBackend(DecoderBackend):
         self._image_token_id = tokenizer.token_to_id(IMG_CONTEXT)
         self._image_end_id = tokenizer.token_to_id(IMG_END)
         self._stop_ids = frozenset({tokenizer.eos_token_id})
+        decoder = model.language_model
+        #: The decoding step without transformers' per-call machinery (``None``: this decoder
+        #: keeps transformers' step; :func:`lean_step_unsupported` says why).
+        self.lean_step = None if lean_step_unsupported(decoder) else LeanDecodeStep(decoder)
 
     @classmethod
     def from_directory(
@@ -314,9 +319,19 @@ class H2OVLBackend(DecoderBackend):
         *,
         last_only: bool = True,
     ) -> torch.Tensor:
-        """Decoder over new positions; float32 logits of the last (or every) position."""
+        """Decoder over new positions; float32 logits of the last (or every) position.
+
+        One new position per row (a decoding step) runs :attr:`lean_step` when there is one.
+        """
         decoder = self.model.language_model
         with torch.inference_mode():
+            if self.lean_step is not None and last_only and inputs_embeds.shape[1] == 1:
+                return self.lean_step(
+                    inputs_embeds,
+                    position_ids.to(self.device),
+                    cache,
+                    attention_mask.to(self.device),
+                )
             out = decoder.model(
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask.to(self.device),
