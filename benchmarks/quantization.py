@@ -34,14 +34,14 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.processes import ISA_CAPS, ROOT, in_process
+
 RESULTS = ROOT / "benchmarks" / "results"
 
 #: Our engine's modes, each loaded in its own process: name -> load_backend keywords.
@@ -49,17 +49,6 @@ MODES: dict[str, dict[str, Any]] = {
     "lossless": {"dtype": "auto"},
     "int8": {"quantization": "int8"},
 }
-
-#: Environment that caps PyTorch's, oneDNN's and FBGEMM's kernels at an instruction set.
-ISA_CAPS: dict[str, dict[str, str]] = {
-    "native": {},
-    "avx2": {
-        "ATEN_CPU_CAPABILITY": "avx2",
-        "ONEDNN_MAX_CPU_ISA": "AVX2",
-        "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
-    },
-}
-
 
 # -- worker side ---------------------------------------------------------------------------------
 
@@ -285,26 +274,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _in_process(task: str, *, isa: str = "native", **kwargs: Any) -> dict[str, Any]:
     """Run ``task`` in a fresh Python process with the kernels capped at ``isa``; its result."""
-    env = {
-        **os.environ,
-        **ISA_CAPS[isa],
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    spec = json.dumps(
-        {"task": task, **{k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}}
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.quantization", "--worker", spec],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=3600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark worker {task} failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return in_process("benchmarks.quantization", task, isa=isa, **kwargs)
 
 
 def file_read_seconds(checkpoint: Path) -> dict[str, float]:

@@ -94,6 +94,21 @@ def test_quantization_benchmark_caps_the_kernels_at_avx2() -> None:
     assert set(capped["flags"]) <= {"avx2", "avx_vnni"}
 
 
+def test_decode_step_benchmark_quick_runs_and_writes_nothing() -> None:
+    from benchmarks import decode_step
+
+    before = {p: p.stat().st_mtime_ns for p in decode_step.RESULTS.glob("decode-step*")}
+    result = decode_step.main(["--quick"])
+    assert result is not None
+    assert set(result["modes"]) == {"lossless", "int8"}
+    for measured in result["modes"].values():
+        assert set(measured["step_ms"]) == {"lean", "transformers"}
+        assert all(ms > 0 for ms in measured["step_ms"].values())
+        assert all(0 < share < 1 for share in measured["product_share"].values())
+    assert "lean / transformers" in decode_step.markdown(result, "cmd")
+    assert {p: p.stat().st_mtime_ns for p in decode_step.RESULTS.glob("decode-step*")} == before
+
+
 def test_h2ovl2b_stage_runs_on_the_tiny_2b_checkpoint() -> None:
     from benchmarks import h2ovl2b
 
