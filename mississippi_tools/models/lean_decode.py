@@ -116,7 +116,7 @@ class LeanDecodeStep:
         hidden = inputs_embeds.reshape(rows, 1, -1).clone()
         cos, sin = self._angles(positions.reshape(rows), hidden.dtype)
         padding = self._padding_mask(attention_mask)
-        for layer, cached in zip(self.layers, cache.growing_layers, strict=False):
+        for layer, cached in zip(self.layers, cache.growing_layers, strict=True):
             hidden = self._attention_block(layer, cached, hidden, cos, sin, padding)
             hidden = self._mlp_block(layer, hidden)
         hidden = self.final_norm(hidden)

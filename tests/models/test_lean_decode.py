@@ -134,6 +134,19 @@ PROMPTS = [[1, 5, 9, 14, 3, 7, 22, 40, 41], [1, 8, 2, 60]]
             lambda: _llama(rope_parameters={"rope_type": "linear", "factor": 2.0}),
             id="llama-linear-rope",
         ),
+        pytest.param(
+            lambda: _llama(
+                rope_parameters={
+                    "rope_type": "llama3",
+                    "rope_theta": 10000.0,
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 64,
+                }
+            ),
+            id="llama3-rope",
+        ),
         pytest.param(_mistral, id="mistral"),
     ],
 )
